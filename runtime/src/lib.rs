@@ -1,0 +1,33 @@
+//! Runs WASI programs described by OCI runtime specs with wasmtime.
+//!
+//! This crate is the wasm half of the shim and deliberately knows nothing about containerd or
+//! ttrpc: it takes an OCI spec, a rootfs directory and already-open stdio files, and gives back
+//! an exit status. Another host (a CLI, a benchmark, a different orchestrator) can reuse it.
+//!
+//! The path of one program through the crate:
+//! [`WasiPlan::from_spec`] (spec → argv/env/cwd/preopens/entrypoint) →
+//! [`Program::load`] (read, classify and compile the wasm once, on the shared engine) →
+//! [`Program::run`] (instantiate with WASI and run to an [`ExitStatus`], stoppable through a
+//! [`Stopper`]).
+
+mod engine;
+mod entrypoint;
+mod error;
+mod exit;
+mod plan;
+mod preopen;
+mod program;
+mod stdio;
+mod stop;
+mod usage;
+
+pub use engine::shared_engine;
+pub use entrypoint::Entrypoint;
+pub use error::RuntimeError;
+pub use exit::ExitStatus;
+pub use plan::WasiPlan;
+pub use preopen::{Preopen, PreopenPlan};
+pub use program::{Program, ProgramKind};
+pub use stdio::StdioFiles;
+pub use stop::Stopper;
+pub use usage::{thread_cpu_usage, CpuUsage, MemoryGauge};

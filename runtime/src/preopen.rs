@@ -1,0 +1,241 @@
+use std::path::{Component, Path, PathBuf};
+
+use oci_spec::runtime::Mount;
+
+use crate::RuntimeError;
+
+/// One host directory the program can reach, and where it appears inside the program.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Preopen {
+    /// Directory on the host.
+    pub host: PathBuf,
+    /// Absolute path under which the program sees it.
+    pub guest: String,
+    /// Whether writes through this preopen are refused.
+    pub read_only: bool,
+}
+
+/// The complete list of what a program may touch on the host.
+///
+/// This is the whole of the program's filesystem view: the rootfs as `/` and each directory
+/// bind mount at its destination. Kernel filesystems (proc, sysfs, cgroup, devpts, mqueue,
+/// tmpfs) and file bind mounts have no WASI equivalent and are left out, recorded in
+/// `skipped` so the host can log why.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PreopenPlan {
+    /// What the program gets, the rootfs first.
+    pub preopens: Vec<Preopen>,
+    /// Spec mounts left out, with the reason, for the host's debug log.
+    pub skipped: Vec<(String, String)>,
+}
+
+impl PreopenPlan {
+    /// Maps the rootfs and the spec's mounts to preopens; fails on mounts no runtime could
+    /// honour (relative or duplicate destinations, missing sources).
+    pub fn from_mounts(
+        rootfs: &Path,
+        rootfs_read_only: bool,
+        mounts: &[Mount],
+    ) -> Result<Self, RuntimeError> {
+        let mut plan = PreopenPlan {
+            preopens: vec![Preopen {
+                host: rootfs.to_path_buf(),
+                guest: "/".to_string(),
+                read_only: rootfs_read_only,
+            }],
+            skipped: Vec::new(),
+        };
+        for mount in mounts {
+            let destination = normalize_destination(mount.destination())?;
+            let options = mount.options().clone().unwrap_or_default();
+            let is_bind = mount.typ().as_deref() == Some("bind")
+                || options.iter().any(|o| o == "bind" || o == "rbind");
+            if !is_bind {
+                let kind = mount.typ().clone().unwrap_or_else(|| "untyped".into());
+                plan.skipped
+                    .push((destination, format!("{kind} mount has no WASI equivalent")));
+                continue;
+            }
+            let source = mount.source().clone().ok_or_else(|| {
+                RuntimeError::InvalidMount(format!("bind mount {destination} has no source"))
+            })?;
+            if !source.is_absolute() {
+                return Err(RuntimeError::InvalidMount(format!(
+                    "bind mount {destination}: source {} is not an absolute path",
+                    source.display()
+                )));
+            }
+            let metadata = std::fs::metadata(&source).map_err(|e| {
+                RuntimeError::InvalidMount(format!(
+                    "bind mount {destination}: source {}: {e}",
+                    source.display()
+                ))
+            })?;
+            if !metadata.is_dir() {
+                plan.skipped.push((
+                    destination,
+                    format!(
+                        "source {} is a file; WASI preopens only directories",
+                        source.display()
+                    ),
+                ));
+                continue;
+            }
+            if plan.preopens.iter().any(|p| p.guest == destination) {
+                return Err(RuntimeError::InvalidMount(format!(
+                    "two mounts have the destination {destination}"
+                )));
+            }
+            plan.preopens.push(Preopen {
+                host: source,
+                guest: destination,
+                read_only: options.iter().any(|o| o == "ro"),
+            });
+        }
+        Ok(plan)
+    }
+
+    /// The preopen whose guest path is the longest prefix of `guest_path` (as wasi-libc picks
+    /// them), and the rest of the path below it.
+    pub fn locate<'a>(&self, guest_path: &'a str) -> Option<(&Preopen, &'a str)> {
+        self.preopens
+            .iter()
+            .filter_map(|p| {
+                let rest = if p.guest == "/" {
+                    guest_path.strip_prefix('/')?
+                } else {
+                    let rest = guest_path.strip_prefix(p.guest.as_str())?;
+                    if !(rest.is_empty() || rest.starts_with('/')) {
+                        return None;
+                    }
+                    rest.trim_start_matches('/')
+                };
+                Some((p, rest))
+            })
+            .max_by_key(|(p, _)| p.guest.len())
+    }
+}
+
+/// Destinations must be absolute and free of `..`, so no two spellings name the same place.
+fn normalize_destination(destination: &Path) -> Result<String, RuntimeError> {
+    if !destination.is_absolute() {
+        return Err(RuntimeError::InvalidMount(format!(
+            "destination {} is not an absolute path",
+            destination.display()
+        )));
+    }
+    let mut parts = Vec::new();
+    for component in destination.components() {
+        match component {
+            Component::RootDir | Component::CurDir => {}
+            Component::Normal(part) => parts.push(part.to_str().ok_or_else(|| {
+                RuntimeError::InvalidMount(format!(
+                    "destination {} is not valid UTF-8",
+                    destination.display()
+                ))
+            })?),
+            Component::ParentDir | Component::Prefix(_) => {
+                return Err(RuntimeError::InvalidMount(format!(
+                    "destination {} contains '..'",
+                    destination.display()
+                )))
+            }
+        }
+    }
+    if parts.is_empty() {
+        return Err(RuntimeError::InvalidMount(
+            "a mount over / would hide the rootfs".to_string(),
+        ));
+    }
+    Ok(format!("/{}", parts.join("/")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oci_spec::runtime::MountBuilder;
+
+    fn bind(dst: &str, src: &Path, options: &[&str]) -> Mount {
+        MountBuilder::default()
+            .destination(dst)
+            .typ("bind")
+            .source(src)
+            .options(options.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn rootfs_and_directory_binds_become_preopens() {
+        let dir = tempfile::tempdir().unwrap();
+        let plan = PreopenPlan::from_mounts(
+            Path::new("/rootfs"),
+            false,
+            &[bind("/data/", dir.path(), &["rbind", "ro"])],
+        )
+        .unwrap();
+        assert_eq!(plan.preopens.len(), 2);
+        assert_eq!(plan.preopens[1].guest, "/data");
+        assert!(plan.preopens[1].read_only);
+        assert!(!plan.preopens[0].read_only);
+    }
+
+    #[test]
+    fn kernel_filesystems_and_file_binds_are_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("hosts");
+        std::fs::write(&file, "127.0.0.1 localhost\n").unwrap();
+        let proc_mount = MountBuilder::default()
+            .destination("/proc")
+            .typ("proc")
+            .source("proc")
+            .build()
+            .unwrap();
+        let plan = PreopenPlan::from_mounts(
+            Path::new("/rootfs"),
+            true,
+            &[
+                proc_mount,
+                bind("/etc/hosts", &file, &["rbind", "rprivate"]),
+            ],
+        )
+        .unwrap();
+        assert_eq!(plan.preopens.len(), 1);
+        assert_eq!(plan.skipped.len(), 2);
+    }
+
+    #[test]
+    fn bad_mounts_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let relative =
+            PreopenPlan::from_mounts(Path::new("/r"), false, &[bind("data", dir.path(), &[])]);
+        assert!(matches!(relative, Err(RuntimeError::InvalidMount(_))));
+        let missing = PreopenPlan::from_mounts(
+            Path::new("/r"),
+            false,
+            &[bind("/data", &dir.path().join("nope"), &[])],
+        );
+        assert!(matches!(missing, Err(RuntimeError::InvalidMount(_))));
+        let duplicate = PreopenPlan::from_mounts(
+            Path::new("/r"),
+            false,
+            &[bind("/d", dir.path(), &[]), bind("/d/", dir.path(), &[])],
+        );
+        assert!(matches!(duplicate, Err(RuntimeError::InvalidMount(_))));
+    }
+
+    #[test]
+    fn locate_picks_the_longest_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let plan = PreopenPlan::from_mounts(
+            Path::new("/rootfs"),
+            false,
+            &[bind("/data", dir.path(), &[])],
+        )
+        .unwrap();
+        let (p, rest) = plan.locate("/data/x/y.wasm").unwrap();
+        assert_eq!((p.guest.as_str(), rest), ("/data", "x/y.wasm"));
+        let (p, rest) = plan.locate("/database/y.wasm").unwrap();
+        assert_eq!((p.guest.as_str(), rest), ("/", "database/y.wasm"));
+    }
+}

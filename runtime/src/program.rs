@@ -1,0 +1,345 @@
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use wasmtime::{InstancePre, Module, ResourceLimiter, Store, Val};
+use wasmtime_wasi::cli::OutputFile;
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
+
+use crate::engine::{shared_engine, shared_linker};
+use crate::stdio::{output_stream, stdin_stream, Stdin};
+use crate::{ExitStatus, MemoryGauge, RuntimeError, StdioFiles, Stopper, WasiPlan};
+
+/// What kind of wasm a file holds, told from its first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProgramKind {
+    /// A core module (WASI preview 1), binary or text.
+    Module,
+    /// A component (WASI preview 2).
+    Component,
+}
+
+/// Per-instance state the WASI host functions and the resource limiter work on.
+pub(crate) struct Host {
+    pub(crate) wasi: WasiP1Ctx,
+    limits: GaugeLimiter,
+}
+
+struct GaugeLimiter {
+    gauge: MemoryGauge,
+}
+
+impl ResourceLimiter for GaugeLimiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.gauge.grow(current, desired);
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        _desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(true)
+    }
+}
+
+/// A compiled, linked program ready to run: everything that can fail because of the input
+/// (missing file, corrupt wasm, unknown imports, missing export) has failed by the time this
+/// exists.
+pub struct Program {
+    plan: WasiPlan,
+    guest_path: String,
+    pre: InstancePre<Host>,
+    export: String,
+    initialize_first: bool,
+}
+
+impl std::fmt::Debug for Program {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Program")
+            .field("path", &self.guest_path)
+            .field("export", &self.export)
+            .finish()
+    }
+}
+
+/// Tells modules, components and common mistakes apart from a file's first bytes.
+pub fn classify(guest_path: &str, bytes: &[u8]) -> Result<ProgramKind, RuntimeError> {
+    if let Some(rest) = bytes.strip_prefix(b"\0asm") {
+        return match rest.get(..4) {
+            Some([1, 0, 0, 0]) => Ok(ProgramKind::Module),
+            Some([_, _, 1, 0]) => Ok(ProgramKind::Component),
+            _ => Err(RuntimeError::InvalidProgram(format!(
+                "{guest_path} has the WebAssembly magic but an unknown version; the file is \
+                 truncated or corrupt"
+            ))),
+        };
+    }
+    if bytes.starts_with(b"\x7fELF") {
+        return Err(RuntimeError::InvalidProgram(format!(
+            "{guest_path} is a native ELF executable, not a WebAssembly program"
+        )));
+    }
+    if bytes.starts_with(b"#!") {
+        return Err(RuntimeError::InvalidProgram(format!(
+            "{guest_path} is a script (starts with #!), not a WebAssembly program"
+        )));
+    }
+    let looks_like_text = std::str::from_utf8(bytes)
+        .map(|text| {
+            let text = text.trim_start();
+            text.starts_with('(') || text.starts_with(";;")
+        })
+        .unwrap_or(false);
+    if looks_like_text || guest_path.ends_with(".wat") {
+        return Ok(ProgramKind::Module);
+    }
+    Err(RuntimeError::InvalidProgram(format!(
+        "{guest_path} is not a WebAssembly program: it neither starts with the \\0asm magic nor \
+         is WebAssembly text"
+    )))
+}
+
+impl Program {
+    /// Finds, reads, validates, compiles and links the program the plan names.
+    pub fn load(plan: WasiPlan) -> Result<Self, RuntimeError> {
+        let (guest_path, bytes) =
+            plan.entrypoint
+                .read(&plan.preopens, &plan.cwd, plan.path_var())?;
+        if classify(&guest_path, &bytes)? == ProgramKind::Component {
+            return Err(RuntimeError::Unsupported(format!(
+                "{guest_path} is a WebAssembly component (WASI preview 2); this runtime runs \
+                 core modules (WASI preview 1)"
+            )));
+        }
+        let engine = shared_engine().map_err(RuntimeError::Unsupported)?;
+        let linker = shared_linker().map_err(RuntimeError::Unsupported)?;
+        let module = Module::new(engine, &bytes).map_err(|e| {
+            RuntimeError::InvalidProgram(format!(
+                "{guest_path} is not a valid WebAssembly module: {e:#}"
+            ))
+        })?;
+        let export = plan
+            .entrypoint
+            .export
+            .clone()
+            .unwrap_or_else(|| "_start".to_string());
+        match module.get_export(&export) {
+            Some(wasmtime::ExternType::Func(ty)) if ty.params().len() == 0 => {}
+            Some(wasmtime::ExternType::Func(_)) => {
+                return Err(RuntimeError::InvalidProgram(format!(
+                    "{guest_path}: export `{export}` takes parameters; an entry point takes none"
+                )))
+            }
+            _ if plan.entrypoint.export.is_none() => {
+                return Err(RuntimeError::InvalidProgram(format!(
+                    "{guest_path} has no `_start` function to run (a library module?); name \
+                     an exported function with {guest_path}#NAME"
+                )))
+            }
+            _ => {
+                return Err(RuntimeError::InvalidProgram(format!(
+                    "{guest_path} has no exported function `{export}`"
+                )))
+            }
+        }
+        let initialize_first = export != "_start"
+            && matches!(
+                module.get_export("_initialize"),
+                Some(wasmtime::ExternType::Func(_))
+            );
+        let pre = linker.instantiate_pre(&module).map_err(|e| {
+            RuntimeError::InvalidProgram(format!("{guest_path} cannot be linked: {e:#}"))
+        })?;
+        Ok(Program {
+            plan,
+            guest_path,
+            pre,
+            export,
+            initialize_first,
+        })
+    }
+
+    /// Where the program was found inside the container.
+    pub fn guest_path(&self) -> &str {
+        &self.guest_path
+    }
+
+    /// Runs the program to its end on the calling thread, which it occupies until then.
+    ///
+    /// Each program gets a thread and a single-threaded executor of its own so that one
+    /// program computing cannot delay another, nor the host's own request handling.
+    pub fn run_blocking(
+        self,
+        stdio: StdioFiles,
+        stopper: &Stopper,
+        gauge: &MemoryGauge,
+    ) -> ExitStatus {
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => return ExitStatus::Failed(format!("creating the executor: {e}")),
+        };
+        let status = runtime.block_on(self.run(stdio, stopper, gauge));
+        gauge.release_all();
+        // Blocking host calls (file I/O) run on the executor's helper threads; a stopped
+        // program may leave one waiting, which must not hold up the exit report.
+        runtime.shutdown_timeout(Duration::from_millis(100));
+        status
+    }
+
+    async fn run(self, stdio: StdioFiles, stopper: &Stopper, gauge: &MemoryGauge) -> ExitStatus {
+        let stderr = output_stream(stdio.stderr);
+        let status = match self
+            .instantiate_and_call(stdio.stdin, stdio.stdout, stderr.clone(), stopper, gauge)
+            .await
+        {
+            Ok(status) => status,
+            Err(msg) => ExitStatus::Failed(msg),
+        };
+        // A trap is the guest's crash: like a Linux process's dying message, it belongs on the
+        // container's stderr, where `ctr`, `kubectl logs` and `docker logs` show it.
+        if let (ExitStatus::Trapped(msg) | ExitStatus::Failed(msg), Some(mut err)) =
+            (&status, stderr)
+        {
+            let _ = err.write_all(format!("Error: {msg}\n").as_bytes()).await;
+            let _ = err.flush().await;
+        }
+        status
+    }
+
+    async fn instantiate_and_call(
+        self,
+        stdin: Option<std::fs::File>,
+        stdout: Option<std::fs::File>,
+        stderr: Option<OutputFile>,
+        stopper: &Stopper,
+        gauge: &MemoryGauge,
+    ) -> Result<ExitStatus, String> {
+        let mut builder = WasiCtxBuilder::new();
+        builder.args(&self.plan.args);
+        builder.envs(&self.plan.env);
+        builder.initial_cwd(&self.plan.cwd);
+        match stdin_stream(stdin).map_err(|e| format!("opening stdin: {e}"))? {
+            Stdin::Closed => {}
+            Stdin::Pipe(pipe) => {
+                builder.stdin(pipe);
+            }
+            Stdin::File(file) => {
+                builder.stdin(file);
+            }
+        }
+        if let Some(out) = output_stream(stdout) {
+            builder.stdout(out);
+        }
+        if let Some(err) = stderr {
+            builder.stderr(err);
+        }
+        for preopen in &self.plan.preopens.preopens {
+            let perms = if preopen.read_only {
+                FsPerms::ReadOnly
+            } else {
+                FsPerms::ReadWrite
+            };
+            builder
+                .preopened_dir(&preopen.host, &preopen.guest, perms)
+                .map_err(|e| {
+                    format!(
+                        "preopening {} at {}: {e:#}",
+                        preopen.host.display(),
+                        preopen.guest
+                    )
+                })?;
+        }
+        let host = Host {
+            wasi: builder.build_p1(),
+            limits: GaugeLimiter {
+                gauge: gauge.clone(),
+            },
+        };
+        let mut store = Store::new(self.pre.module().engine(), host);
+        store.limiter(|host| &mut host.limits);
+        store.set_epoch_deadline(1);
+        // Yield to the executor at every epoch tick so a stop request is seen even in a loop
+        // that never calls the host.
+        store.epoch_deadline_async_yield_and_update(1);
+
+        let call = async {
+            let instance = self.pre.instantiate_async(&mut store).await?;
+            if self.initialize_first {
+                let init = instance.get_typed_func::<(), ()>(&mut store, "_initialize")?;
+                init.call_async(&mut store, ()).await?;
+            }
+            let func = instance
+                .get_func(&mut store, &self.export)
+                .ok_or_else(|| wasmtime::format_err!("export `{}` disappeared", self.export))?;
+            let mut results = vec![Val::I32(0); func.ty(&store).results().len()];
+            func.call_async(&mut store, &[], &mut results).await
+        };
+        tokio::select! {
+            // A stop request wins over a program that finishes in the same instant.
+            biased;
+            signal = stopper.wait() => Ok(ExitStatus::Signaled(signal)),
+            result = call => Ok(exit_status_of(result)),
+        }
+    }
+}
+
+fn exit_status_of(result: wasmtime::Result<()>) -> ExitStatus {
+    match result {
+        Ok(()) => ExitStatus::Exited(0),
+        Err(e) => {
+            if let Some(exit) = e.downcast_ref::<I32Exit>() {
+                ExitStatus::Exited(exit.0)
+            } else {
+                // Traps (and host errors raised inside a call) carry the wasm backtrace as
+                // context; `{:?}` prints the message with it.
+                ExitStatus::Trapped(format!("{e:?}"))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classify_tells_common_inputs_apart() {
+        assert_eq!(
+            classify("/a", b"\0asm\x01\0\0\0").unwrap(),
+            ProgramKind::Module
+        );
+        assert_eq!(
+            classify("/a", b"\0asm\x0d\0\x01\0").unwrap(),
+            ProgramKind::Component
+        );
+        assert_eq!(
+            classify("/a.wat", b"(module)").unwrap(),
+            ProgramKind::Module
+        );
+        assert_eq!(
+            classify("/a", b"  ;; hi\n(module)").unwrap(),
+            ProgramKind::Module
+        );
+        for (bytes, needle) in [
+            (&b"\x7fELF\x02\x01"[..], "ELF"),
+            (b"#!/bin/sh\n", "script"),
+            (b"hello world", "not a WebAssembly program"),
+            (b"\0as", "not a WebAssembly program"),
+            (b"\0asm\x01", "corrupt"),
+        ] {
+            let err = classify("/a", bytes).unwrap_err().to_string();
+            assert!(err.contains(needle), "{err}");
+        }
+    }
+}
