@@ -1,1 +1,78 @@
-fn main() {}
+//! `containerd-shim-wasmtime-v1`: the containerd runtime v2 shim for WebAssembly.
+//!
+//! containerd runs this binary three ways: `start` (answer the handshake, make sure a daemon
+//! serves the task), `delete` (clean up after a dead daemon) and, through `start`, as the
+//! daemon itself (no action) that serves the task API over ttrpc. `-v` and `-info` describe it.
+
+mod clock;
+mod container;
+mod delete;
+mod error;
+mod events;
+mod flags;
+mod info;
+mod lifecycle;
+mod logger;
+mod metrics;
+mod mount;
+mod serve;
+mod service;
+mod start;
+mod stdio;
+
+use std::io::{stdin, stdout};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use flags::Flags;
+
+fn main() -> ExitCode {
+    let flags = match Flags::parse(std::env::args().skip(1)) {
+        Ok(flags) => flags,
+        Err(e) => {
+            eprintln!("containerd-shim-wasmtime-v1: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(&flags) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e}");
+            eprintln!("containerd-shim-wasmtime-v1: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(flags: &Flags) -> Result<(), String> {
+    if flags.version {
+        print!("{}", info::version_text());
+        return Ok(());
+    }
+    if flags.info {
+        return info::runtime_info(&mut stdin().lock(), &mut stdout().lock());
+    }
+    let cwd = std::env::current_dir().map_err(|e| format!("reading the working directory: {e}"))?;
+    match flags.action.as_str() {
+        "start" => start::start(
+            flags,
+            &cwd,
+            &mut stdin().lock(),
+            &mut stdout().lock(),
+            |key| std::env::var(key).ok(),
+            &serve::DaemonLauncher,
+        ),
+        "delete" => {
+            let bundle = if flags.bundle.is_empty() {
+                cwd
+            } else {
+                PathBuf::from(&flags.bundle)
+            };
+            delete::delete(&bundle, &mut stdout().lock())
+        }
+        "" => serve::serve(flags, &cwd),
+        other => Err(format!(
+            "unknown action {other:?} (expected start or delete)"
+        )),
+    }
+}

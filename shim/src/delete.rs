@@ -1,0 +1,78 @@
+//! The `delete` action: containerd runs it when a shim died or could not be reached, to
+//! clean up after it.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::SystemTime;
+
+use containerd_shim_protos::api::DeleteResponse;
+use containerd_shim_protos::protobuf::Message;
+
+use crate::clock::timestamp;
+use crate::mount;
+
+/// File in the bundle holding the pid of the daemon serving it.
+pub const SHIM_PID_FILE: &str = "shim.pid";
+
+/// Cleans up `bundle` after a dead shim and writes the `DeleteResponse` to `stdout`.
+///
+/// Programs run inside the shim process, so a dead shim leaves no guest behind; what can be
+/// left is a daemon that stopped answering (killed here, if the pid file still names this
+/// binary) and the rootfs mount.
+pub fn delete(bundle: &Path, stdout: &mut dyn Write) -> Result<(), String> {
+    kill_stale_daemon(bundle);
+    let removed = mount::unmount_all(&bundle.join("rootfs"));
+    if removed > 0 {
+        log::info!("unmounted the rootfs of {}", bundle.display());
+    }
+    let response = DeleteResponse {
+        pid: 0,
+        // By convention a task whose shim died reports what SIGKILL would have given.
+        exit_status: 128 + libc::SIGKILL as u32,
+        exited_at: Some(timestamp(SystemTime::now())).into(),
+        ..Default::default()
+    };
+    let bytes = response
+        .write_to_bytes()
+        .map_err(|e| format!("encoding DeleteResponse: {e}"))?;
+    stdout
+        .write_all(&bytes)
+        .and_then(|()| stdout.flush())
+        .map_err(|e| format!("writing DeleteResponse: {e}"))
+}
+
+fn kill_stale_daemon(bundle: &Path) {
+    let Ok(text) = std::fs::read_to_string(bundle.join(SHIM_PID_FILE)) else {
+        return;
+    };
+    let Ok(pid) = text.trim().parse::<i32>() else {
+        return;
+    };
+    if pid <= 1 || pid == std::process::id() as i32 {
+        return;
+    }
+    // Only kill what is still our own binary: the pid may have been reused.
+    let ours = std::env::current_exe().ok();
+    let theirs = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
+    if ours.is_some() && ours == theirs {
+        log::warn!("killing unresponsive shim daemon {pid}");
+        // SAFETY: plain kill(2) on a pid we just checked.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_a_delete_response_with_status_137() {
+        let bundle = tempfile::tempdir().unwrap();
+        std::fs::create_dir(bundle.path().join("rootfs")).unwrap();
+        let mut out = Vec::new();
+        delete(bundle.path(), &mut out).unwrap();
+        let response = DeleteResponse::parse_from_bytes(&out).unwrap();
+        assert_eq!(response.exit_status, 137);
+        assert!(response.exited_at.seconds > 0);
+    }
+}

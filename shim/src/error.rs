@@ -1,0 +1,57 @@
+use containerd_shim_protos::ttrpc;
+use thiserror::Error;
+
+/// Every way a task request can fail, each mapped to exactly one ttrpc code in
+/// [`From<ShimError> for ttrpc::Error`] so handlers only ever use `?`.
+#[derive(Debug, Error)]
+pub enum ShimError {
+    /// No task or process with that id.
+    #[error("{0}")]
+    NotFound(String),
+    /// The request or the bundle it names is malformed.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The task is in the wrong state for the request (deleting a running task...).
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// A task with that id already exists.
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// The request is valid but this shim does not do it.
+    #[error("{0}")]
+    Unimplemented(String),
+    /// The host failed underneath the shim.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<runtime::RuntimeError> for ShimError {
+    fn from(err: runtime::RuntimeError) -> Self {
+        use runtime::RuntimeError as R;
+        match &err {
+            R::InvalidSpec(_) | R::InvalidMount(_) | R::InvalidProgram(_) => {
+                ShimError::InvalidArgument(err.to_string())
+            }
+            R::EntrypointNotFound(_) => ShimError::NotFound(err.to_string()),
+            R::Unsupported(_) => ShimError::Unimplemented(err.to_string()),
+            R::Io { .. } => ShimError::Internal(err.to_string()),
+        }
+    }
+}
+
+impl From<ShimError> for ttrpc::Error {
+    fn from(err: ShimError) -> Self {
+        let code = match &err {
+            ShimError::NotFound(_) => ttrpc::Code::NOT_FOUND,
+            ShimError::InvalidArgument(_) => ttrpc::Code::INVALID_ARGUMENT,
+            ShimError::FailedPrecondition(_) => ttrpc::Code::FAILED_PRECONDITION,
+            ShimError::AlreadyExists(_) => ttrpc::Code::ALREADY_EXISTS,
+            ShimError::Unimplemented(_) => ttrpc::Code::UNIMPLEMENTED,
+            ShimError::Internal(_) => ttrpc::Code::INTERNAL,
+        };
+        ttrpc::Error::RpcStatus(ttrpc::get_status(code, err.to_string()))
+    }
+}
+
+/// Result of a task operation.
+pub type ShimResult<T> = Result<T, ShimError>;

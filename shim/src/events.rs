@@ -1,0 +1,120 @@
+//! Task events, forwarded to containerd over ttrpc in the order they were raised.
+
+use std::collections::HashMap;
+use std::sync::mpsc;
+use std::time::{Duration, SystemTime};
+
+use containerd_shim_protos::protobuf::well_known_types::any::Any;
+use containerd_shim_protos::protobuf::MessageFull;
+use containerd_shim_protos::shim::event::Envelope;
+use containerd_shim_protos::shim::events::ForwardRequest;
+use containerd_shim_protos::ttrpc;
+use containerd_shim_protos::EventsClient;
+
+use crate::clock::timestamp;
+
+struct Event {
+    topic: &'static str,
+    body: Any,
+    at: SystemTime,
+}
+
+/// Queues events for one sender thread.
+///
+/// One thread and one queue keep events in the order they were raised (containerd needs
+/// `/tasks/start` before `/tasks/exit`), and a slow or restarting containerd never blocks a
+/// task request or a program's exit.
+#[derive(Clone)]
+pub struct Publisher {
+    queue: mpsc::Sender<Event>,
+}
+
+impl Publisher {
+    /// Starts the sender thread for containerd's ttrpc socket at `address`; events are
+    /// stamped with `namespace`.
+    pub fn start(address: &str, namespace: &str) -> std::io::Result<Publisher> {
+        let (queue, events) = mpsc::channel::<Event>();
+        let address = if address.contains("://") {
+            address.to_string()
+        } else {
+            format!("unix://{address}")
+        };
+        let namespace = namespace.to_string();
+        std::thread::Builder::new()
+            .name("events".into())
+            .spawn(move || forward_all(&address, &namespace, events))?;
+        Ok(Publisher { queue })
+    }
+
+    /// Queues `event` under `topic` (e.g. `/tasks/exit`).
+    pub fn publish<M: MessageFull>(&self, topic: &'static str, event: &M) {
+        let body = match Any::pack(event) {
+            Ok(mut any) => {
+                // containerd's typeurl registry knows events by bare message name.
+                any.type_url = M::descriptor().full_name().to_string();
+                any
+            }
+            Err(e) => {
+                log::error!("encoding event {topic}: {e}");
+                return;
+            }
+        };
+        let event = Event {
+            topic,
+            body,
+            at: SystemTime::now(),
+        };
+        if self.queue.send(event).is_err() {
+            log::error!("event sender is gone; dropped {topic}");
+        }
+    }
+}
+
+fn forward_all(address: &str, namespace: &str, events: mpsc::Receiver<Event>) {
+    let mut client: Option<EventsClient> = None;
+    for event in events {
+        let request = ForwardRequest {
+            envelope: Some(Envelope {
+                timestamp: Some(timestamp(event.at)).into(),
+                namespace: namespace.to_string(),
+                topic: event.topic.to_string(),
+                event: Some(event.body).into(),
+                ..Default::default()
+            })
+            .into(),
+            ..Default::default()
+        };
+        // containerd may be restarting; retry for a while rather than lose an exit event.
+        let mut delivered = false;
+        for attempt in 0..20u64 {
+            if client.is_none() {
+                match ttrpc::Client::connect(address) {
+                    Ok(c) => client = Some(EventsClient::new(c)),
+                    Err(e) => log::warn!("connecting to {address} for events: {e}"),
+                }
+            }
+            if let Some(c) = &client {
+                let mut context =
+                    ttrpc::context::with_timeout(Duration::from_secs(5).as_nanos() as i64);
+                context.metadata = HashMap::from([(
+                    "containerd-namespace-ttrpc".to_string(),
+                    vec![namespace.to_string()],
+                )]);
+                match c.forward(context, &request) {
+                    Ok(_) => {
+                        delivered = true;
+                        break;
+                    }
+                    Err(e) => {
+                        log::warn!("forwarding {}: {e}", event.topic);
+                        client = None;
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50 * (attempt + 1)));
+        }
+        if !delivered {
+            log::error!("gave up forwarding {}", event.topic);
+        }
+    }
+}

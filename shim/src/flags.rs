@@ -1,0 +1,122 @@
+/// The command line containerd gives a shim, parsed the way Go's `flag` package would
+/// (`-name value`, `--name value`, `-name=value`, boolean flags alone), because that is the
+/// convention every containerd version follows.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Flags {
+    /// containerd namespace of the task(s).
+    pub namespace: String,
+    /// Task id.
+    pub id: String,
+    /// containerd's gRPC socket (used to name our socket).
+    pub address: String,
+    /// containerd binary, for publishing events the old way (unused: we speak ttrpc).
+    pub publish_binary: String,
+    /// Bundle directory (given to `delete`).
+    pub bundle: String,
+    /// Socket to serve on, given by the `start` process to the daemon it spawns.
+    pub socket: String,
+    /// Log at debug level.
+    pub debug: bool,
+    /// `-v`: print the version.
+    pub version: bool,
+    /// `-info`: answer a RuntimeInfo.
+    pub info: bool,
+    /// The action: `start`, `delete`, or empty for the daemon.
+    pub action: String,
+}
+
+impl Flags {
+    /// Parses `args` (without the program name). Unknown flags are an error so a typo in a
+    /// manual invocation does not silently do something else.
+    pub fn parse<I, S>(args: I) -> Result<Flags, String>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let mut flags = Flags::default();
+        let mut args = args.into_iter().map(Into::into);
+        while let Some(arg) = args.next() {
+            let Some(name) = arg.strip_prefix("--").or_else(|| arg.strip_prefix('-')) else {
+                if flags.action.is_empty() {
+                    flags.action = arg;
+                    continue;
+                }
+                return Err(format!("unexpected argument {arg:?}"));
+            };
+            let (name, inline) = match name.split_once('=') {
+                Some((n, v)) => (n, Some(v.to_string())),
+                None => (name, None),
+            };
+            let boolean = |inline: Option<String>| -> Result<bool, String> {
+                match inline.as_deref() {
+                    None | Some("true") | Some("1") => Ok(true),
+                    Some("false") | Some("0") => Ok(false),
+                    Some(other) => Err(format!("invalid boolean value {other:?} for -{name}")),
+                }
+            };
+            match name {
+                "debug" => flags.debug = boolean(inline)?,
+                "v" | "version" => flags.version = boolean(inline)?,
+                "info" => flags.info = boolean(inline)?,
+                "namespace" | "id" | "address" | "publish-binary" | "bundle" | "socket" => {
+                    let value = match inline {
+                        Some(v) => v,
+                        None => args
+                            .next()
+                            .ok_or_else(|| format!("flag -{name} needs a value"))?,
+                    };
+                    let slot = match name {
+                        "namespace" => &mut flags.namespace,
+                        "id" => &mut flags.id,
+                        "address" => &mut flags.address,
+                        "publish-binary" => &mut flags.publish_binary,
+                        "bundle" => &mut flags.bundle,
+                        _ => &mut flags.socket,
+                    };
+                    *slot = value;
+                }
+                other => return Err(format!("flag provided but not defined: -{other}")),
+            }
+        }
+        Ok(flags)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_containerd_start_invocation() {
+        let f = Flags::parse([
+            "-namespace",
+            "default",
+            "-address",
+            "/run/containerd/containerd.sock",
+            "-publish-binary",
+            "/usr/bin/containerd",
+            "-id",
+            "c1",
+            "-debug",
+            "start",
+        ])
+        .unwrap();
+        assert_eq!(f.namespace, "default");
+        assert_eq!(f.id, "c1");
+        assert!(f.debug);
+        assert_eq!(f.action, "start");
+    }
+
+    #[test]
+    fn accepts_double_dash_and_inline_values() {
+        let f = Flags::parse(["--id=x", "--bundle", "/b", "-debug=false", "delete"]).unwrap();
+        assert_eq!(
+            (f.id.as_str(), f.bundle.as_str(), f.debug),
+            ("x", "/b", false)
+        );
+        assert!(Flags::parse(["-bogus"]).is_err());
+        assert!(Flags::parse(["-id"]).is_err());
+        assert!(Flags::parse(["-info"]).unwrap().info);
+        assert!(Flags::parse(["-v"]).unwrap().version);
+    }
+}

@@ -1,0 +1,76 @@
+//! The shim's log, written to the `log` FIFO containerd creates in the bundle and copies into
+//! its own log, in logrus' text format so it reads like the rest of containerd's output.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use log::{Level, LevelFilter, Log, Metadata, Record};
+
+use crate::clock::rfc3339;
+
+struct FifoLogger {
+    sink: Mutex<Option<File>>,
+    namespace: String,
+    id: String,
+}
+
+impl Log for FifoLogger {
+    fn enabled(&self, metadata: &Metadata) -> bool {
+        metadata.level() <= log::max_level()
+    }
+
+    fn log(&self, record: &Record) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let level = match record.level() {
+            Level::Error => "error",
+            Level::Warn => "warning",
+            Level::Info => "info",
+            Level::Debug => "debug",
+            Level::Trace => "trace",
+        };
+        let message = format!("{}", record.args())
+            .replace('\\', "\\\\")
+            .replace('"', "\\\"");
+        let line = format!(
+            "time=\"{}\" level={level} msg=\"{message}\" namespace={} id={} runtime=io.containerd.wasmtime.v1\n",
+            rfc3339(SystemTime::now()),
+            self.namespace,
+            self.id
+        );
+        // The FIFO is non-blocking: if containerd stops reading, a full pipe drops log lines
+        // instead of stalling every task this shim serves.
+        if let Ok(mut sink) = self.sink.lock() {
+            if let Some(file) = sink.as_mut() {
+                let _ = file.write_all(line.as_bytes());
+            }
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+/// Sends the `log` facade to `bundle/log` (if containerd made one). Called once per process.
+pub fn init(bundle_log: &std::path::Path, debug: bool, namespace: &str, id: &str) {
+    let sink = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(bundle_log)
+        .ok();
+    let logger = FifoLogger {
+        sink: Mutex::new(sink),
+        namespace: namespace.to_string(),
+        id: id.to_string(),
+    };
+    if log::set_boxed_logger(Box::new(logger)).is_ok() {
+        log::set_max_level(if debug {
+            LevelFilter::Debug
+        } else {
+            LevelFilter::Info
+        });
+    }
+}

@@ -1,0 +1,330 @@
+//! The `start` action: read containerd's handshake, make sure a shim daemon serves this task,
+//! and answer with its address.
+
+use std::io::{Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+
+use containerd_shim_protos::bootstrap_api::{BootstrapParams, BootstrapResult};
+use containerd_shim_protos::protobuf::Message;
+use sha2::{Digest, Sha256};
+
+use crate::flags::Flags;
+
+/// Where containerd's own shims put their sockets; short enough for the 108-byte limit.
+const DEFAULT_SOCKET_DIR: &str = "/run/containerd/s";
+
+/// Which handshake containerd used, which decides the shape of the reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handshake {
+    /// containerd 1.6–2.2: options `Any` on stdin, the address as text on stdout.
+    Legacy,
+    /// containerd 2.3+: `BootstrapParams` on stdin, `BootstrapResult` on stdout.
+    Bootstrap,
+}
+
+/// What the daemon needs to know, from whichever handshake was used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartParams {
+    /// The handshake to answer in.
+    pub handshake: Handshake,
+    /// containerd's ttrpc socket, where events go.
+    pub ttrpc_address: String,
+    /// containerd's gRPC socket, which names our socket.
+    pub grpc_address: String,
+    /// Directory for our socket.
+    pub socket_dir: PathBuf,
+    /// Log at debug level.
+    pub debug: bool,
+}
+
+/// Interprets `start`'s stdin. A legacy options `Any` can decode as `BootstrapParams` by
+/// accident (both start with a string field), so the new form is taken only when its id and
+/// namespace match the flags.
+pub fn read_params(
+    flags: &Flags,
+    stdin: &[u8],
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<StartParams, String> {
+    if !stdin.is_empty() {
+        if let Ok(params) = BootstrapParams::parse_from_bytes(stdin) {
+            if !params.instance_id.is_empty()
+                && params.instance_id == flags.id
+                && params.namespace == flags.namespace
+            {
+                if params.containerd_ttrpc_address.is_empty() {
+                    return Err("bootstrap params carry no containerd ttrpc address".into());
+                }
+                return Ok(StartParams {
+                    handshake: Handshake::Bootstrap,
+                    ttrpc_address: params.containerd_ttrpc_address.clone(),
+                    grpc_address: if params.containerd_grpc_address.is_empty() {
+                        flags.address.clone()
+                    } else {
+                        params.containerd_grpc_address.clone()
+                    },
+                    socket_dir: params
+                        .socket_dir
+                        .clone()
+                        .filter(|d| !d.is_empty())
+                        .map(PathBuf::from)
+                        .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET_DIR)),
+                    // DEBUG is -4 and TRACE -8 in containerd's open enum.
+                    debug: flags.debug || params.log_level.value() <= -4,
+                });
+            }
+        }
+    }
+    let ttrpc_address = env("TTRPC_ADDRESS")
+        .filter(|a| !a.is_empty())
+        .ok_or("TTRPC_ADDRESS is not set; the shim must be started by containerd")?;
+    Ok(StartParams {
+        handshake: Handshake::Legacy,
+        ttrpc_address,
+        grpc_address: env("GRPC_ADDRESS").unwrap_or_else(|| flags.address.clone()),
+        socket_dir: PathBuf::from(DEFAULT_SOCKET_DIR),
+        debug: flags.debug,
+    })
+}
+
+/// The socket address for a group of tasks: a hash of containerd's address, the namespace
+/// and the group id, so two containerds or namespaces never collide and `start` for the
+/// same group finds the same socket.
+pub fn socket_address(
+    socket_dir: &Path,
+    containerd_address: &str,
+    namespace: &str,
+    group: &str,
+) -> String {
+    let digest = Sha256::digest(format!("{containerd_address}/{namespace}/{group}").as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("unix://{}/{hex}", socket_dir.display())
+}
+
+/// The reply `start` prints.
+pub fn encode_reply(handshake: Handshake, address: &str) -> Result<Vec<u8>, String> {
+    match handshake {
+        // Plain text is the one form every containerd from 1.6 on accepts (1.6 has no JSON).
+        Handshake::Legacy => Ok(address.as_bytes().to_vec()),
+        Handshake::Bootstrap => BootstrapResult {
+            version: 3,
+            address: address.to_string(),
+            protocol: "ttrpc".to_string(),
+            ..Default::default()
+        }
+        .write_to_bytes()
+        .map_err(|e| format!("encoding BootstrapResult: {e}")),
+    }
+}
+
+/// Launches the daemon that will serve the socket: how is the caller's business (tests
+/// pass a stand-in).
+pub trait Launcher {
+    /// Starts a daemon listening on `listener`, reachable at `address`.
+    fn launch(
+        &self,
+        flags: &Flags,
+        params: &StartParams,
+        listener: UnixListener,
+        address: &str,
+    ) -> Result<(), String>;
+}
+
+/// The `start` action, from stdin to stdout.
+pub fn start(
+    flags: &Flags,
+    bundle: &Path,
+    stdin: &mut dyn Read,
+    stdout: &mut dyn Write,
+    env: impl Fn(&str) -> Option<String>,
+    launcher: &dyn Launcher,
+) -> Result<(), String> {
+    if flags.namespace.is_empty() || flags.id.is_empty() {
+        return Err("start needs -namespace and -id".into());
+    }
+    let mut input = Vec::new();
+    stdin
+        .read_to_end(&mut input)
+        .map_err(|e| format!("reading start parameters: {e}"))?;
+    let params = read_params(flags, &input, env)?;
+    let address = socket_address(
+        &params.socket_dir,
+        &params.grpc_address,
+        &flags.namespace,
+        &flags.id,
+    );
+    let path = address.trim_start_matches("unix://");
+    if UnixStream::connect(path).is_ok() {
+        // A daemon already serves this group: share it.
+        log::info!("reusing the shim at {address}");
+    } else {
+        let _ = std::fs::remove_file(path);
+        std::fs::create_dir_all(&params.socket_dir)
+            .map_err(|e| format!("creating {}: {e}", params.socket_dir.display()))?;
+        let listener = UnixListener::bind(path).map_err(|e| format!("listening on {path}: {e}"))?;
+        launcher.launch(flags, &params, listener, &address)?;
+    }
+    // containerd reads the address back from the bundle when it reconnects after a restart.
+    std::fs::write(bundle.join("address"), &address)
+        .map_err(|e| format!("writing the address file: {e}"))?;
+    let reply = encode_reply(params.handshake, &address)?;
+    stdout
+        .write_all(&reply)
+        .and_then(|()| stdout.flush())
+        .map_err(|e| format!("writing the start reply: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use containerd_shim_protos::bootstrap_api::LogLevel;
+    use containerd_shim_protos::protobuf::well_known_types::any::Any;
+    use std::cell::RefCell;
+
+    struct RecordingLauncher(RefCell<Vec<String>>);
+
+    impl Launcher for RecordingLauncher {
+        fn launch(
+            &self,
+            _f: &Flags,
+            p: &StartParams,
+            _l: UnixListener,
+            address: &str,
+        ) -> Result<(), String> {
+            self.0
+                .borrow_mut()
+                .push(format!("{:?} {} {address}", p.handshake, p.ttrpc_address));
+            Ok(())
+        }
+    }
+
+    fn flags() -> Flags {
+        Flags {
+            namespace: "ns1".into(),
+            id: "task1".into(),
+            address: "/run/containerd/containerd.sock".into(),
+            action: "start".into(),
+            ..Default::default()
+        }
+    }
+
+    /// Runs `start` in a scratch bundle directory with a socket directory of its own.
+    fn run_start(stdin: &[u8], env: &[(&str, &str)]) -> (Result<Vec<u8>, String>, Vec<String>) {
+        let bundle = tempfile::tempdir().unwrap();
+        let launcher = RecordingLauncher(RefCell::new(vec![]));
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut out = Vec::new();
+        let result = start(
+            &flags(),
+            bundle.path(),
+            &mut &stdin[..],
+            &mut out,
+            |k| env.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone()),
+            &launcher,
+        );
+        let address_file = std::fs::read_to_string(bundle.path().join("address")).ok();
+        if let Ok(()) = &result {
+            assert_eq!(
+                address_file.as_deref().map(|a| a.starts_with("unix://")),
+                Some(true)
+            );
+        }
+        (result.map(|()| out), launcher.0.into_inner())
+    }
+
+    #[test]
+    fn legacy_handshake_answers_the_plain_address() {
+        let sockets = tempfile::tempdir().unwrap();
+        let options = Any {
+            type_url: "containerd.runc.v1.Options".into(),
+            value: vec![],
+            ..Default::default()
+        }
+        .write_to_bytes()
+        .unwrap();
+        // The legacy socket directory is fixed, so point it at a temp dir through params.
+        let flags = flags();
+        let params = read_params(&flags, &options, |k| {
+            (k == "TTRPC_ADDRESS").then(|| "/run/containerd/containerd.sock.ttrpc".to_string())
+        })
+        .unwrap();
+        assert_eq!(params.handshake, Handshake::Legacy);
+        assert_eq!(
+            params.ttrpc_address,
+            "/run/containerd/containerd.sock.ttrpc"
+        );
+        let address = socket_address(sockets.path(), &params.grpc_address, "ns1", "task1");
+        assert_eq!(
+            encode_reply(params.handshake, &address).unwrap(),
+            address.as_bytes()
+        );
+        // Without TTRPC_ADDRESS the legacy form cannot work.
+        assert!(read_params(&flags, &options, |_| None).is_err());
+    }
+
+    #[test]
+    fn legacy_start_launches_and_prints_the_address() {
+        let (out, launched) = run_start(b"", &[("TTRPC_ADDRESS", "/tmp/x.ttrpc")]);
+        let out = String::from_utf8(out.unwrap()).unwrap();
+        assert!(out.starts_with("unix:///run/containerd/s/"), "{out}");
+        assert_eq!(launched.len(), 1);
+        assert!(launched[0].starts_with("Legacy /tmp/x.ttrpc"));
+        let _ = std::fs::remove_file(out.trim_start_matches("unix://"));
+    }
+
+    #[test]
+    fn bootstrap_handshake_answers_a_bootstrap_result() {
+        let sockets = tempfile::tempdir().unwrap();
+        let params = BootstrapParams {
+            instance_id: "task1".into(),
+            namespace: "ns1".into(),
+            log_level: LogLevel::LOG_LEVEL_DEBUG.into(),
+            containerd_ttrpc_address: "unix:///run/containerd/containerd.sock.ttrpc".into(),
+            containerd_grpc_address: "unix:///run/containerd/containerd.sock".into(),
+            socket_dir: Some(sockets.path().display().to_string()),
+            ..Default::default()
+        }
+        .write_to_bytes()
+        .unwrap();
+        let (out, launched) = run_start(&params, &[]);
+        let reply = BootstrapResult::parse_from_bytes(&out.unwrap()).unwrap();
+        assert_eq!(reply.protocol, "ttrpc");
+        assert_eq!(reply.version, 3);
+        assert!(reply
+            .address
+            .starts_with(&format!("unix://{}/", sockets.path().display())));
+        assert_eq!(launched.len(), 1);
+        assert!(launched[0].starts_with("Bootstrap unix:///run/containerd/containerd.sock.ttrpc"));
+    }
+
+    #[test]
+    fn bootstrap_for_another_task_is_not_taken() {
+        let params = BootstrapParams {
+            instance_id: "other".into(),
+            namespace: "ns1".into(),
+            containerd_ttrpc_address: "unix:///x".into(),
+            ..Default::default()
+        }
+        .write_to_bytes()
+        .unwrap();
+        let parsed = read_params(&flags(), &params, |k| {
+            (k == "TTRPC_ADDRESS").then(|| "/legacy".to_string())
+        })
+        .unwrap();
+        assert_eq!(parsed.handshake, Handshake::Legacy);
+        assert_eq!(parsed.ttrpc_address, "/legacy");
+    }
+
+    #[test]
+    fn socket_address_depends_on_namespace_and_group() {
+        let dir = Path::new("/run/containerd/s");
+        let a = socket_address(dir, "/c.sock", "ns", "a");
+        assert_ne!(a, socket_address(dir, "/c.sock", "ns", "b"));
+        assert_ne!(a, socket_address(dir, "/c.sock", "ns2", "a"));
+        assert_eq!(a, socket_address(dir, "/c.sock", "ns", "a"));
+        assert!(a.len() < 108);
+    }
+}

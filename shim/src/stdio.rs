@@ -1,0 +1,96 @@
+//! Opening the stdio a client asked for, without ever blocking on a missing peer.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::OpenOptionsExt;
+
+use runtime::StdioFiles;
+
+use crate::error::{ShimError, ShimResult};
+
+/// The stdio paths of a task, as given in Create.
+#[derive(Debug, Clone, Default)]
+pub struct StdioPaths {
+    /// Path of the stdin FIFO (empty: none).
+    pub stdin: String,
+    /// Path of the stdout FIFO or file (empty: none).
+    pub stdout: String,
+    /// Path of the stderr FIFO or file (empty: none).
+    pub stderr: String,
+    /// Whether the client asked for a terminal.
+    pub terminal: bool,
+}
+
+/// Strips a `file://` or `fifo://` scheme; other schemes (`binary://` loggers) are not
+/// supported yet and are refused rather than misread as paths.
+fn local_path(uri: &str) -> ShimResult<&str> {
+    if let Some(path) = uri
+        .strip_prefix("file://")
+        .or_else(|| uri.strip_prefix("fifo://"))
+    {
+        return Ok(path);
+    }
+    if uri.contains("://") {
+        return Err(ShimError::Unimplemented(format!(
+            "stdio {uri}: only FIFOs and file:// paths are supported"
+        )));
+    }
+    Ok(uri)
+}
+
+impl StdioPaths {
+    /// Opens the streams.
+    ///
+    /// stdin is opened non-blocking for reading, which succeeds before the client's writer
+    /// arrives; the runtime waits for data through the reactor, and sees EOF when the client
+    /// closes its end. stdout and stderr are opened read-write: that never blocks and never
+    /// fails with ENXIO when the client's reader is not there yet (or anymore), and the client
+    /// sees EOF once the program's last descriptor closes.
+    pub fn open(&self) -> ShimResult<StdioFiles> {
+        if self.terminal {
+            return Err(ShimError::Unimplemented(
+                "terminal (tty) mode is not supported yet; run without -t".to_string(),
+            ));
+        }
+        let open_err = |path: &str, e: std::io::Error| {
+            ShimError::Internal(format!("opening stdio {path}: {e}"))
+        };
+        let stdin = match self.stdin.as_str() {
+            "" => None,
+            uri => {
+                let path = local_path(uri)?;
+                Some(
+                    OpenOptions::new()
+                        .read(true)
+                        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+                        .open(path)
+                        .map_err(|e| open_err(path, e))?,
+                )
+            }
+        };
+        let output = |uri: &str| -> ShimResult<Option<File>> {
+            if uri.is_empty() {
+                return Ok(None);
+            }
+            let path = local_path(uri)?;
+            let is_fifo = std::fs::metadata(path)
+                .map(|m| std::os::unix::fs::FileTypeExt::is_fifo(&m.file_type()))
+                .unwrap_or(false);
+            let mut options = OpenOptions::new();
+            if is_fifo {
+                options.read(true).write(true);
+            } else {
+                options.append(true).create(true);
+            }
+            options
+                .custom_flags(libc::O_CLOEXEC)
+                .open(path)
+                .map(Some)
+                .map_err(|e| open_err(path, e))
+        };
+        Ok(StdioFiles {
+            stdin,
+            stdout: output(&self.stdout)?,
+            stderr: output(&self.stderr)?,
+        })
+    }
+}
