@@ -19,7 +19,14 @@ struct FifoLogger {
 
 impl Log for FifoLogger {
     fn enabled(&self, metadata: &Metadata) -> bool {
-        metadata.level() <= log::max_level()
+        // wasmtime and cranelift narrate every compilation at debug level; in a shim log that
+        // drowns the task's own story, so only their warnings and errors pass.
+        let target = metadata.target();
+        let chatty = ["wasmtime", "cranelift", "regalloc", "wasmparser", "wasi"]
+            .iter()
+            .any(|prefix| target.starts_with(prefix));
+        let limit = if chatty { Level::Warn } else { Level::Trace };
+        metadata.level() <= log::max_level() && metadata.level() <= limit
     }
 
     fn log(&self, record: &Record) {
