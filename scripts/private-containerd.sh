@@ -38,7 +38,7 @@ stop_containerd() {
     kill "$CTD_PID" 2>/dev/null || true
     wait "$CTD_PID" 2>/dev/null || true
     # Anything still mounted under the private root (a snapshot of a crashed run).
-    grep -o " $CTD_DIR[^ ]*" /proc/self/mounts | sort -r | while read -r m; do umount -l "$m"; done
+    grep -o " $CTD_DIR[^ ]*" /proc/self/mounts | sort -r | while read -r m; do umount -l "$m"; done || true
     rm -rf "$CTD_DIR"
     CTD_PID=
     return 0
