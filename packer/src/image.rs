@@ -74,7 +74,14 @@ fn layer(files: &[LayerFile]) -> Result<Vec<u8>> {
     for file in files {
         let path = file.destination.trim_start_matches('/');
         let mut prefix = String::new();
-        for part in path.split('/').collect::<Vec<_>>().iter().rev().skip(1).rev() {
+        for part in path
+            .split('/')
+            .collect::<Vec<_>>()
+            .iter()
+            .rev()
+            .skip(1)
+            .rev()
+        {
             prefix.push_str(part);
             prefix.push('/');
             dirs.insert(prefix.clone());
@@ -96,7 +103,11 @@ fn layer(files: &[LayerFile]) -> Result<Vec<u8>> {
         header.set_mode(file.mode);
         header.set_mtime(0);
         header.set_size(data.len() as u64);
-        builder.append_data(&mut header, file.destination.trim_start_matches('/'), &data[..])?;
+        builder.append_data(
+            &mut header,
+            file.destination.trim_start_matches('/'),
+            &data[..],
+        )?;
     }
     Ok(builder.into_inner()?)
 }
@@ -147,7 +158,11 @@ pub fn write_archive(spec: &ImageSpec, out: impl Write) -> Result<()> {
         }],
     }))?;
     let manifest_digest = digest(&manifest);
-    let tag = spec.name.rsplit_once(':').map(|(_, t)| t).unwrap_or("latest");
+    let tag = spec
+        .name
+        .rsplit_once(':')
+        .map(|(_, t)| t)
+        .unwrap_or("latest");
     let index = serde_json::to_vec(&json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.index.v1+json",
@@ -170,7 +185,11 @@ pub fn write_archive(spec: &ImageSpec, out: impl Write) -> Result<()> {
     }]))?;
 
     let mut builder = tar::Builder::new(out);
-    append(&mut builder, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    append(
+        &mut builder,
+        "oci-layout",
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+    )?;
     append(&mut builder, &blob(&layer_digest), &layer)?;
     append(&mut builder, &blob(&config_digest), &config)?;
     append(&mut builder, &blob(&manifest_digest), &manifest)?;
@@ -186,9 +205,18 @@ mod tests {
 
     #[test]
     fn names_expand_like_docker() {
-        assert_eq!(normalize_reference("hello").unwrap(), "docker.io/library/hello:latest");
-        assert_eq!(normalize_reference("me/app:v1").unwrap(), "docker.io/me/app:v1");
-        assert_eq!(normalize_reference("localhost/app").unwrap(), "localhost/app:latest");
+        assert_eq!(
+            normalize_reference("hello").unwrap(),
+            "docker.io/library/hello:latest"
+        );
+        assert_eq!(
+            normalize_reference("me/app:v1").unwrap(),
+            "docker.io/me/app:v1"
+        );
+        assert_eq!(
+            normalize_reference("localhost/app").unwrap(),
+            "localhost/app:latest"
+        );
         assert_eq!(
             normalize_reference("registry.local:5000/a/b:2").unwrap(),
             "registry.local:5000/a/b:2"
@@ -229,6 +257,12 @@ mod tests {
         for needed in ["oci-layout", "index.json", "manifest.json"] {
             assert!(names.iter().any(|n| n == needed), "{names:?}");
         }
-        assert_eq!(names.iter().filter(|n| n.starts_with("blobs/sha256/")).count(), 3);
+        assert_eq!(
+            names
+                .iter()
+                .filter(|n| n.starts_with("blobs/sha256/"))
+                .count(),
+            3
+        );
     }
 }

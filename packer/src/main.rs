@@ -15,7 +15,8 @@ use anyhow::{bail, Context, Result};
 
 use image::{normalize_reference, ImageSpec, LayerFile};
 
-const USAGE: &str = "usage: wasm-oci-pack --name NAME[:TAG] --output OUT.tar PROGRAM.wasm [SRC:DEST ...]
+const USAGE: &str =
+    "usage: wasm-oci-pack --name NAME[:TAG] --output OUT.tar PROGRAM.wasm [SRC:DEST ...]
        [--platform OS/ARCH (default wasi/wasm)] [--entrypoint PATH (default /<program file name>)]
        [--cmd ARG]... [--env KEY=VALUE]... [--workdir DIR]";
 
@@ -97,8 +98,8 @@ fn run(args: Vec<String>) -> Result<String> {
         workdir,
         files,
     };
-    let file = std::fs::File::create(&output)
-        .with_context(|| format!("creating {}", output.display()))?;
+    let file =
+        std::fs::File::create(&output).with_context(|| format!("creating {}", output.display()))?;
     image::write_archive(&spec, file).with_context(|| format!("writing {}", output.display()))?;
     Ok(name)
 }

@@ -15,7 +15,8 @@ pub struct WasiPlan {
     pub args: Vec<String>,
     /// Environment, `KEY=VALUE` split at the first `=`.
     pub env: Vec<(String, String)>,
-    /// Initial working directory (absolute, inside the container).
+    /// Initial working directory (absolute, inside the container). Preview 1 programs see it
+    /// only as `PWD`; see [`WasiPlan::from_spec`].
     pub cwd: String,
     /// The filesystem the program sees.
     pub preopens: PreopenPlan,
@@ -35,7 +36,7 @@ impl WasiPlan {
             .first()
             .ok_or_else(|| RuntimeError::InvalidSpec("process.args is empty".into()))?;
         let entrypoint = Entrypoint::parse(arg0)?;
-        let env = process
+        let mut env: Vec<(String, String)> = process
             .env()
             .clone()
             .unwrap_or_default()
@@ -55,6 +56,12 @@ impl WasiPlan {
             return Err(RuntimeError::InvalidSpec(format!(
                 "process.cwd {cwd:?} is not an absolute path"
             )));
+        }
+        // WASI preview 1 has no working directory: wasi-libc starts every program at "/" and
+        // cannot be told otherwise. The spec's cwd is exported as PWD (what shells and many
+        // programs consult) unless the spec sets PWD itself.
+        if !env.iter().any(|(k, _)| k == "PWD") {
+            env.push(("PWD".to_string(), cwd.clone()));
         }
         let read_only = spec
             .root()
@@ -104,6 +111,7 @@ mod tests {
         assert_eq!(plan.args[0], "/bin/sh");
         assert_eq!(plan.cwd, "/tmp");
         assert!(plan.env.contains(&("FOO".into(), "bar".into())));
+        assert!(plan.env.contains(&("PWD".into(), "/tmp".into())));
         // Only the rootfs: proc, dev, sys, tmpfs mounts are not reachable.
         assert_eq!(plan.preopens.preopens.len(), 1);
         assert!(plan.preopens.skipped.iter().any(|(d, _)| d == "/proc"));

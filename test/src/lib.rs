@@ -1,1 +1,291 @@
+//! Harness for tests that drive a real containerd against the built shim.
+//!
+//! [`Containerd::start`] runs Debian's `containerd` with a private config (root, state and
+//! sockets in a temp dir) and the freshly built shim first on its PATH; dropping it stops that
+//! containerd and removes everything it left. Tests talk to it only through `ctr`, as a user
+//! would.
 
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+/// The runtime name users pass to `ctr run --runtime`.
+pub const RUNTIME: &str = "io.containerd.wasmtime.v1";
+
+/// Directory of the built binaries (`SHIM_BIN_DIR`, else the profile dir of this test).
+pub fn bin_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("SHIM_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
+    // target/<profile>/deps/<test-binary>
+    let exe = std::env::current_exe().unwrap_or_default();
+    exe.parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// A wasm program built by `make examples` (`WASM_EXAMPLES_DIR`, else examples/build).
+pub fn program(name: &str) -> PathBuf {
+    let dir = std::env::var("WASM_EXAMPLES_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/build"));
+    let path = dir.join(format!("{name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: run `make examples` (or `make test`)",
+        path.display()
+    );
+    path
+}
+
+/// A private containerd, stopped and cleaned up on drop.
+pub struct Containerd {
+    dir: tempfile::TempDir,
+    child: Child,
+    socket: PathBuf,
+}
+
+/// What a `ctr` invocation printed and how it ended.
+#[derive(Debug)]
+pub struct CtrOutput {
+    /// Exit code of ctr (-1 if killed by a signal).
+    pub code: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl From<Output> for CtrOutput {
+    fn from(o: Output) -> Self {
+        CtrOutput {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+impl Containerd {
+    /// Starts a containerd of our own and waits until it answers.
+    pub fn start() -> Result<Containerd> {
+        let shim = bin_dir().join("containerd-shim-wasmtime-v1");
+        if !shim.exists() {
+            bail!("{} is missing: run `make build`", shim.display());
+        }
+        // Short prefix: the socket path must fit in 108 bytes.
+        let dir = tempfile::Builder::new().prefix("wsc").tempdir_in("/tmp")?;
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin)?;
+        std::os::unix::fs::symlink(&shim, bin.join("containerd-shim-wasmtime-v1"))?;
+        let socket = dir.path().join("c.sock");
+        let root = dir.path().display().to_string();
+        std::fs::write(
+            dir.path().join("config.toml"),
+            format!(
+                "version = 2\nroot = \"{root}/root\"\nstate = \"{root}/state\"\n\
+                 [grpc]\n  address = \"{root}/c.sock\"\n[ttrpc]\n  address = \"{root}/c.sock.ttrpc\"\n\
+                 [debug]\n  level = \"debug\"\n\
+                 [plugins.\"io.containerd.grpc.v1.cri\"]\n  disable_tcp_service = true\n"
+            ),
+        )?;
+        let path = format!(
+            "{}:{}",
+            bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let log = std::fs::File::create(dir.path().join("containerd.log"))?;
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(dir.path().join("config.toml"))
+            .env("PATH", path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting containerd (apt-get install containerd)")?;
+        let containerd = Containerd { dir, child, socket };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if containerd.ctr(&["version"]).code == 0 {
+                return Ok(containerd);
+            }
+            if Instant::now() > deadline {
+                bail!("containerd did not start:\n{}", containerd.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// containerd's own log, for failure messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()
+    }
+
+    /// The private directory (root, state, sockets).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A `ctr` command aimed at this containerd.
+    pub fn ctr_command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new("ctr");
+        command.arg("-a").arg(&self.socket).args(args);
+        command
+    }
+
+    /// Runs `ctr` with no stdin and collects its output.
+    pub fn ctr(&self, args: &[&str]) -> CtrOutput {
+        match self.ctr_command(args).stdin(Stdio::null()).output() {
+            Ok(output) => output.into(),
+            Err(e) => CtrOutput {
+                code: -1,
+                stdout: String::new(),
+                stderr: format!("running ctr: {e}"),
+            },
+        }
+    }
+
+    /// `ctr run --rm --runtime wasmtime --rootfs DIR ID ARGS...` with extra run flags.
+    pub fn run_rootfs(&self, flags: &[&str], rootfs: &Path, id: &str, args: &[&str]) -> CtrOutput {
+        let rootfs = rootfs.display().to_string();
+        let mut all = vec!["run", "--rm", "--runtime", RUNTIME];
+        all.extend_from_slice(flags);
+        all.extend_from_slice(&["--rootfs", &rootfs, id]);
+        all.extend_from_slice(args);
+        self.ctr(&all)
+    }
+
+    /// Packs `wasm` into an image named `name` with the project's packer and imports it.
+    pub fn import_program(&self, wasm: &Path, name: &str) -> Result<String> {
+        let tar = self
+            .dir
+            .path()
+            .join(format!("{}.tar", name.replace(['/', ':'], "_")));
+        let pack = Command::new(bin_dir().join("wasm-oci-pack"))
+            .args(["--name", name, "--output"])
+            .arg(&tar)
+            .arg(wasm)
+            .output()?;
+        if !pack.status.success() {
+            bail!("packing failed: {}", String::from_utf8_lossy(&pack.stderr));
+        }
+        let full_name = String::from_utf8_lossy(&pack.stdout).trim().to_string();
+        let tar = tar.display().to_string();
+        let import = self.ctr(&["images", "import", "--platform", "wasi/wasm", &tar]);
+        if import.code != 0 {
+            bail!("import failed: {}", import.stderr);
+        }
+        Ok(full_name)
+    }
+
+    /// Pids of shim processes serving this containerd.
+    pub fn shim_pids(&self) -> Vec<u32> {
+        let needle = self.socket.display().to_string();
+        let mut pids = Vec::new();
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+                continue;
+            };
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if cmdline.contains("containerd-shim-wasmtime-v1") && cmdline.contains(&needle) {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+
+    /// Mount points under the private directory (rootfs mounts that were not undone).
+    pub fn mounts(&self) -> Vec<String> {
+        let prefix = self.dir.path().display().to_string();
+        std::fs::read_to_string("/proc/self/mounts")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split(' ').nth(1))
+            .filter(|m| m.starts_with(&prefix))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Waits until no shim serves this containerd (they exit after the last Delete).
+    pub fn wait_for_no_shims(&self, timeout: Duration) -> Vec<u32> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let pids = self.shim_pids();
+            if pids.is_empty() || Instant::now() > deadline {
+                return pids;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Polls `ctr task ls` until task `id` has `status`, returning the last listing.
+    pub fn wait_for_status(&self, id: &str, status: &str, timeout: Duration) -> Result<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let ls = self.ctr(&["task", "ls"]);
+            let found = ls
+                .stdout
+                .lines()
+                .any(|l| l.split_whitespace().next() == Some(id) && l.contains(status));
+            if found {
+                return Ok(ls.stdout);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "task {id} never reached {status}; last listing:\n{}",
+                    ls.stdout
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        // SAFETY: plain kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for pid in self.shim_pids() {
+            // SAFETY: plain kill(2) on a shim of this test's containerd.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+        let mut mounts = self.mounts();
+        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for mount in mounts {
+            let _ = Command::new("umount").arg("-l").arg(&mount).status();
+        }
+    }
+}
+
+/// A rootfs directory holding the named programs at `/NAME.wasm`.
+pub fn rootfs_with(programs: &[&str]) -> Result<tempfile::TempDir> {
+    let dir = tempfile::tempdir()?;
+    for name in programs {
+        std::fs::copy(program(name), dir.path().join(format!("{name}.wasm")))?;
+    }
+    Ok(dir)
+}
+
+/// Reads everything from a child's stdout (used for `ctr events`).
+pub fn read_all(mut reader: impl Read) -> String {
+    let mut text = String::new();
+    let _ = reader.read_to_string(&mut text);
+    text
+}

@@ -1,0 +1,95 @@
+//! The mount → preopen rule: binds are reachable (read-only when `ro`), nothing else is.
+
+use integration::{rootfs_with, Containerd};
+
+#[test]
+fn a_bind_mount_written_by_wasm_is_seen_on_the_host() {
+    let containerd = Containerd::start().unwrap();
+    let rootfs = rootfs_with(&["filetool"]).unwrap();
+    let host = tempfile::tempdir().unwrap();
+    let mount = format!(
+        "type=bind,src={},dst=/data,options=rbind:rw",
+        host.path().display()
+    );
+    let out = containerd.run_rootfs(
+        &["--mount", &mount],
+        rootfs.path(),
+        "bind1",
+        &[
+            "/filetool.wasm",
+            "write",
+            "/data/out.txt",
+            "written by wasm",
+        ],
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    let text = std::fs::read_to_string(host.path().join("out.txt")).unwrap();
+    assert_eq!(text, "written by wasm\n");
+}
+
+#[test]
+fn a_read_only_mount_refuses_writes_but_allows_reads() {
+    let containerd = Containerd::start().unwrap();
+    let rootfs = rootfs_with(&["filetool"]).unwrap();
+    let host = tempfile::tempdir().unwrap();
+    std::fs::write(host.path().join("in.txt"), "host data\n").unwrap();
+    let mount = format!(
+        "type=bind,src={},dst=/data,options=rbind:ro",
+        host.path().display()
+    );
+    let write = containerd.run_rootfs(
+        &["--mount", &mount],
+        rootfs.path(),
+        "ro1",
+        &["/filetool.wasm", "write", "/data/out.txt", "nope"],
+    );
+    assert_eq!(write.code, 1, "{write:?}");
+    assert!(write.stderr.contains("/data/out.txt"), "{}", write.stderr);
+    assert!(!host.path().join("out.txt").exists());
+    let read = containerd.run_rootfs(
+        &["--mount", &mount],
+        rootfs.path(),
+        "ro2",
+        &["/filetool.wasm", "read", "/data/in.txt"],
+    );
+    assert_eq!(
+        (read.code, read.stdout.as_str()),
+        (0, "host data\n"),
+        "{read:?}"
+    );
+}
+
+#[test]
+fn host_files_outside_the_rootfs_and_mounts_are_invisible() {
+    let containerd = Containerd::start().unwrap();
+    let rootfs = rootfs_with(&["filetool"]).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", rootfs.path().join("passwd-link")).unwrap();
+    std::os::unix::fs::symlink("../../../../../../etc", rootfs.path().join("etc-link")).unwrap();
+    std::fs::write(rootfs.path().join("inside.txt"), "inside\n").unwrap();
+    let probes = [
+        "/etc/passwd",
+        "/proc/self/status",
+        "/sys/kernel/hostname",
+        "/../../../etc/passwd",
+        "/passwd-link",
+        "/etc-link/passwd",
+        "/dev/null",
+    ];
+    for (i, path) in probes.iter().enumerate() {
+        let out = containerd.run_rootfs(
+            &[],
+            rootfs.path(),
+            &format!("iso{i}"),
+            &["/filetool.wasm", "read", path],
+        );
+        assert_eq!(out.code, 1, "{path} was readable: {out:?}");
+        assert!(!out.stdout.contains("root:"), "{path}: {}", out.stdout);
+    }
+    // The rootfs itself is the program's `/`.
+    let ls = containerd.run_rootfs(&[], rootfs.path(), "iso-ls", &["/filetool.wasm", "ls", "/"]);
+    assert_eq!(ls.code, 0, "{ls:?}");
+    assert_eq!(
+        ls.stdout,
+        "etc-link\nfiletool.wasm\ninside.txt\npasswd-link\n"
+    );
+}

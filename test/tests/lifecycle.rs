@@ -1,0 +1,212 @@
+//! Signals, task states, detached runs, metrics and events.
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use integration::{rootfs_with, Containerd, RUNTIME};
+
+fn stop_busy_loop_with(signal: &str, expected: i32) {
+    let containerd = Containerd::start().unwrap();
+    let rootfs = rootfs_with(&["spin"]).unwrap();
+    let rootfs_arg = rootfs.path().display().to_string();
+    let id = format!("spin-{}", signal.to_lowercase());
+    let child = containerd
+        .ctr_command(&[
+            "run",
+            "--rm",
+            "--runtime",
+            RUNTIME,
+            "--rootfs",
+            &rootfs_arg,
+            &id,
+            "/spin.wasm",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    containerd
+        .wait_for_status(&id, "RUNNING", Duration::from_secs(10))
+        .unwrap();
+    // Let it really be inside the loop.
+    std::thread::sleep(Duration::from_millis(300));
+    let sent = Instant::now();
+    let kill = containerd.ctr(&["task", "kill", "-s", signal, &id]);
+    assert_eq!(kill.code, 0, "{kill:?}");
+    let out = child.wait_with_output().unwrap();
+    let elapsed = sent.elapsed();
+    assert_eq!(
+        out.status.code(),
+        Some(expected),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "spinning\n");
+    assert!(elapsed < Duration::from_secs(2), "took {elapsed:?}");
+    assert!(containerd
+        .wait_for_no_shims(Duration::from_secs(5))
+        .is_empty());
+}
+
+#[test]
+fn sigterm_stops_a_busy_loop_with_143() {
+    stop_busy_loop_with("SIGTERM", 143);
+}
+
+#[test]
+fn sigkill_stops_a_busy_loop_with_137() {
+    stop_busy_loop_with("SIGKILL", 137);
+}
+
+#[test]
+fn detached_task_is_listed_running_then_stopped_and_is_removed() {
+    let containerd = Containerd::start().unwrap();
+    let rootfs = rootfs_with(&["ticker"]).unwrap();
+    let rootfs_arg = rootfs.path().display().to_string();
+    let run = containerd.ctr(&[
+        "run",
+        "-d",
+        "--runtime",
+        RUNTIME,
+        "--rootfs",
+        &rootfs_arg,
+        "tick1",
+        "/ticker.wasm",
+        "0",
+        "50",
+    ]);
+    assert_eq!(run.code, 0, "{run:?}");
+    containerd
+        .wait_for_status("tick1", "RUNNING", Duration::from_secs(5))
+        .unwrap();
+    assert_eq!(containerd.shim_pids().len(), 1);
+
+    // The shim reports CPU time and memory in cgroup metrics.
+    let metrics = containerd.ctr(&["task", "metrics", "tick1"]);
+    assert_eq!(metrics.code, 0, "{metrics:?}");
+    let memory: u64 = metrics
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("memory.usage_in_bytes"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(memory >= 65536, "{}", metrics.stdout);
+
+    let pids = containerd.ctr(&["task", "ps", "tick1"]);
+    assert_eq!(pids.code, 0, "{pids:?}");
+    assert_eq!(pids.stdout.lines().count(), 2, "{}", pids.stdout);
+
+    let kill = containerd.ctr(&["task", "kill", "tick1"]);
+    assert_eq!(kill.code, 0, "{kill:?}");
+    containerd
+        .wait_for_status("tick1", "STOPPED", Duration::from_secs(5))
+        .unwrap();
+    assert_eq!(containerd.ctr(&["task", "rm", "tick1"]).code, 0);
+    assert_eq!(containerd.ctr(&["container", "rm", "tick1"]).code, 0);
+    assert!(!containerd
+        .ctr(&["container", "ls", "-q"])
+        .stdout
+        .contains("tick1"));
+    assert!(containerd
+        .wait_for_no_shims(Duration::from_secs(5))
+        .is_empty());
+    assert!(containerd.mounts().is_empty());
+}
+
+#[test]
+fn a_busy_program_shows_cpu_time_in_metrics() {
+    let containerd = Containerd::start().unwrap();
+    let rootfs = rootfs_with(&["spin"]).unwrap();
+    let rootfs_arg = rootfs.path().display().to_string();
+    let run = containerd.ctr(&[
+        "run",
+        "-d",
+        "--runtime",
+        RUNTIME,
+        "--rootfs",
+        &rootfs_arg,
+        "cpu1",
+        "/spin.wasm",
+    ]);
+    assert_eq!(run.code, 0, "{run:?}");
+    std::thread::sleep(Duration::from_millis(500));
+    let metrics = containerd.ctr(&["task", "metrics", "cpu1"]);
+    let cpu: u64 = metrics
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("cpuacct.usage "))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(cpu > 100_000_000, "{}", metrics.stdout);
+    assert_eq!(
+        containerd
+            .ctr(&["task", "kill", "-s", "SIGKILL", "cpu1"])
+            .code,
+        0
+    );
+    containerd
+        .wait_for_status("cpu1", "STOPPED", Duration::from_secs(5))
+        .unwrap();
+    assert_eq!(containerd.ctr(&["task", "rm", "cpu1"]).code, 0);
+}
+
+#[test]
+fn events_arrive_create_start_exit_delete_in_order() {
+    let containerd = Containerd::start().unwrap();
+    let rootfs = rootfs_with(&["hello"]).unwrap();
+    let mut events = containerd
+        .ctr_command(&["events"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+    let reader = {
+        let lines = lines.clone();
+        let stdout = events.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                lines.lock().unwrap().push(line);
+            }
+        })
+    };
+    // ctr events subscribes asynchronously; give it a moment.
+    std::thread::sleep(Duration::from_millis(500));
+    let out = containerd.run_rootfs(&[], rootfs.path(), "ev1", &["/hello.wasm"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let topics = loop {
+        let topics: Vec<String> = lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains("\"ev1\"") && l.contains("/tasks/"))
+            .filter_map(|l| {
+                l.split_whitespace()
+                    .find(|w| w.starts_with("/tasks/"))
+                    .map(str::to_string)
+            })
+            .collect();
+        if topics.iter().any(|t| t == "/tasks/delete") || Instant::now() > deadline {
+            break topics;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = events.kill();
+    let _ = events.wait();
+    let _ = reader.join();
+    assert_eq!(
+        topics,
+        [
+            "/tasks/create",
+            "/tasks/start",
+            "/tasks/exit",
+            "/tasks/delete"
+        ]
+    );
+}
