@@ -63,7 +63,10 @@ demo: deps build images
 	scripts/demo.sh
 
 # Unit tests of every crate, then the integration tests against a private containerd.
-test: deps build examples
+# `cargo test` builds the shim and packer binaries itself (their crates have integration
+# tests), with the same features as the tests: a separate `cargo build` would resolve
+# features differently and compile wasmtime a second time.
+test: deps examples
 	WASM_EXAMPLES_DIR=$(CURDIR)/$(WASM_OUT) SHIM_BIN_DIR=$(BIN_DIR) \
 	  $(CARGO) test --profile $(PROFILE) --workspace --no-fail-fast
 
