@@ -14,6 +14,7 @@ mod engine;
 mod entrypoint;
 mod error;
 mod exit;
+mod fifo_output;
 mod plan;
 mod preopen;
 mod program;

@@ -1,13 +1,11 @@
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
 use wasmtime::{InstancePre, Module, ResourceLimiter, Store, Val};
-use wasmtime_wasi::cli::OutputFile;
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 
 use crate::engine::{shared_engine, shared_linker};
-use crate::stdio::{output_stream, stdin_stream, Stdin};
+use crate::stdio::{output_stream, stdin_stream, Output, Stdin};
 use crate::{ExitStatus, MemoryGauge, RuntimeError, StdioFiles, Stopper, WasiPlan};
 
 /// What kind of wasm a file holds, told from its first bytes.
@@ -198,21 +196,42 @@ impl Program {
     }
 
     async fn run(self, stdio: StdioFiles, stopper: &Stopper, gauge: &MemoryGauge) -> ExitStatus {
-        let stderr = output_stream(stdio.stderr);
+        let outputs =
+            output_stream(stdio.stdout).and_then(|out| Ok((out, output_stream(stdio.stderr)?)));
+        let (stdout, stderr) = match outputs {
+            Ok(outputs) => outputs,
+            Err(e) => return ExitStatus::Failed(format!("opening stdout/stderr: {e}")),
+        };
         let status = match self
-            .instantiate_and_call(stdio.stdin, stdio.stdout, stderr.clone(), stopper, gauge)
+            .instantiate_and_call(stdio.stdin, stdout.clone(), stderr.clone(), stopper, gauge)
             .await
         {
             Ok(status) => status,
             Err(msg) => ExitStatus::Failed(msg),
         };
-        // A trap is the guest's crash: like a Linux process's dying message, it belongs on the
-        // container's stderr, where `ctr`, `kubectl logs` and `docker logs` show it.
-        if let (ExitStatus::Trapped(msg) | ExitStatus::Failed(msg), Some(mut err)) =
-            (&status, stderr)
-        {
-            let _ = err.write_all(format!("Error: {msg}\n").as_bytes()).await;
-            let _ = err.flush().await;
+        let finish_output = async {
+            // A trap is the guest's crash: like a Linux process's dying message, it belongs
+            // on the container's stderr, where `ctr`, `kubectl logs` and `docker logs` show
+            // it, after everything the program wrote.
+            if let Some(out) = &stdout {
+                out.drained().await;
+            }
+            if let Some(err) = &stderr {
+                err.drained().await;
+                if let ExitStatus::Trapped(msg) | ExitStatus::Failed(msg) = &status {
+                    err.write_message(&format!("Error: {msg}\n")).await;
+                }
+            }
+        };
+        // Output still waiting for a reader must not keep a finished program alive forever:
+        // a stopped program gets a short grace, any program gives up on a stop request.
+        if let ExitStatus::Signaled(_) = status {
+            let _ = tokio::time::timeout(Duration::from_millis(500), finish_output).await;
+        } else {
+            tokio::select! {
+                _ = finish_output => {}
+                _ = stopper.wait() => {}
+            }
         }
         status
     }
@@ -220,8 +239,8 @@ impl Program {
     async fn instantiate_and_call(
         self,
         stdin: Option<std::fs::File>,
-        stdout: Option<std::fs::File>,
-        stderr: Option<OutputFile>,
+        stdout: Option<Output>,
+        stderr: Option<Output>,
         stopper: &Stopper,
         gauge: &MemoryGauge,
     ) -> Result<ExitStatus, String> {
@@ -238,11 +257,11 @@ impl Program {
                 builder.stdin(file);
             }
         }
-        if let Some(out) = output_stream(stdout) {
-            builder.stdout(out);
+        if let Some(out) = &stdout {
+            out.install_as_stdout(&mut builder);
         }
-        if let Some(err) = stderr {
-            builder.stderr(err);
+        if let Some(err) = &stderr {
+            err.install_as_stderr(&mut builder);
         }
         for preopen in &self.plan.preopens.preopens {
             let perms = if preopen.read_only {

@@ -1,7 +1,11 @@
 use std::fs::File;
 use std::os::unix::fs::FileTypeExt;
 
+use tokio::io::AsyncWriteExt;
 use wasmtime_wasi::cli::{AsyncStdinStream, InputFile, OutputFile};
+use wasmtime_wasi::WasiCtxBuilder;
+
+use crate::fifo_output::FifoOutput;
 
 /// The three standard streams of a program, already opened by the host.
 ///
@@ -39,9 +43,64 @@ pub(crate) fn stdin_stream(file: Option<File>) -> std::io::Result<Stdin> {
     }
 }
 
-/// Output is written synchronously on the program's own thread: writes land in order, nothing
-/// is buffered that could be lost when the program ends, and a trap message written after the
-/// program's last output appears after it.
-pub(crate) fn output_stream(file: Option<File>) -> Option<OutputFile> {
-    file.map(OutputFile::new)
+/// Where a program's stdout or stderr goes.
+#[derive(Clone)]
+pub(crate) enum Output {
+    /// A FIFO (containerd's usual stdio): written without blocking the program's thread.
+    Fifo(FifoOutput),
+    /// A regular file (`file://` stdio): plain writes, which a file never blocks for long.
+    File(OutputFile),
+}
+
+/// Must be called inside the program's tokio runtime: a FIFO registers with its reactor.
+pub(crate) fn output_stream(file: Option<File>) -> std::io::Result<Option<Output>> {
+    let Some(file) = file else {
+        return Ok(None);
+    };
+    if file.metadata()?.file_type().is_fifo() {
+        Ok(Some(Output::Fifo(FifoOutput::new(file)?)))
+    } else {
+        Ok(Some(Output::File(OutputFile::new(file))))
+    }
+}
+
+impl Output {
+    pub(crate) fn install_as_stdout(&self, builder: &mut WasiCtxBuilder) {
+        match self {
+            Output::Fifo(fifo) => builder.stdout(fifo.clone()),
+            Output::File(file) => builder.stdout(file.clone()),
+        };
+    }
+
+    pub(crate) fn install_as_stderr(&self, builder: &mut WasiCtxBuilder) {
+        match self {
+            Output::Fifo(fifo) => builder.stderr(fifo.clone()),
+            Output::File(file) => builder.stderr(file.clone()),
+        };
+    }
+
+    /// Resolves once everything the program wrote has reached the pipe or file.
+    pub(crate) async fn drained(&self) {
+        if let Output::Fifo(fifo) = self {
+            fifo.drained().await;
+        }
+    }
+
+    /// Appends a host message (a trap report) after the program's own output.
+    pub(crate) async fn write_message(&self, message: &str) {
+        let result = match self {
+            Output::Fifo(fifo) => {
+                let mut fifo = fifo.clone();
+                fifo.write_all(message.as_bytes()).await
+            }
+            Output::File(file) => {
+                let mut file = file.clone();
+                file.write_all(message.as_bytes()).await
+            }
+        };
+        if let Err(e) = result {
+            log::debug!("writing to the program's stderr: {e}");
+        }
+        self.drained().await;
+    }
 }

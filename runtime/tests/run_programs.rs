@@ -140,3 +140,51 @@ fn corrupt_and_missing_programs_fail_at_load() {
     let err = load(rootfs.path(), &["/nothere.wasm"]).unwrap_err();
     assert!(matches!(err, RuntimeError::EntrypointNotFound(_)), "{err}");
 }
+
+const WRITE_FOREVER: &str = r#"(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 2)
+  (func (export "_start")
+    (i32.store (i32.const 0) (i32.const 1024))
+    (i32.store (i32.const 4) (i32.const 65536))
+    (loop $l
+      (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))
+      (br $l))))"#;
+
+#[test]
+fn stop_reaches_a_program_blocked_on_a_full_stdout_pipe() {
+    use std::os::unix::fs::OpenOptionsExt;
+    let rootfs = tempfile::tempdir().unwrap();
+    std::fs::write(rootfs.path().join("w.wat"), WRITE_FOREVER).unwrap();
+    let fifo = rootfs.path().join("out.fifo");
+    let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: plain mkfifo(3) on a fresh path.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    // Opened read-write, as the shim opens containerd's FIFOs; nobody ever reads it.
+    let out = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(&fifo)
+        .unwrap();
+    let program = load(rootfs.path(), &["/w.wat"]).unwrap();
+    let stopper = Stopper::new();
+    let remote = stopper.clone();
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        remote.stop(9);
+    });
+    let started = Instant::now();
+    let stdio = StdioFiles {
+        stdin: None,
+        stdout: Some(out),
+        stderr: None,
+    };
+    let status = program.run_blocking(stdio, &stopper, &MemoryGauge::default());
+    assert_eq!(status, ExitStatus::Signaled(9));
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+}
