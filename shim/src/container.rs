@@ -14,6 +14,7 @@ use crate::error::{ShimError, ShimResult};
 use crate::events::Publisher;
 use crate::lifecycle::{Exit, Lifecycle};
 use crate::mount;
+use crate::netns::NetworkPlan;
 use crate::stdio::StdioPaths;
 
 /// What the program thread is told after Create.
@@ -116,7 +117,8 @@ impl Container {
             .map(|l| l.max(0) as u64)
             .unwrap_or(0);
 
-        let (ready_tx, ready_rx) = mpsc::channel::<Result<u32, runtime::RuntimeError>>();
+        let network = NetworkPlan::from_spec(&spec);
+        let (ready_tx, ready_rx) = mpsc::channel::<ShimResult<u32>>();
         let (command_tx, command_rx) = mpsc::channel::<Command>();
         let stopper = Stopper::new();
         let gauge = MemoryGauge::default();
@@ -129,10 +131,14 @@ impl Container {
                 .spawn(move || {
                     // SAFETY: gettid has no preconditions.
                     let tid = unsafe { libc::gettid() } as u32;
+                    if let Err(e) = network.enter() {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
                     let program = match Program::load(plan) {
                         Ok(program) => program,
                         Err(e) => {
-                            let _ = ready_tx.send(Err(e));
+                            let _ = ready_tx.send(Err(e.into()));
                             return;
                         }
                     };
@@ -153,7 +159,7 @@ impl Container {
             Ok(Ok(pid)) => pid,
             Ok(Err(e)) => {
                 let _ = thread.join();
-                return Err(e.into());
+                return Err(e);
             }
             Err(_) => {
                 let _ = thread.join();

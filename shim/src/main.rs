@@ -15,6 +15,7 @@ mod lifecycle;
 mod logger;
 mod metrics;
 mod mount;
+mod netns;
 mod serve;
 mod service;
 mod start;
