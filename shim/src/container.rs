@@ -247,9 +247,14 @@ impl Container {
 
     /// Records the end of the program once, wakes waiters and raises `/tasks/exit`.
     fn finish(&self, code: u32) {
-        let exit = lock(&self.state).stop(code);
-        if let Some(exit) = exit {
-            self.state_changed.notify_all();
+        self.finish_locked(&mut lock(&self.state), code);
+    }
+
+    /// `finish` for a caller that already holds the state lock. The exit event is queued
+    /// before waiters wake: a waiter's next step is containerd's Delete, whose
+    /// `/tasks/delete` must come after `/tasks/exit`.
+    fn finish_locked(&self, state: &mut Lifecycle, code: u32) {
+        if let Some(exit) = state.stop(code) {
             self.publisher.publish(
                 "/tasks/exit",
                 &TaskExit {
@@ -261,7 +266,16 @@ impl Container {
                     ..Default::default()
                 },
             );
+            self.state_changed.notify_all();
         }
+    }
+
+    /// Tells a never-started program thread to give up, and records the task as ended.
+    fn abort_locked(&self, state: &mut Lifecycle, code: u32) {
+        if let Some(commands) = lock(&self.commands).take() {
+            let _ = commands.send(Command::Abort);
+        }
+        self.finish_locked(state, code);
     }
 
     /// Delivers a signal. Terminating signals stop the program (status 128+signal); signals
@@ -269,8 +283,10 @@ impl Container {
     /// that installed no handler.
     pub fn kill(&self, signal: u32) -> ShimResult<()> {
         let signal = signal as i32;
-        let state = *lock(&self.state);
-        if let Lifecycle::Stopped(_) = state {
+        // Held until the signal is delivered: a Start running concurrently must not turn the
+        // task Running between our look at the state and our acting on it.
+        let mut state = lock(&self.state);
+        if let Lifecycle::Stopped(_) = *state {
             return Err(ShimError::NotFound(format!(
                 "task {}: process already finished",
                 self.id
@@ -289,14 +305,11 @@ impl Container {
             }
             _ => {}
         }
-        if state == Lifecycle::Created {
-            if let Some(commands) = lock(&self.commands).take() {
-                let _ = commands.send(Command::Abort);
-            }
-            self.finish(128 + signal as u32);
-            return Ok(());
+        if *state == Lifecycle::Created {
+            self.abort_locked(&mut state, 128 + signal as u32);
+        } else {
+            self.stopper.stop(signal);
         }
-        self.stopper.stop(signal);
         Ok(())
     }
 
@@ -333,11 +346,7 @@ impl Container {
                 }
                 // Never started: like a created runc container, it is killed on delete.
                 Lifecycle::Created => {
-                    if let Some(commands) = lock(&self.commands).take() {
-                        let _ = commands.send(Command::Abort);
-                    }
-                    state.stop(128 + libc::SIGKILL as u32);
-                    self.state_changed.notify_all();
+                    self.abort_locked(&mut state, 128 + libc::SIGKILL as u32);
                 }
                 Lifecycle::Stopped(_) => {}
             }

@@ -29,10 +29,12 @@ impl From<runtime::RuntimeError> for ShimError {
     fn from(err: runtime::RuntimeError) -> Self {
         use runtime::RuntimeError as R;
         match &err {
-            R::InvalidSpec(_) | R::InvalidMount(_) | R::InvalidProgram(_) => {
-                ShimError::InvalidArgument(err.to_string())
-            }
-            R::EntrypointNotFound(_) => ShimError::NotFound(err.to_string()),
+            // A missing program is a bad request, not a missing task: NOT_FOUND from Create
+            // reads to clients (docker) as "no such container".
+            R::InvalidSpec(_)
+            | R::InvalidMount(_)
+            | R::InvalidProgram(_)
+            | R::EntrypointNotFound(_) => ShimError::InvalidArgument(err.to_string()),
             R::Unsupported(_) => ShimError::Unimplemented(err.to_string()),
             R::Io { .. } => ShimError::Internal(err.to_string()),
         }

@@ -19,6 +19,12 @@ struct Event {
     at: SystemTime,
 }
 
+enum Message {
+    Event(Event),
+    /// Answered once every event queued before it has been handled.
+    Flush(mpsc::Sender<()>),
+}
+
 /// Queues events for one sender thread.
 ///
 /// One thread and one queue keep events in the order they were raised (containerd needs
@@ -26,14 +32,14 @@ struct Event {
 /// task request or a program's exit.
 #[derive(Clone)]
 pub struct Publisher {
-    queue: mpsc::Sender<Event>,
+    queue: mpsc::Sender<Message>,
 }
 
 impl Publisher {
     /// Starts the sender thread for containerd's ttrpc socket at `address`; events are
     /// stamped with `namespace`.
     pub fn start(address: &str, namespace: &str) -> std::io::Result<Publisher> {
-        let (queue, events) = mpsc::channel::<Event>();
+        let (queue, events) = mpsc::channel::<Message>();
         let address = if address.contains("://") {
             address.to_string()
         } else {
@@ -64,15 +70,31 @@ impl Publisher {
             body,
             at: SystemTime::now(),
         };
-        if self.queue.send(event).is_err() {
+        if self.queue.send(Message::Event(event)).is_err() {
             log::error!("event sender is gone; dropped {topic}");
+        }
+    }
+
+    /// Waits up to `timeout` for every queued event to be delivered (or given up on), so a
+    /// shim about to exit does not lose its last `/tasks/delete`.
+    pub fn flush(&self, timeout: Duration) {
+        let (done, flushed) = mpsc::channel();
+        if self.queue.send(Message::Flush(done)).is_ok() && flushed.recv_timeout(timeout).is_err() {
+            log::warn!("exiting with events still queued");
         }
     }
 }
 
-fn forward_all(address: &str, namespace: &str, events: mpsc::Receiver<Event>) {
+fn forward_all(address: &str, namespace: &str, messages: mpsc::Receiver<Message>) {
     let mut client: Option<EventsClient> = None;
-    for event in events {
+    for message in messages {
+        let event = match message {
+            Message::Event(event) => event,
+            Message::Flush(done) => {
+                let _ = done.send(());
+                continue;
+            }
+        };
         let request = ForwardRequest {
             envelope: Some(Envelope {
                 timestamp: Some(timestamp(event.at)).into(),

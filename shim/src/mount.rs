@@ -41,7 +41,7 @@ fn parse_options(options: &[String]) -> (MsFlags, String) {
 pub fn mount_rootfs(mounts: &[Mount], target: &Path) -> ShimResult<()> {
     std::fs::create_dir_all(target)
         .map_err(|e| ShimError::Internal(format!("creating {}: {e}", target.display())))?;
-    for (done, m) in mounts.iter().enumerate() {
+    for m in mounts {
         let (flags, data) = parse_options(&m.options);
         let fstype = if m.type_.is_empty() {
             None
@@ -74,9 +74,9 @@ pub fn mount_rootfs(mounts: &[Mount], target: &Path) -> ShimResult<()> {
             }
         });
         if let Err(e) = result {
-            for _ in 0..done {
-                let _ = unmount_all(target);
-            }
+            // A lazy unmount of the target takes every mount stacked on it or below it,
+            // including a bind whose read-only remount just failed.
+            unmount_all(target);
             return Err(ShimError::Internal(format!(
                 "mounting rootfs ({} {} on {}): {e}",
                 m.type_,

@@ -92,7 +92,9 @@ pub fn serve(flags: &Flags, bundle: &Path) -> Result<(), String> {
         log::error!("{e}");
     }
     let (shutdown_tx, shutdown_rx) = mpsc::channel();
-    let service: Arc<dyn Task + Send + Sync> = Arc::new(TaskService::new(publisher, shutdown_tx));
+    let socket = std::path::PathBuf::from(flags.socket.trim_start_matches("unix://"));
+    let service: Arc<dyn Task + Send + Sync> =
+        Arc::new(TaskService::new(publisher.clone(), shutdown_tx, socket));
     // containerd 1.6–2.2 call the task API as containerd.task.v2.Task, 2.3 with our
     // BootstrapResult as v3; the messages are the same, so serve both names.
     let v3 = create_task(service.clone());
@@ -117,10 +119,10 @@ pub fn serve(flags: &Flags, bundle: &Path) -> Result<(), String> {
 
     let _ = shutdown_rx.recv();
     log::info!("shutting down: no task left");
+    publisher.flush(std::time::Duration::from_secs(5));
     // Let the Shutdown reply reach containerd before the process goes away. The server is
     // not shut down gracefully: that would wait on workers parked in Wait.
     std::thread::sleep(std::time::Duration::from_millis(20));
-    let _ = std::fs::remove_file(flags.socket.trim_start_matches("unix://"));
     let _ = std::fs::remove_file(bundle.join(SHIM_PID_FILE));
     Ok(())
 }

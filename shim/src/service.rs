@@ -1,6 +1,6 @@
 //! The ttrpc task service: one thin method per RPC over the container registry.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 
@@ -18,26 +18,51 @@ use crate::stdio::StdioPaths;
 
 /// Serves the tasks of one shim process.
 pub struct TaskService {
-    containers: Mutex<HashMap<String, Arc<Container>>>,
+    tasks: Mutex<Tasks>,
     publisher: Publisher,
     shutdown: Mutex<mpsc::Sender<()>>,
+    socket: PathBuf,
+}
+
+/// The registry: created tasks, and ids whose Create is in progress (reserved so two
+/// Creates of one id cannot both mount the same bundle).
+#[derive(Default)]
+struct Tasks {
+    containers: HashMap<String, Arc<Container>>,
+    creating: HashSet<String>,
+    /// Set once Shutdown found no task: the socket is gone and Create is refused, so a new
+    /// `start` for the same id gets a fresh shim instead of this exiting one.
+    shutting_down: bool,
+}
+
+/// Releases an id reserved for a Create, whatever way the Create ends.
+struct Reservation<'a> {
+    service: &'a TaskService,
+    id: String,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        self.service.tasks().creating.remove(&self.id);
+    }
 }
 
 type TtrpcResult<T> = ttrpc::Result<T>;
 
 impl TaskService {
-    /// A service publishing through `publisher`; `shutdown` is signalled when containerd asks
-    /// the shim to exit and no task remains.
-    pub fn new(publisher: Publisher, shutdown: mpsc::Sender<()>) -> Self {
+    /// A service publishing through `publisher` and listening on `socket`; `shutdown` is
+    /// signalled when containerd asks the shim to exit and no task remains.
+    pub fn new(publisher: Publisher, shutdown: mpsc::Sender<()>, socket: PathBuf) -> Self {
         TaskService {
-            containers: Mutex::new(HashMap::new()),
+            tasks: Mutex::new(Tasks::default()),
             publisher,
             shutdown: Mutex::new(shutdown),
+            socket,
         }
     }
 
-    fn registry(&self) -> MutexGuard<'_, HashMap<String, Arc<Container>>> {
-        self.containers.lock().unwrap_or_else(|e| e.into_inner())
+    fn tasks(&self) -> MutexGuard<'_, Tasks> {
+        self.tasks.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn container(&self, id: &str, exec_id: &str) -> ShimResult<Arc<Container>> {
@@ -46,7 +71,8 @@ impl TaskService {
                 "task {id}: exec process {exec_id} does not exist (exec is not supported yet)"
             )));
         }
-        self.registry()
+        self.tasks()
+            .containers
             .get(id)
             .cloned()
             .ok_or_else(|| ShimError::NotFound(format!("task {id} not found")))
@@ -64,13 +90,24 @@ impl TaskService {
                 "Create from a checkpoint is not supported".to_string(),
             ));
         }
-        if self.registry().contains_key(&req.id) {
-            return Err(ShimError::AlreadyExists(format!(
-                "task {} already exists",
-                req.id
-            )));
-        }
         let id = req.id.clone();
+        let _reservation = {
+            let mut tasks = self.tasks();
+            if tasks.shutting_down {
+                return Err(ShimError::FailedPrecondition(
+                    "this shim is shutting down; start a new one".to_string(),
+                ));
+            }
+            if tasks.containers.contains_key(&id) || !tasks.creating.insert(id.clone()) {
+                return Err(ShimError::AlreadyExists(format!(
+                    "task {id} already exists"
+                )));
+            }
+            Reservation {
+                service: self,
+                id: id.clone(),
+            }
+        };
         let container = Container::create(
             CreateParams {
                 id: req.id,
@@ -87,15 +124,7 @@ impl TaskService {
         )
         .inspect_err(|e| log::error!("create {id}: {e}"))?;
         let pid = container.pid;
-        let mut registry = self.registry();
-        if registry.contains_key(&id) {
-            drop(registry);
-            let _ = container.delete();
-            return Err(ShimError::AlreadyExists(format!(
-                "task {id} already exists"
-            )));
-        }
-        registry.insert(id.clone(), container);
+        self.tasks().containers.insert(id.clone(), container);
         log::info!("created {id} (pid {pid})");
         Ok(pid)
     }
@@ -185,7 +214,7 @@ impl Task for TaskService {
     ) -> TtrpcResult<api::DeleteResponse> {
         let container = self.container(&req.id, &req.exec_id)?;
         let exit = container.delete()?;
-        self.registry().remove(&req.id);
+        self.tasks().containers.remove(&req.id);
         log::info!("deleted {}", req.id);
         Ok(api::DeleteResponse {
             pid: container.pid,
@@ -215,7 +244,12 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         req: api::ConnectRequest,
     ) -> TtrpcResult<api::ConnectResponse> {
-        let task_pid = self.registry().get(&req.id).map(|c| c.pid).unwrap_or(0);
+        let task_pid = self
+            .tasks()
+            .containers
+            .get(&req.id)
+            .map(|c| c.pid)
+            .unwrap_or(0);
         Ok(api::ConnectResponse {
             shim_pid: std::process::id(),
             task_pid,
@@ -226,7 +260,12 @@ impl Task for TaskService {
 
     fn shutdown(&self, _ctx: &TtrpcContext, _req: api::ShutdownRequest) -> TtrpcResult<Empty> {
         // A shim serving several tasks stays up until the last one is deleted.
-        if self.registry().is_empty() {
+        let mut tasks = self.tasks();
+        if tasks.containers.is_empty() && tasks.creating.is_empty() && !tasks.shutting_down {
+            tasks.shutting_down = true;
+            drop(tasks);
+            // Unlinked before replying, so a `start` racing our exit cannot connect to us.
+            let _ = std::fs::remove_file(&self.socket);
             let _ = self
                 .shutdown
                 .lock()

@@ -125,3 +125,19 @@ fn wat_text_and_named_exports_run() {
     assert_eq!(greet.code, 0, "{greet:?}");
     assert_eq!(greet.stdout, "from the greet export\n");
 }
+
+#[test]
+fn the_same_id_runs_again_right_after_removal() {
+    // Each run's shim unlinks its socket before answering Shutdown, so the next `start` for
+    // the same id gets a fresh shim instead of the exiting one.
+    let containerd = Containerd::start().unwrap();
+    let rootfs = rootfs_with(&["hello"]).unwrap();
+    for round in 0..5 {
+        let out = containerd.run_rootfs(&[], rootfs.path(), "again", &["/hello.wasm"]);
+        assert_eq!(out.code, 0, "round {round}: {out:?}");
+        assert_eq!(out.stdout, "hello from wasm\n", "round {round}");
+    }
+    assert!(containerd
+        .wait_for_no_shims(std::time::Duration::from_secs(5))
+        .is_empty());
+}
