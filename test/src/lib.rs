@@ -162,12 +162,17 @@ impl Containerd {
 
     /// Packs `wasm` into an image named `name` with the project's packer and imports it.
     pub fn import_program(&self, wasm: &Path, name: &str) -> Result<String> {
+        self.import_program_as(wasm, name, "wasi/wasm")
+    }
+
+    /// Like [`Containerd::import_program`], for an image claiming `platform`.
+    pub fn import_program_as(&self, wasm: &Path, name: &str, platform: &str) -> Result<String> {
         let tar = self
             .dir
             .path()
             .join(format!("{}.tar", name.replace(['/', ':'], "_")));
         let pack = Command::new(bin_dir().join("wasm-oci-pack"))
-            .args(["--name", name, "--output"])
+            .args(["--platform", platform, "--name", name, "--output"])
             .arg(&tar)
             .arg(wasm)
             .output()?;
@@ -176,7 +181,7 @@ impl Containerd {
         }
         let full_name = String::from_utf8_lossy(&pack.stdout).trim().to_string();
         let tar = tar.display().to_string();
-        let import = self.ctr(&["images", "import", "--platform", "wasi/wasm", &tar]);
+        let import = self.ctr(&["images", "import", "--platform", platform, &tar]);
         if import.code != 0 {
             bail!("import failed: {}", import.stderr);
         }

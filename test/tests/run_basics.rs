@@ -141,3 +141,14 @@ fn the_same_id_runs_again_right_after_removal() {
         .wait_for_no_shims(std::time::Duration::from_secs(5))
         .is_empty());
 }
+
+#[test]
+fn a_linux_amd64_image_whose_entrypoint_is_wasm_runs() {
+    let containerd = Containerd::start().unwrap();
+    let image = containerd
+        .import_program_as(&program("hello"), "linux-wasm:test", "linux/amd64")
+        .unwrap();
+    let out = containerd.ctr(&["run", "--rm", "--runtime", RUNTIME, &image, "lw1"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.stdout, "hello from wasm\n");
+}
