@@ -6,10 +6,9 @@ use std::path::Path;
 use std::time::SystemTime;
 
 use containerd_shim_protos::api::DeleteResponse;
-use containerd_shim_protos::protobuf::Message;
 
 use crate::clock::timestamp;
-use crate::mount;
+use crate::{mount, reply};
 
 /// File in the bundle holding the pid of the daemon serving it.
 pub const SHIM_PID_FILE: &str = "shim.pid";
@@ -32,13 +31,7 @@ pub fn delete(bundle: &Path, stdout: &mut dyn Write) -> Result<(), String> {
         exited_at: Some(timestamp(SystemTime::now())).into(),
         ..Default::default()
     };
-    let bytes = response
-        .write_to_bytes()
-        .map_err(|e| format!("encoding DeleteResponse: {e}"))?;
-    stdout
-        .write_all(&bytes)
-        .and_then(|()| stdout.flush())
-        .map_err(|e| format!("writing DeleteResponse: {e}"))
+    reply::write(stdout, &reply::encode(&response)?, "DeleteResponse")
 }
 
 fn kill_stale_daemon(bundle: &Path) {
@@ -64,6 +57,7 @@ fn kill_stale_daemon(bundle: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use containerd_shim_protos::protobuf::Message;
 
     #[test]
     fn writes_a_delete_response_with_status_137() {

@@ -2,8 +2,9 @@
 
 use std::io::{Read, Write};
 
-use containerd_shim_protos::protobuf::Message;
 use containerd_shim_protos::types::introspection::{RuntimeInfo, RuntimeVersion};
+
+use crate::reply;
 
 /// The runtime name containerd users type.
 pub const RUNTIME_NAME: &str = "io.containerd.wasmtime.v1";
@@ -30,18 +31,13 @@ pub fn runtime_info(stdin: &mut dyn Read, stdout: &mut dyn Write) -> Result<(), 
         .into(),
         ..Default::default()
     };
-    let bytes = info
-        .write_to_bytes()
-        .map_err(|e| format!("encoding RuntimeInfo: {e}"))?;
-    stdout
-        .write_all(&bytes)
-        .and_then(|()| stdout.flush())
-        .map_err(|e| format!("writing RuntimeInfo: {e}"))
+    reply::write(stdout, &reply::encode(&info)?, "RuntimeInfo")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use containerd_shim_protos::protobuf::Message;
 
     #[test]
     fn info_names_the_runtime() {

@@ -16,6 +16,7 @@ mod logger;
 mod metrics;
 mod mount;
 mod netns;
+mod reply;
 mod serve;
 mod service;
 mod start;

@@ -10,6 +10,7 @@ use containerd_shim_protos::protobuf::Message;
 use sha2::{Digest, Sha256};
 
 use crate::flags::Flags;
+use crate::reply;
 
 /// Where containerd's own shims put their sockets; short enough for the 108-byte limit.
 const DEFAULT_SOCKET_DIR: &str = "/run/containerd/s";
@@ -106,14 +107,12 @@ pub fn encode_reply(handshake: Handshake, address: &str) -> Result<Vec<u8>, Stri
     match handshake {
         // Plain text is the one form every containerd from 1.6 on accepts (1.6 has no JSON).
         Handshake::Legacy => Ok(address.as_bytes().to_vec()),
-        Handshake::Bootstrap => BootstrapResult {
+        Handshake::Bootstrap => reply::encode(&BootstrapResult {
             version: 3,
             address: address.to_string(),
             protocol: "ttrpc".to_string(),
             ..Default::default()
-        }
-        .write_to_bytes()
-        .map_err(|e| format!("encoding BootstrapResult: {e}")),
+        }),
     }
 }
 
@@ -167,11 +166,11 @@ pub fn start(
     // containerd reads the address back from the bundle when it reconnects after a restart.
     std::fs::write(bundle.join("address"), &address)
         .map_err(|e| format!("writing the address file: {e}"))?;
-    let reply = encode_reply(params.handshake, &address)?;
-    stdout
-        .write_all(&reply)
-        .and_then(|()| stdout.flush())
-        .map_err(|e| format!("writing the start reply: {e}"))
+    reply::write(
+        stdout,
+        &encode_reply(params.handshake, &address)?,
+        "the start reply",
+    )
 }
 
 #[cfg(test)]

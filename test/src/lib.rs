@@ -160,6 +160,30 @@ impl Containerd {
         self.ctr(&all)
     }
 
+    /// `ctr run -d --runtime wasmtime --rootfs DIR ID ARGS...` with extra run flags; asserts
+    /// it started.
+    pub fn run_detached(&self, flags: &[&str], rootfs: &Path, id: &str, args: &[&str]) {
+        let rootfs = rootfs.display().to_string();
+        let mut all = vec!["run", "-d", "--runtime", RUNTIME];
+        all.extend_from_slice(flags);
+        all.extend_from_slice(&["--rootfs", &rootfs, id]);
+        all.extend_from_slice(args);
+        let out = self.ctr(&all);
+        assert_eq!(out.code, 0, "ctr run -d {id}: {out:?}");
+    }
+
+    /// Kills task `id` with `signal`, waits for STOPPED and removes the task, asserting each
+    /// step.
+    pub fn kill_and_remove(&self, id: &str, signal: &str) {
+        let kill = self.ctr(&["task", "kill", "-s", signal, id]);
+        assert_eq!(kill.code, 0, "kill {id}: {kill:?}");
+        if let Err(e) = self.wait_for_status(id, "STOPPED", Duration::from_secs(5)) {
+            panic!("{e}");
+        }
+        let rm = self.ctr(&["task", "rm", id]);
+        assert_eq!(rm.code, 0, "task rm {id}: {rm:?}");
+    }
+
     /// Packs `wasm` into an image named `name` with the project's packer and imports it.
     pub fn import_program(&self, wasm: &Path, name: &str) -> Result<String> {
         self.import_program_as(wasm, name, "wasi/wasm")

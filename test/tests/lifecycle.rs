@@ -65,20 +65,7 @@ fn sigkill_stops_a_busy_loop_with_137() {
 fn detached_task_is_listed_running_then_stopped_and_is_removed() {
     let containerd = Containerd::start().unwrap();
     let rootfs = rootfs_with(&["ticker"]).unwrap();
-    let rootfs_arg = rootfs.path().display().to_string();
-    let run = containerd.ctr(&[
-        "run",
-        "-d",
-        "--runtime",
-        RUNTIME,
-        "--rootfs",
-        &rootfs_arg,
-        "tick1",
-        "/ticker.wasm",
-        "0",
-        "50",
-    ]);
-    assert_eq!(run.code, 0, "{run:?}");
+    containerd.run_detached(&[], rootfs.path(), "tick1", &["/ticker.wasm", "0", "50"]);
     containerd
         .wait_for_status("tick1", "RUNNING", Duration::from_secs(5))
         .unwrap();
@@ -121,18 +108,7 @@ fn detached_task_is_listed_running_then_stopped_and_is_removed() {
 fn a_busy_program_shows_cpu_time_in_metrics() {
     let containerd = Containerd::start().unwrap();
     let rootfs = rootfs_with(&["spin"]).unwrap();
-    let rootfs_arg = rootfs.path().display().to_string();
-    let run = containerd.ctr(&[
-        "run",
-        "-d",
-        "--runtime",
-        RUNTIME,
-        "--rootfs",
-        &rootfs_arg,
-        "cpu1",
-        "/spin.wasm",
-    ]);
-    assert_eq!(run.code, 0, "{run:?}");
+    containerd.run_detached(&[], rootfs.path(), "cpu1", &["/spin.wasm"]);
     std::thread::sleep(Duration::from_millis(500));
     let metrics = containerd.ctr(&["task", "metrics", "cpu1"]);
     let cpu: u64 = metrics
@@ -143,16 +119,7 @@ fn a_busy_program_shows_cpu_time_in_metrics() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
     assert!(cpu > 100_000_000, "{}", metrics.stdout);
-    assert_eq!(
-        containerd
-            .ctr(&["task", "kill", "-s", "SIGKILL", "cpu1"])
-            .code,
-        0
-    );
-    containerd
-        .wait_for_status("cpu1", "STOPPED", Duration::from_secs(5))
-        .unwrap();
-    assert_eq!(containerd.ctr(&["task", "rm", "cpu1"]).code, 0);
+    containerd.kill_and_remove("cpu1", "SIGKILL");
 }
 
 #[test]

@@ -1,0 +1,19 @@
+//! Writing the one reply an action prints for containerd (start, delete, -info).
+
+use std::io::Write;
+
+use containerd_shim_protos::protobuf::MessageFull;
+
+/// Encodes `message` as protobuf, naming its type in any error.
+pub fn encode<M: MessageFull>(message: &M) -> Result<Vec<u8>, String> {
+    message
+        .write_to_bytes()
+        .map_err(|e| format!("encoding {}: {e}", M::descriptor().name()))
+}
+
+/// Writes `bytes` and flushes: containerd reads the reply when the action exits.
+pub fn write(out: &mut dyn Write, bytes: &[u8], what: &str) -> Result<(), String> {
+    out.write_all(bytes)
+        .and_then(|()| out.flush())
+        .map_err(|e| format!("writing {what}: {e}"))
+}
