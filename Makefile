@@ -74,8 +74,11 @@ check:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
-bench: deps build images
-	scripts/bench.sh
+# Built the way `make test` builds (cargo test --no-run): same features, so wasmtime is not
+# compiled a second time; that also builds the shim, the packer and shim-bench.
+bench: deps examples
+	$(CARGO) test --profile $(PROFILE) --workspace --no-run
+	WASM_EXAMPLES_DIR=$(CURDIR)/$(WASM_OUT) SHIM_BIN_DIR=$(BIN_DIR) scripts/bench.sh
 
 clean:
 	$(CARGO) clean
