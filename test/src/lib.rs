@@ -140,35 +140,48 @@ impl Containerd {
 
     /// Runs `ctr` with no stdin and collects its output.
     pub fn ctr(&self, args: &[&str]) -> CtrOutput {
-        match self.ctr_command(args).stdin(Stdio::null()).output() {
-            Ok(output) => output.into(),
-            Err(e) => CtrOutput {
-                code: -1,
-                stdout: String::new(),
-                stderr: format!("running ctr: {e}"),
-            },
-        }
+        run_to_output(self.ctr_command(args))
     }
 
-    /// `ctr run --rm --runtime wasmtime --rootfs DIR ID ARGS...` with extra run flags.
+    /// `ctr run MODE --runtime wasmtime [FLAGS] --rootfs DIR ID ARGS...`.
+    fn run_command(
+        &self,
+        mode: &str,
+        flags: &[&str],
+        rootfs: &Path,
+        id: &str,
+        args: &[&str],
+    ) -> Command {
+        let mut command = self.ctr_command(&["run", mode, "--runtime", RUNTIME]);
+        command
+            .args(flags)
+            .arg("--rootfs")
+            .arg(rootfs)
+            .arg(id)
+            .args(args);
+        command
+    }
+
+    /// `ctr run --rm --runtime wasmtime [FLAGS] --rootfs DIR ID ARGS...`, for a test that
+    /// wires stdio itself.
+    pub fn run_rootfs_command(
+        &self,
+        flags: &[&str],
+        rootfs: &Path,
+        id: &str,
+        args: &[&str],
+    ) -> Command {
+        self.run_command("--rm", flags, rootfs, id, args)
+    }
+
+    /// [`Containerd::run_rootfs_command`] with no stdin, collecting its output.
     pub fn run_rootfs(&self, flags: &[&str], rootfs: &Path, id: &str, args: &[&str]) -> CtrOutput {
-        let rootfs = rootfs.display().to_string();
-        let mut all = vec!["run", "--rm", "--runtime", RUNTIME];
-        all.extend_from_slice(flags);
-        all.extend_from_slice(&["--rootfs", &rootfs, id]);
-        all.extend_from_slice(args);
-        self.ctr(&all)
+        run_to_output(self.run_rootfs_command(flags, rootfs, id, args))
     }
 
-    /// `ctr run -d --runtime wasmtime --rootfs DIR ID ARGS...` with extra run flags; asserts
-    /// it started.
+    /// `ctr run -d --runtime wasmtime [FLAGS] --rootfs DIR ID ARGS...`; asserts it started.
     pub fn run_detached(&self, flags: &[&str], rootfs: &Path, id: &str, args: &[&str]) {
-        let rootfs = rootfs.display().to_string();
-        let mut all = vec!["run", "-d", "--runtime", RUNTIME];
-        all.extend_from_slice(flags);
-        all.extend_from_slice(&["--rootfs", &rootfs, id]);
-        all.extend_from_slice(args);
-        let out = self.ctr(&all);
+        let out = run_to_output(self.run_command("-d", flags, rootfs, id, args));
         assert_eq!(out.code, 0, "ctr run -d {id}: {out:?}");
     }
 
@@ -275,6 +288,18 @@ impl Containerd {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+}
+
+/// Runs a `ctr` command with no stdin and collects its output.
+fn run_to_output(mut command: Command) -> CtrOutput {
+    match command.stdin(Stdio::null()).output() {
+        Ok(output) => output.into(),
+        Err(e) => CtrOutput {
+            code: -1,
+            stdout: String::new(),
+            stderr: format!("running ctr: {e}"),
+        },
     }
 }
 

@@ -5,24 +5,14 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use integration::{rootfs_with, Containerd, RUNTIME};
+use integration::{rootfs_with, Containerd};
 
 fn stop_busy_loop_with(signal: &str, expected: i32) {
     let containerd = Containerd::start().unwrap();
     let rootfs = rootfs_with(&["spin"]).unwrap();
-    let rootfs_arg = rootfs.path().display().to_string();
     let id = format!("spin-{}", signal.to_lowercase());
     let child = containerd
-        .ctr_command(&[
-            "run",
-            "--rm",
-            "--runtime",
-            RUNTIME,
-            "--rootfs",
-            &rootfs_arg,
-            &id,
-            "/spin.wasm",
-        ])
+        .run_rootfs_command(&[], rootfs.path(), &id, &["/spin.wasm"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

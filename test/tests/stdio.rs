@@ -3,24 +3,14 @@
 use std::io::Write;
 use std::process::Stdio;
 
-use integration::{rootfs_with, Containerd, RUNTIME};
+use integration::{rootfs_with, Containerd};
 
 #[test]
 fn stdin_is_piped_through_ctr_run() {
     let containerd = Containerd::start().unwrap();
     let rootfs = rootfs_with(&["cat"]).unwrap();
-    let rootfs_arg = rootfs.path().display().to_string();
     let mut child = containerd
-        .ctr_command(&[
-            "run",
-            "--rm",
-            "--runtime",
-            RUNTIME,
-            "--rootfs",
-            &rootfs_arg,
-            "cat1",
-            "/cat.wasm",
-        ])
+        .run_rootfs_command(&[], rootfs.path(), "cat1", &["/cat.wasm"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -50,18 +40,8 @@ fn stdin_is_piped_through_ctr_run() {
 fn five_megabytes_of_stdout_arrive_byte_exact() {
     let containerd = Containerd::start().unwrap();
     let rootfs = rootfs_with(&["bigout"]).unwrap();
-    let rootfs_arg = rootfs.path().display().to_string();
     let out = containerd
-        .ctr_command(&[
-            "run",
-            "--rm",
-            "--runtime",
-            RUNTIME,
-            "--rootfs",
-            &rootfs_arg,
-            "big1",
-            "/bigout.wasm",
-        ])
+        .run_rootfs_command(&[], rootfs.path(), "big1", &["/bigout.wasm"])
         .stdin(Stdio::null())
         .output()
         .unwrap();
