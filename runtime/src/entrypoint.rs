@@ -72,6 +72,21 @@ impl Entrypoint {
         cwd: &str,
         path_var: Option<&str>,
     ) -> Result<(String, Vec<u8>), RuntimeError> {
+        let (guest_path, mut file, size) = self.open(preopens, cwd, path_var)?;
+        let mut bytes = Vec::with_capacity(size as usize);
+        file.read_to_end(&mut bytes)
+            .map_err(|e| RuntimeError::io(format!("reading {guest_path}"), e))?;
+        Ok((guest_path, bytes))
+    }
+
+    /// Opens the program as [`Entrypoint::read`] finds it, without reading it: enough to
+    /// look at its first bytes. Returns the guest path, the file and its size.
+    pub fn open(
+        &self,
+        preopens: &PreopenPlan,
+        cwd: &str,
+        path_var: Option<&str>,
+    ) -> Result<(String, File, u64), RuntimeError> {
         let candidates = self.candidates(cwd, path_var);
         for guest_path in &candidates {
             let Some((preopen, relative)) = preopens.locate(guest_path) else {
@@ -94,7 +109,7 @@ impl Entrypoint {
                 }
             };
             // SAFETY: openat2 returned a fresh descriptor that nothing else owns.
-            let mut file = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+            let file = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
             let metadata = file
                 .metadata()
                 .map_err(|e| RuntimeError::io(format!("inspecting {guest_path}"), e))?;
@@ -108,10 +123,7 @@ impl Entrypoint {
                     "entrypoint {guest_path} is not a regular file"
                 )));
             }
-            let mut bytes = Vec::with_capacity(metadata.len() as usize);
-            file.read_to_end(&mut bytes)
-                .map_err(|e| RuntimeError::io(format!("reading {guest_path}"), e))?;
-            return Ok((guest_path.clone(), bytes));
+            return Ok((guest_path.clone(), file, metadata.len()));
         }
         Err(RuntimeError::EntrypointNotFound(format!(
             "{} does not exist in the container (looked for {})",

@@ -13,7 +13,7 @@ use crate::clock::timestamp;
 use crate::error::{ShimError, ShimResult};
 use crate::events::Publisher;
 use crate::lifecycle::{Exit, Lifecycle};
-use crate::mount;
+use crate::mount::{self, RootfsMount};
 use crate::netns::NetworkPlan;
 use crate::stdio::StdioPaths;
 
@@ -31,8 +31,13 @@ pub struct CreateParams {
     pub id: String,
     /// Bundle directory.
     pub bundle: PathBuf,
-    /// Mounts that make up the rootfs (empty when the spec's root is already in place).
+    /// Mounts that make up the rootfs (empty when the spec's root is already in place),
+    /// as reported in the create event.
     pub rootfs: Vec<containerd_shim_protos::api::Mount>,
+    /// The rootfs, mounted.
+    pub mount: RootfsMount,
+    /// The bundle's spec.
+    pub spec: Spec,
     /// Where stdio goes.
     pub stdio: StdioPaths,
 }
@@ -67,43 +72,16 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Rootfs mounts undone on drop unless the container took ownership of them.
-struct MountGuard(Option<PathBuf>);
-
-impl MountGuard {
-    fn keep(mut self) -> Option<PathBuf> {
-        self.0.take()
-    }
-}
-
-impl Drop for MountGuard {
-    fn drop(&mut self) {
-        if let Some(path) = &self.0 {
-            mount::unmount_all(path);
-        }
-    }
-}
-
 impl Container {
-    /// Prepares a container: mounts its rootfs, reads the spec, opens stdio and compiles the
-    /// program on a new thread, which then waits for Start. Any failure leaves nothing
-    /// behind: no mount, no thread, no open FIFO.
+    /// Prepares a container whose rootfs is mounted: reads the spec, opens stdio and
+    /// compiles the program on a new thread, which then waits for Start. Any failure leaves
+    /// nothing behind: no mount, no thread, no open FIFO.
     pub fn create(params: CreateParams, publisher: Publisher) -> ShimResult<Arc<Container>> {
-        let spec_path = params.bundle.join("config.json");
-        let spec = Spec::load(&spec_path).map_err(|e| {
-            ShimError::InvalidArgument(format!("reading {}: {e}", spec_path.display()))
-        })?;
+        let spec = &params.spec;
+        let guard = params.mount;
+        let rootfs = rootfs_dir(&params.bundle, spec, guard.is_mounted())?;
 
-        let guard = if params.rootfs.is_empty() {
-            MountGuard(None)
-        } else {
-            let target = params.bundle.join("rootfs");
-            mount::mount_rootfs(&params.rootfs, &target)?;
-            MountGuard(Some(target))
-        };
-        let rootfs = rootfs_dir(&params.bundle, &spec, !params.rootfs.is_empty())?;
-
-        let plan = WasiPlan::from_spec(&spec, &rootfs)?;
+        let plan = WasiPlan::from_spec(spec, &rootfs)?;
         for (destination, why) in &plan.preopens.skipped {
             log::debug!("{}: mount {destination} not preopened: {why}", params.id);
         }
@@ -117,7 +95,7 @@ impl Container {
             .map(|l| l.max(0) as u64)
             .unwrap_or(0);
 
-        let network = NetworkPlan::from_spec(&spec);
+        let network = NetworkPlan::from_spec(spec);
         let (ready_tx, ready_rx) = mpsc::channel::<ShimResult<u32>>();
         let (command_tx, command_rx) = mpsc::channel::<Command>();
         let stopper = Stopper::new();
@@ -395,7 +373,7 @@ impl Container {
 
 /// Where the container's root filesystem is: the mounts we just made, or the spec's root
 /// (relative to the bundle, or absolute as docker gives it).
-fn rootfs_dir(bundle: &Path, spec: &Spec, mounted: bool) -> ShimResult<PathBuf> {
+pub fn rootfs_dir(bundle: &Path, spec: &Spec, mounted: bool) -> ShimResult<PathBuf> {
     if mounted {
         return Ok(bundle.join("rootfs"));
     }

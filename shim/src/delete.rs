@@ -2,12 +2,14 @@
 //! clean up after it.
 
 use std::io::Write;
+use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::SystemTime;
 
 use containerd_shim_protos::api::DeleteResponse;
 
 use crate::clock::timestamp;
+use crate::native::{self, ContainerdEndpoint, NATIVE_MARKER};
 use crate::{mount, reply};
 
 /// File in the bundle holding the pid of the daemon serving it.
@@ -18,7 +20,21 @@ pub const SHIM_PID_FILE: &str = "shim.pid";
 /// Programs run inside the shim process, so a dead shim leaves no guest behind; what can be
 /// left is a daemon that stopped answering (killed here, if the pid file still names this
 /// binary) and the rootfs mount.
-pub fn delete(bundle: &Path, stdout: &mut dyn Write) -> Result<(), String> {
+///
+/// A native container's bundle belongs to the runc shim: its own `delete` cleans it (runc
+/// state, init process, rootfs) and answers.
+pub fn delete(
+    bundle: &Path,
+    id: &str,
+    endpoint: &ContainerdEndpoint,
+    stdout: &mut dyn Write,
+) -> Result<(), String> {
+    if bundle.join(NATIVE_MARKER).exists() {
+        match native::delete_native(endpoint, id, bundle) {
+            Ok(reply) => return reply::write(stdout, &reply, "DeleteResponse"),
+            Err(e) => log::warn!("{id}: {e}; cleaning up what we can"),
+        }
+    }
     kill_stale_daemon(bundle);
     let removed = mount::unmount_all(&bundle.join("rootfs"));
     if removed > 0 {
@@ -44,6 +60,13 @@ fn kill_stale_daemon(bundle: &Path) {
     if pid <= 1 || pid == std::process::id() as i32 {
         return;
     }
+    // A daemon that still answers serves other containers of its pod: leave it alone.
+    let answering = std::fs::read_to_string(bundle.join("address"))
+        .map(|a| UnixStream::connect(a.trim().trim_start_matches("unix://")).is_ok())
+        .unwrap_or(false);
+    if answering {
+        return;
+    }
     // Only kill what is still our own binary: the pid may have been reused.
     let ours = std::env::current_exe().ok();
     let theirs = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
@@ -64,7 +87,13 @@ mod tests {
         let bundle = tempfile::tempdir().unwrap();
         std::fs::create_dir(bundle.path().join("rootfs")).unwrap();
         let mut out = Vec::new();
-        delete(bundle.path(), &mut out).unwrap();
+        delete(
+            bundle.path(),
+            "c1",
+            &ContainerdEndpoint::default(),
+            &mut out,
+        )
+        .unwrap();
         let response = DeleteResponse::parse_from_bytes(&out).unwrap();
         assert_eq!(response.exit_status, 137);
         assert!(response.exited_at.seconds > 0);

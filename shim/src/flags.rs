@@ -9,7 +9,8 @@ pub struct Flags {
     pub id: String,
     /// containerd's gRPC socket (used to name our socket).
     pub address: String,
-    /// containerd binary, for publishing events the old way (unused: we speak ttrpc).
+    /// containerd binary, for publishing events the old way: we speak ttrpc, but pass it on
+    /// to the runc shims we start for native containers.
     pub publish_binary: String,
     /// Bundle directory (given to `delete`).
     pub bundle: String,

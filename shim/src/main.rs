@@ -15,7 +15,10 @@ mod lifecycle;
 mod logger;
 mod metrics;
 mod mount;
+mod native;
 mod netns;
+mod pod;
+mod pod_cgroup;
 mod reply;
 mod serve;
 mod service;
@@ -70,7 +73,14 @@ fn run(flags: &Flags) -> Result<(), String> {
             } else {
                 PathBuf::from(&flags.bundle)
             };
-            delete::delete(&bundle, &mut stdout().lock())
+            let endpoint = native::ContainerdEndpoint {
+                namespace: flags.namespace.clone(),
+                grpc_address: flags.address.clone(),
+                ttrpc_address: std::env::var("TTRPC_ADDRESS").unwrap_or_default(),
+                publish_binary: flags.publish_binary.clone(),
+                debug: flags.debug,
+            };
+            delete::delete(&bundle, &flags.id, &endpoint, &mut stdout().lock())
         }
         "" => serve::serve(flags, &cwd),
         other => Err(format!(

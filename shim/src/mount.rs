@@ -1,7 +1,7 @@
 //! The rootfs mounts containerd passes in Create, mounted at `bundle/rootfs` and removed on
 //! Delete (or by `shim delete` after a crash).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use containerd_shim_protos::api::Mount;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
@@ -35,6 +35,40 @@ fn parse_options(options: &[String]) -> (MsFlags, String) {
         flags.remove(clear);
     }
     (flags, data.join(","))
+}
+
+/// The rootfs mounts of one container, undone on drop unless the container took them over.
+pub struct RootfsMount(Option<PathBuf>);
+
+impl RootfsMount {
+    /// Mounts `mounts` at `bundle/rootfs`; nothing when containerd passed none (the spec's
+    /// root is then already in place).
+    pub fn mount(mounts: &[Mount], bundle: &Path) -> ShimResult<RootfsMount> {
+        if mounts.is_empty() {
+            return Ok(RootfsMount(None));
+        }
+        let target = bundle.join("rootfs");
+        mount_rootfs(mounts, &target)?;
+        Ok(RootfsMount(Some(target)))
+    }
+
+    /// Whether anything was mounted.
+    pub fn is_mounted(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// Hands the mounts over to the caller, who must unmount them.
+    pub fn keep(mut self) -> Option<PathBuf> {
+        self.0.take()
+    }
+}
+
+impl Drop for RootfsMount {
+    fn drop(&mut self) {
+        if let Some(path) = &self.0 {
+            unmount_all(path);
+        }
+    }
 }
 
 /// Mounts `mounts` in order onto `target`. On failure, unmounts what was already mounted.

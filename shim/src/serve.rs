@@ -15,6 +15,7 @@ use crate::delete::SHIM_PID_FILE;
 use crate::events::Publisher;
 use crate::flags::Flags;
 use crate::logger;
+use crate::native::{ContainerdEndpoint, RuncShims};
 use crate::service::TaskService;
 use crate::start::{Launcher, StartParams};
 
@@ -39,6 +40,7 @@ impl Launcher for DaemonLauncher {
         command
             .args(["-namespace", &flags.namespace, "-id", &flags.id])
             .args(["-address", &params.grpc_address, "-socket", address])
+            .args(["-publish-binary", &flags.publish_binary])
             .env("TTRPC_ADDRESS", &params.ttrpc_address)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -93,8 +95,19 @@ pub fn serve(flags: &Flags, bundle: &Path) -> Result<(), String> {
     }
     let (shutdown_tx, shutdown_rx) = mpsc::channel();
     let socket = std::path::PathBuf::from(flags.socket.trim_start_matches("unix://"));
-    let service: Arc<dyn Task + Send + Sync> =
-        Arc::new(TaskService::new(publisher.clone(), shutdown_tx, socket));
+    let runc = RuncShims::new(ContainerdEndpoint {
+        namespace: flags.namespace.clone(),
+        grpc_address: flags.address.clone(),
+        ttrpc_address,
+        publish_binary: flags.publish_binary.clone(),
+        debug: flags.debug,
+    });
+    let service: Arc<dyn Task + Send + Sync> = Arc::new(TaskService::new(
+        publisher.clone(),
+        shutdown_tx,
+        socket,
+        runc,
+    ));
     // containerd 1.6–2.2 call the task API as containerd.task.v2.Task, 2.3 with our
     // BootstrapResult as v3; the messages are the same, so serve both names.
     let v3 = create_task(service.clone());

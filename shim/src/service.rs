@@ -2,6 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 
 use containerd_shim_protos::api::{self, Empty, Status};
@@ -9,29 +10,47 @@ use containerd_shim_protos::shim::shim_ttrpc::Task;
 use containerd_shim_protos::ttrpc::{self, TtrpcContext};
 
 use crate::clock::timestamp;
-use crate::container::{Container, CreateParams};
+use crate::container::{rootfs_dir, Container, CreateParams};
 use crate::error::{ShimError, ShimResult};
 use crate::events::Publisher;
 use crate::lifecycle::Lifecycle;
 use crate::metrics::container_metrics;
+use crate::mount::RootfsMount;
+use crate::native::{RuncShim, RuncShims, NATIVE_MARKER};
+use crate::pod::PodMembership;
+use crate::pod_cgroup;
 use crate::stdio::StdioPaths;
+use oci_spec::runtime::Spec;
 
-/// Serves the tasks of one shim process.
+/// Serves the tasks of one shim process: wasm containers itself, native ones through the
+/// runc shim of their group.
 pub struct TaskService {
     tasks: Mutex<Tasks>,
     publisher: Publisher,
     shutdown: Mutex<mpsc::Sender<()>>,
     socket: PathBuf,
+    runc: RuncShims,
+    /// Set once this shim (and its runc shim) moved into the pod's cgroup.
+    in_pod_cgroup: AtomicBool,
+}
+
+/// A task this shim answers for.
+#[derive(Clone)]
+enum Served {
+    /// Runs here, on wasmtime.
+    Wasm(Arc<Container>),
+    /// Runs under runc; requests go to the runc shim of `group`.
+    Native { shim: Arc<RuncShim>, group: String },
 }
 
 /// The registry: created tasks, and ids whose Create is in progress (reserved so two
 /// Creates of one id cannot both mount the same bundle).
 #[derive(Default)]
 struct Tasks {
-    containers: HashMap<String, Arc<Container>>,
+    containers: HashMap<String, Served>,
     creating: HashSet<String>,
     /// Set once Shutdown found no task: the socket is gone and Create is refused, so a new
-    /// `start` for the same id gets a fresh shim instead of this exiting one.
+    /// `start` for the same group gets a fresh shim instead of this exiting one.
     shutting_down: bool,
 }
 
@@ -52,17 +71,32 @@ type TtrpcResult<T> = ttrpc::Result<T>;
 impl TaskService {
     /// A service publishing through `publisher` and listening on `socket`; `shutdown` is
     /// signalled when containerd asks the shim to exit and no task remains.
-    pub fn new(publisher: Publisher, shutdown: mpsc::Sender<()>, socket: PathBuf) -> Self {
+    pub fn new(
+        publisher: Publisher,
+        shutdown: mpsc::Sender<()>,
+        socket: PathBuf,
+        runc: RuncShims,
+    ) -> Self {
         TaskService {
             tasks: Mutex::new(Tasks::default()),
             publisher,
             shutdown: Mutex::new(shutdown),
             socket,
+            runc,
+            in_pod_cgroup: AtomicBool::new(false),
         }
     }
 
     fn tasks(&self) -> MutexGuard<'_, Tasks> {
         self.tasks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The runc shim serving `id`, if it is a native container.
+    fn native(&self, id: &str) -> Option<Arc<RuncShim>> {
+        match self.tasks().containers.get(id) {
+            Some(Served::Native { shim, .. }) => Some(shim.clone()),
+            _ => None,
+        }
     }
 
     fn container(&self, id: &str, exec_id: &str) -> ShimResult<Arc<Container>> {
@@ -71,24 +105,25 @@ impl TaskService {
                 "task {id}: exec process {exec_id} does not exist (exec is not supported yet)"
             )));
         }
-        self.tasks()
-            .containers
-            .get(id)
-            .cloned()
-            .ok_or_else(|| ShimError::NotFound(format!("task {id} not found")))
+        match self.tasks().containers.get(id) {
+            Some(Served::Wasm(container)) => Ok(container.clone()),
+            _ => Err(ShimError::NotFound(format!("task {id} not found"))),
+        }
     }
 
-    fn create(&self, req: api::CreateTaskRequest) -> ShimResult<u32> {
+    fn create(
+        &self,
+        ctx: &TtrpcContext,
+        req: api::CreateTaskRequest,
+    ) -> TtrpcResult<api::CreateTaskResponse> {
         if req.id.is_empty() || req.id.contains('/') {
-            return Err(ShimError::InvalidArgument(format!(
-                "invalid task id {:?}",
-                req.id
-            )));
+            return Err(ShimError::InvalidArgument(format!("invalid task id {:?}", req.id)).into());
         }
         if !req.checkpoint.is_empty() {
             return Err(ShimError::Unimplemented(
                 "Create from a checkpoint is not supported".to_string(),
-            ));
+            )
+            .into());
         }
         let id = req.id.clone();
         let _reservation = {
@@ -96,23 +131,68 @@ impl TaskService {
             if tasks.shutting_down {
                 return Err(ShimError::FailedPrecondition(
                     "this shim is shutting down; start a new one".to_string(),
-                ));
+                )
+                .into());
             }
             if tasks.containers.contains_key(&id) || !tasks.creating.insert(id.clone()) {
-                return Err(ShimError::AlreadyExists(format!(
-                    "task {id} already exists"
-                )));
+                return Err(ShimError::AlreadyExists(format!("task {id} already exists")).into());
             }
             Reservation {
                 service: self,
                 id: id.clone(),
             }
         };
+        let bundle = PathBuf::from(&req.bundle);
+        let spec_path = bundle.join("config.json");
+        let spec = Spec::load(&spec_path)
+            .map_err(|e| {
+                ShimError::InvalidArgument(format!("reading {}: {e}", spec_path.display()))
+            })
+            .inspect_err(|e| log::error!("create {id}: {e}"))?;
+        let pod = PodMembership::from_annotations(&spec.annotations().clone().unwrap_or_default());
+        let result = if pod.is_sandbox {
+            log::info!("{id}: the pod's sandbox container runs under runc");
+            self.create_native(ctx, req, pod.group(&id).to_string())
+        } else {
+            self.create_here_or_native(ctx, req, spec.clone(), pod.group(&id).to_string())
+        };
+        let response = result.inspect_err(|e| log::error!("create {id}: {e}"))?;
+        if pod.sandbox_id.is_some() {
+            self.join_pod_cgroup(&spec);
+        }
+        Ok(response)
+    }
+
+    /// Mounts the rootfs and looks at the entrypoint: wasm is created here, a Linux program
+    /// goes to runc (its rootfs unmounted again: the runc shim mounts its own).
+    fn create_here_or_native(
+        &self,
+        ctx: &TtrpcContext,
+        req: api::CreateTaskRequest,
+        spec: Spec,
+        group: String,
+    ) -> TtrpcResult<api::CreateTaskResponse> {
+        let bundle = PathBuf::from(&req.bundle);
+        let mount = RootfsMount::mount(&req.rootfs, &bundle)?;
+        let rootfs = rootfs_dir(&bundle, &spec, mount.is_mounted())?;
+        if let Some(native) = runtime::native_entrypoint(&spec, &rootfs) {
+            drop(mount);
+            log::info!(
+                "{}: entrypoint {} is {}; it runs under runc",
+                req.id,
+                native.guest_path,
+                native.kind
+            );
+            return self.create_native(ctx, req, group);
+        }
+        let id = req.id.clone();
         let container = Container::create(
             CreateParams {
                 id: req.id,
-                bundle: PathBuf::from(req.bundle),
+                bundle,
                 rootfs: req.rootfs,
+                mount,
+                spec,
                 stdio: StdioPaths {
                     stdin: req.stdin,
                     stdout: req.stdout,
@@ -121,13 +201,97 @@ impl TaskService {
                 },
             },
             self.publisher.clone(),
-        )
-        .inspect_err(|e| log::error!("create {id}: {e}"))?;
+        )?;
         let pid = container.pid;
-        self.tasks().containers.insert(id.clone(), container);
+        self.tasks()
+            .containers
+            .insert(id.clone(), Served::Wasm(container));
         log::info!("created {id} (pid {pid})");
-        Ok(pid)
+        Ok(api::CreateTaskResponse {
+            pid,
+            ..Default::default()
+        })
     }
+
+    /// Creates a native container through the runc shim of its group.
+    fn create_native(
+        &self,
+        ctx: &TtrpcContext,
+        mut req: api::CreateTaskRequest,
+        group: String,
+    ) -> TtrpcResult<api::CreateTaskResponse> {
+        let id = req.id.clone();
+        let bundle = PathBuf::from(&req.bundle);
+        // Our runtime options mean nothing to runc; runc's own are passed on.
+        if req
+            .options
+            .as_ref()
+            .is_some_and(|o| !o.type_url.ends_with("containerd.runc.v1.Options"))
+        {
+            req.options = None.into();
+        }
+        let shim = self.runc.get_or_start(&group, &id, &bundle)?;
+        let response: api::CreateTaskResponse = shim.call(ctx, "Create", &req)?;
+        // Tells `shim delete` after a crash that runc owns this bundle.
+        let _ = std::fs::write(bundle.join(NATIVE_MARKER), &shim.address);
+        self.tasks()
+            .containers
+            .insert(id.clone(), Served::Native { shim, group });
+        log::info!("created native {id} (pid {})", response.pid);
+        Ok(response)
+    }
+
+    /// Moves this shim, and the runc shims it started, into the pod's cgroup, once the pod's
+    /// cgroup exists (runc makes it with the sandbox).
+    fn join_pod_cgroup(&self, spec: &Spec) {
+        if self.in_pod_cgroup.load(Ordering::Acquire) {
+            return;
+        }
+        let Some(cgroup) = spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.cgroups_path().as_ref())
+            .and_then(|p| p.to_str())
+            .and_then(pod_cgroup::pod_cgroup)
+        else {
+            return;
+        };
+        let mut pids = vec![std::process::id() as i32];
+        pids.extend(self.runc.pids());
+        let joined = pod_cgroup::join(&cgroup, &pids);
+        if joined > 0 {
+            self.in_pod_cgroup.store(true, Ordering::Release);
+            log::info!(
+                "moved the shim (pids {pids:?}) into the pod cgroup {} ({joined} hierarchies)",
+                cgroup.display()
+            );
+        }
+    }
+
+    /// Forgets a deleted native container; the last of its group lets its runc shim go.
+    fn forget_native(&self, id: &str) {
+        let mut tasks = self.tasks();
+        let Some(Served::Native { group, .. }) = tasks.containers.remove(id) else {
+            return;
+        };
+        let group_left = tasks
+            .containers
+            .values()
+            .any(|t| matches!(t, Served::Native { group: g, .. } if *g == group));
+        drop(tasks);
+        if !group_left {
+            self.runc.release(&group, id);
+        }
+    }
+}
+
+/// Answers a request for a native container by forwarding it to its runc shim.
+macro_rules! forward_native {
+    ($self:ident, $ctx:ident, $req:ident, $method:literal) => {
+        if let Some(shim) = $self.native(&$req.id) {
+            return shim.call($ctx, $method, &$req);
+        }
+    };
 }
 
 fn unimplemented<T>(rpc: &str) -> TtrpcResult<T> {
@@ -137,21 +301,14 @@ fn unimplemented<T>(rpc: &str) -> TtrpcResult<T> {
 impl Task for TaskService {
     fn create(
         &self,
-        _ctx: &TtrpcContext,
+        ctx: &TtrpcContext,
         req: api::CreateTaskRequest,
     ) -> TtrpcResult<api::CreateTaskResponse> {
-        let pid = TaskService::create(self, req)?;
-        Ok(api::CreateTaskResponse {
-            pid,
-            ..Default::default()
-        })
+        TaskService::create(self, ctx, req)
     }
 
-    fn start(
-        &self,
-        _ctx: &TtrpcContext,
-        req: api::StartRequest,
-    ) -> TtrpcResult<api::StartResponse> {
+    fn start(&self, ctx: &TtrpcContext, req: api::StartRequest) -> TtrpcResult<api::StartResponse> {
+        forward_native!(self, ctx, req, "Start");
         let container = self.container(&req.id, &req.exec_id)?;
         let pid = container.start()?;
         log::info!("started {}", req.id);
@@ -161,11 +318,8 @@ impl Task for TaskService {
         })
     }
 
-    fn state(
-        &self,
-        _ctx: &TtrpcContext,
-        req: api::StateRequest,
-    ) -> TtrpcResult<api::StateResponse> {
+    fn state(&self, ctx: &TtrpcContext, req: api::StateRequest) -> TtrpcResult<api::StateResponse> {
+        forward_native!(self, ctx, req, "State");
         let container = self.container(&req.id, &req.exec_id)?;
         let lifecycle = container.lifecycle();
         let status = match lifecycle {
@@ -189,16 +343,19 @@ impl Task for TaskService {
         })
     }
 
-    fn kill(&self, _ctx: &TtrpcContext, req: api::KillRequest) -> TtrpcResult<Empty> {
+    fn kill(&self, ctx: &TtrpcContext, req: api::KillRequest) -> TtrpcResult<Empty> {
+        forward_native!(self, ctx, req, "Kill");
         let container = self.container(&req.id, &req.exec_id)?;
         log::info!("kill {} signal {}", req.id, req.signal);
         container.kill(req.signal)?;
         Ok(Empty::new())
     }
 
-    fn wait(&self, _ctx: &TtrpcContext, req: api::WaitRequest) -> TtrpcResult<api::WaitResponse> {
+    fn wait(&self, ctx: &TtrpcContext, req: api::WaitRequest) -> TtrpcResult<api::WaitResponse> {
+        // Blocks only this request's worker: ttrpc starts more workers when idle ones run
+        // out, and the runc shim's client multiplexes waiting requests on one connection.
+        forward_native!(self, ctx, req, "Wait");
         let container = self.container(&req.id, &req.exec_id)?;
-        // Blocks only this request's worker: ttrpc starts more workers when idle ones run out.
         let exit = container.wait();
         Ok(api::WaitResponse {
             exit_status: exit.code,
@@ -209,9 +366,17 @@ impl Task for TaskService {
 
     fn delete(
         &self,
-        _ctx: &TtrpcContext,
+        ctx: &TtrpcContext,
         req: api::DeleteRequest,
     ) -> TtrpcResult<api::DeleteResponse> {
+        if let Some(shim) = self.native(&req.id) {
+            let response: api::DeleteResponse = shim.call(ctx, "Delete", &req)?;
+            if req.exec_id.is_empty() {
+                self.forget_native(&req.id);
+                log::info!("deleted native {}", req.id);
+            }
+            return Ok(response);
+        }
         let container = self.container(&req.id, &req.exec_id)?;
         let exit = container.delete()?;
         self.tasks().containers.remove(&req.id);
@@ -224,7 +389,8 @@ impl Task for TaskService {
         })
     }
 
-    fn pids(&self, _ctx: &TtrpcContext, req: api::PidsRequest) -> TtrpcResult<api::PidsResponse> {
+    fn pids(&self, ctx: &TtrpcContext, req: api::PidsRequest) -> TtrpcResult<api::PidsResponse> {
+        forward_native!(self, ctx, req, "Pids");
         let container = self.container(&req.id, "")?;
         let processes = match container.lifecycle() {
             Lifecycle::Stopped(_) => vec![],
@@ -241,15 +407,14 @@ impl Task for TaskService {
 
     fn connect(
         &self,
-        _ctx: &TtrpcContext,
+        ctx: &TtrpcContext,
         req: api::ConnectRequest,
     ) -> TtrpcResult<api::ConnectResponse> {
-        let task_pid = self
-            .tasks()
-            .containers
-            .get(&req.id)
-            .map(|c| c.pid)
-            .unwrap_or(0);
+        forward_native!(self, ctx, req, "Connect");
+        let task_pid = match self.tasks().containers.get(&req.id) {
+            Some(Served::Wasm(c)) => c.pid,
+            _ => 0,
+        };
         Ok(api::ConnectResponse {
             shim_pid: std::process::id(),
             task_pid,
@@ -259,13 +424,14 @@ impl Task for TaskService {
     }
 
     fn shutdown(&self, _ctx: &TtrpcContext, _req: api::ShutdownRequest) -> TtrpcResult<Empty> {
-        // A shim serving several tasks stays up until the last one is deleted.
+        // A shim serving several tasks (a pod) stays up until the last one is deleted.
         let mut tasks = self.tasks();
         if tasks.containers.is_empty() && tasks.creating.is_empty() && !tasks.shutting_down {
             tasks.shutting_down = true;
             drop(tasks);
             // Unlinked before replying, so a `start` racing our exit cannot connect to us.
             let _ = std::fs::remove_file(&self.socket);
+            self.runc.release_all();
             let _ = self
                 .shutdown
                 .lock()
@@ -275,11 +441,8 @@ impl Task for TaskService {
         Ok(Empty::new())
     }
 
-    fn stats(
-        &self,
-        _ctx: &TtrpcContext,
-        req: api::StatsRequest,
-    ) -> TtrpcResult<api::StatsResponse> {
+    fn stats(&self, ctx: &TtrpcContext, req: api::StatsRequest) -> TtrpcResult<api::StatsResponse> {
+        forward_native!(self, ctx, req, "Stats");
         let container = self.container(&req.id, "")?;
         Ok(api::StatsResponse {
             stats: Some(container_metrics(&container)?).into(),
@@ -287,35 +450,42 @@ impl Task for TaskService {
         })
     }
 
-    fn pause(&self, _ctx: &TtrpcContext, _req: api::PauseRequest) -> TtrpcResult<Empty> {
+    fn pause(&self, ctx: &TtrpcContext, req: api::PauseRequest) -> TtrpcResult<Empty> {
+        forward_native!(self, ctx, req, "Pause");
         unimplemented("Pause")
     }
 
-    fn resume(&self, _ctx: &TtrpcContext, _req: api::ResumeRequest) -> TtrpcResult<Empty> {
+    fn resume(&self, ctx: &TtrpcContext, req: api::ResumeRequest) -> TtrpcResult<Empty> {
+        forward_native!(self, ctx, req, "Resume");
         unimplemented("Resume")
     }
 
     fn checkpoint(
         &self,
-        _ctx: &TtrpcContext,
-        _req: api::CheckpointTaskRequest,
+        ctx: &TtrpcContext,
+        req: api::CheckpointTaskRequest,
     ) -> TtrpcResult<Empty> {
+        forward_native!(self, ctx, req, "Checkpoint");
         unimplemented("Checkpoint")
     }
 
-    fn exec(&self, _ctx: &TtrpcContext, _req: api::ExecProcessRequest) -> TtrpcResult<Empty> {
+    fn exec(&self, ctx: &TtrpcContext, req: api::ExecProcessRequest) -> TtrpcResult<Empty> {
+        forward_native!(self, ctx, req, "Exec");
         unimplemented("Exec")
     }
 
-    fn resize_pty(&self, _ctx: &TtrpcContext, _req: api::ResizePtyRequest) -> TtrpcResult<Empty> {
+    fn resize_pty(&self, ctx: &TtrpcContext, req: api::ResizePtyRequest) -> TtrpcResult<Empty> {
+        forward_native!(self, ctx, req, "ResizePty");
         unimplemented("ResizePty")
     }
 
-    fn close_io(&self, _ctx: &TtrpcContext, _req: api::CloseIORequest) -> TtrpcResult<Empty> {
+    fn close_io(&self, ctx: &TtrpcContext, req: api::CloseIORequest) -> TtrpcResult<Empty> {
+        forward_native!(self, ctx, req, "CloseIO");
         unimplemented("CloseIO")
     }
 
-    fn update(&self, _ctx: &TtrpcContext, _req: api::UpdateTaskRequest) -> TtrpcResult<Empty> {
+    fn update(&self, ctx: &TtrpcContext, req: api::UpdateTaskRequest) -> TtrpcResult<Empty> {
+        forward_native!(self, ctx, req, "Update");
         unimplemented("Update")
     }
 }

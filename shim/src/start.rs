@@ -10,10 +10,14 @@ use containerd_shim_protos::protobuf::Message;
 use sha2::{Digest, Sha256};
 
 use crate::flags::Flags;
+use crate::pod::PodMembership;
 use crate::reply;
 
 /// Where containerd's own shims put their sockets; short enough for the 108-byte limit.
 const DEFAULT_SOCKET_DIR: &str = "/run/containerd/s";
+
+/// Mixed into our socket names, which otherwise would equal the runc shim's.
+const SOCKET_SALT: &str = "wasmtime";
 
 /// Which handshake containerd used, which decides the shape of the reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,14 +94,18 @@ pub fn read_params(
 
 /// The socket address for a group of tasks: a hash of containerd's address, the namespace
 /// and the group id, so two containerds or namespaces never collide and `start` for the
-/// same group finds the same socket.
+/// same group finds the same socket. The hash also covers this shim's name: containerd's
+/// runc shim hashes the same three values into the same directory, and the runc shim we
+/// start for a pod's native containers must not find our socket as its own (nor we its).
 pub fn socket_address(
     socket_dir: &Path,
     containerd_address: &str,
     namespace: &str,
     group: &str,
 ) -> String {
-    let digest = Sha256::digest(format!("{containerd_address}/{namespace}/{group}").as_bytes());
+    let digest = Sha256::digest(
+        format!("{containerd_address}/{namespace}/{group}/{SOCKET_SALT}").as_bytes(),
+    );
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
     format!("unix://{}/{hex}", socket_dir.display())
 }
@@ -146,16 +154,19 @@ pub fn start(
         .read_to_end(&mut input)
         .map_err(|e| format!("reading start parameters: {e}"))?;
     let params = read_params(flags, &input, env)?;
+    // One shim per pod: every container of a pod names the same group, so all but the
+    // first find the running shim's socket below.
+    let pod = PodMembership::from_bundle(bundle);
     let address = socket_address(
         &params.socket_dir,
         &params.grpc_address,
         &flags.namespace,
-        &flags.id,
+        pod.group(&flags.id),
     );
     let path = address.trim_start_matches("unix://");
     if UnixStream::connect(path).is_ok() {
         // A daemon already serves this group: share it.
-        log::info!("reusing the shim at {address}");
+        log::info!("{}: reusing the shim at {address}", flags.id);
     } else {
         let _ = std::fs::remove_file(path);
         std::fs::create_dir_all(&params.socket_dir)
@@ -315,6 +326,56 @@ mod tests {
         .unwrap();
         assert_eq!(parsed.handshake, Handshake::Legacy);
         assert_eq!(parsed.ttrpc_address, "/legacy");
+    }
+
+    #[test]
+    fn containers_of_one_pod_share_a_socket_and_others_do_not() {
+        let sockets = tempfile::tempdir().unwrap();
+        let start_in = |id: &str, sandbox: Option<&str>| -> String {
+            let bundle = tempfile::tempdir().unwrap();
+            let annotations = sandbox
+                .map(|s| format!(r#","annotations":{{"io.kubernetes.cri.sandbox-id":"{s}"}}"#))
+                .unwrap_or_default();
+            std::fs::write(
+                bundle.path().join("config.json"),
+                format!(r#"{{"ociVersion":"1.0.2"{annotations}}}"#),
+            )
+            .unwrap();
+            let params = BootstrapParams {
+                instance_id: id.into(),
+                namespace: "ns1".into(),
+                containerd_ttrpc_address: "unix:///c.ttrpc".into(),
+                socket_dir: Some(sockets.path().display().to_string()),
+                ..Default::default()
+            }
+            .write_to_bytes()
+            .unwrap();
+            let launcher = RecordingLauncher(RefCell::new(vec![]));
+            let flags = Flags {
+                id: id.into(),
+                ..flags()
+            };
+            let mut out = Vec::new();
+            start(
+                &flags,
+                bundle.path(),
+                &mut &params[..],
+                &mut out,
+                |_| None,
+                &launcher,
+            )
+            .unwrap();
+            BootstrapResult::parse_from_bytes(&out).unwrap().address
+        };
+        let pause = start_in("pod1", Some("pod1"));
+        let app = start_in("app", Some("pod1"));
+        let alone = start_in("app", None);
+        assert_eq!(pause, app);
+        assert_ne!(app, alone);
+        // Never the socket containerd's runc shim would use for the same pod.
+        let digest = Sha256::digest(b"/run/containerd/containerd.sock/ns1/pod1");
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        assert!(!pause.ends_with(&hex));
     }
 
     #[test]

@@ -1,0 +1,104 @@
+//! Moving the shim that serves a pod into the pod's cgroup.
+//!
+//! Wasm runs inside the shim process, so the pod's wasm CPU and memory are the shim's. The
+//! node (kubelet, cAdvisor, the OOM killer's pod limits) accounts a pod by its cgroup: the
+//! parent of the cgroup the sandbox's spec names. Living there makes the pod's wasm usage
+//! count where an operator looks for it.
+
+use std::path::{Path, PathBuf};
+
+/// The pod's cgroup, relative to each hierarchy's root, from a container's `cgroupsPath`:
+/// its parent for the cgroupfs form (`/kubepods/burstable/pod<uid>/<id>`), the slice for the
+/// systemd form (`kubepods-burstable-pod<uid>.slice:cri-containerd:<id>`).
+pub fn pod_cgroup(cgroups_path: &str) -> Option<PathBuf> {
+    if cgroups_path.starts_with('/') {
+        let parent = Path::new(cgroups_path).parent()?;
+        return (parent != Path::new("/")).then(|| parent.to_path_buf());
+    }
+    let (slice, _) = cgroups_path.split_once(':')?;
+    expand_slice(slice)
+}
+
+/// systemd's slice naming: `a-b-c.slice` lives at `/a.slice/a-b.slice/a-b-c.slice`.
+fn expand_slice(slice: &str) -> Option<PathBuf> {
+    let name = slice.strip_suffix(".slice")?;
+    if name.is_empty() || name == "-" {
+        return Some(PathBuf::from("/"));
+    }
+    let mut path = PathBuf::from("/");
+    let mut prefix = String::new();
+    for part in name.split('-') {
+        if part.is_empty() {
+            return None;
+        }
+        if !prefix.is_empty() {
+            prefix.push('-');
+        }
+        prefix.push_str(part);
+        path.push(format!("{prefix}.slice"));
+    }
+    Some(path)
+}
+
+/// Mount points of every cgroup hierarchy (v1 controllers and the v2 unified one).
+fn hierarchies() -> Vec<PathBuf> {
+    let Ok(mountinfo) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return vec![];
+    };
+    mountinfo
+        .lines()
+        .filter_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            let fstype = right.split_whitespace().next()?;
+            if fstype != "cgroup" && fstype != "cgroup2" {
+                return None;
+            }
+            left.split_whitespace().nth(4).map(PathBuf::from)
+        })
+        .collect()
+}
+
+/// Moves the processes `pids` into `cgroup` in every hierarchy where that cgroup exists
+/// (runc made it when it created the sandbox). Returns how many hierarchies took them.
+pub fn join(cgroup: &Path, pids: &[i32]) -> usize {
+    let relative = cgroup.strip_prefix("/").unwrap_or(cgroup);
+    let mut joined = 0;
+    for root in hierarchies() {
+        let dir = root.join(relative);
+        if !dir.is_dir() {
+            continue;
+        }
+        let mut ok = true;
+        for pid in pids {
+            if let Err(e) = std::fs::write(dir.join("cgroup.procs"), pid.to_string()) {
+                log::debug!("moving {pid} into {}: {e}", dir.display());
+                ok = false;
+            }
+        }
+        if ok {
+            joined += 1;
+        }
+    }
+    joined
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pod_cgroup_is_the_parent_in_both_forms() {
+        assert_eq!(
+            pod_cgroup("/kubepods/burstable/pod123/abc"),
+            Some(PathBuf::from("/kubepods/burstable/pod123"))
+        );
+        assert_eq!(pod_cgroup("/abc"), None);
+        assert_eq!(
+            pod_cgroup("kubepods-burstable-pod123.slice:cri-containerd:abc"),
+            Some(PathBuf::from(
+                "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod123.slice"
+            ))
+        );
+        assert_eq!(pod_cgroup("nonsense"), None);
+    }
+}
