@@ -20,6 +20,7 @@ use crate::native::{RuncShim, RuncShims, NATIVE_MARKER};
 use crate::pod::PodMembership;
 use crate::pod_cgroup;
 use crate::stdio::StdioPaths;
+use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use oci_spec::runtime::Spec;
 
 /// Serves the tasks of one shim process: wasm containers itself, native ones through the
@@ -152,7 +153,7 @@ impl TaskService {
         let pod = PodMembership::from_annotations(&spec.annotations().clone().unwrap_or_default());
         let result = if pod.is_sandbox {
             log::info!("{id}: the pod's sandbox container runs under runc");
-            self.create_native(ctx, req, pod.group(&id).to_string())
+            self.create_native(ctx, req, &spec, pod.group(&id).to_string())
         } else {
             self.create_here_or_native(ctx, req, spec.clone(), pod.group(&id).to_string())
         };
@@ -183,7 +184,7 @@ impl TaskService {
                 native.guest_path,
                 native.kind
             );
-            return self.create_native(ctx, req, group);
+            return self.create_native(ctx, req, &spec, group);
         }
         let id = req.id.clone();
         let container = Container::create(
@@ -218,18 +219,12 @@ impl TaskService {
         &self,
         ctx: &TtrpcContext,
         mut req: api::CreateTaskRequest,
+        spec: &Spec,
         group: String,
     ) -> TtrpcResult<api::CreateTaskResponse> {
         let id = req.id.clone();
         let bundle = PathBuf::from(&req.bundle);
-        // Our runtime options mean nothing to runc; runc's own are passed on.
-        if req
-            .options
-            .as_ref()
-            .is_some_and(|o| !o.type_url.ends_with("containerd.runc.v1.Options"))
-        {
-            req.options = None.into();
-        }
+        req.options = runc_options(req.options.take(), spec).into();
         let shim = self.runc.get_or_start(&group, &id, &bundle)?;
         let response: api::CreateTaskResponse = shim.call(ctx, "Create", &req)?;
         // Tells `shim delete` after a crash that runc owns this bundle.
@@ -283,6 +278,30 @@ impl TaskService {
             self.runc.release(&group, id);
         }
     }
+}
+
+/// The runtime options runc gets: runc's own when containerd sent them; otherwise (ours
+/// mean nothing to runc) none, except that a systemd-style cgroupsPath (`slice:prefix:name`,
+/// which CRI writes on systemd nodes) needs runc's systemd cgroup driver.
+fn runc_options(options: Option<Any>, spec: &Spec) -> Option<Any> {
+    if let Some(options) = options {
+        if options.type_url.ends_with("containerd.runc.v1.Options") {
+            return Some(options);
+        }
+    }
+    let cgroups_path = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.cgroups_path().as_ref())
+        .and_then(|p| p.to_str())
+        .unwrap_or("");
+    let systemd = !cgroups_path.starts_with('/') && cgroups_path.split(':').count() == 3;
+    systemd.then(|| Any {
+        type_url: "containerd.runc.v1.Options".to_string(),
+        // `bool systemd_cgroup = 9`: tag (9 << 3 | 0), then varint 1.
+        value: vec![0x48, 0x01],
+        ..Default::default()
+    })
 }
 
 /// Answers a request for a native container by forwarding it to its runc shim.
@@ -487,5 +506,42 @@ impl Task for TaskService {
     fn update(&self, ctx: &TtrpcContext, req: api::UpdateTaskRequest) -> TtrpcResult<Empty> {
         forward_native!(self, ctx, req, "Update");
         unimplemented("Update")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec_with_cgroups_path(path: &str) -> Spec {
+        let mut spec = Spec::default();
+        let mut linux = spec.linux().clone().unwrap_or_default();
+        linux.set_cgroups_path(Some(path.into()));
+        spec.set_linux(Some(linux));
+        spec
+    }
+
+    #[test]
+    fn runc_gets_its_own_options_or_the_systemd_driver_when_the_path_needs_it() {
+        let runc = Any {
+            type_url: "containerd.runc.v1.Options".into(),
+            value: vec![0x30, 0x01],
+            ..Default::default()
+        };
+        let ours = Any {
+            type_url: "io.containerd.wasmtime.v1.Options".into(),
+            ..Default::default()
+        };
+        let cgroupfs = spec_with_cgroups_path("/kubepods/pod1/c1");
+        let systemd = spec_with_cgroups_path("kubepods-pod1.slice:cri-containerd:c1");
+        assert_eq!(
+            runc_options(Some(runc.clone()), &systemd),
+            Some(runc.clone())
+        );
+        assert_eq!(runc_options(Some(ours.clone()), &cgroupfs), None);
+        assert_eq!(runc_options(None, &cgroupfs), None);
+        let driver = runc_options(Some(ours), &systemd).unwrap();
+        assert_eq!(driver.type_url, "containerd.runc.v1.Options");
+        assert_eq!(driver.value, vec![0x48, 0x01]);
     }
 }
