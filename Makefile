@@ -1,6 +1,7 @@
 # containerd-shim-wasmtime: build, examples, demo, tests, benchmarks.
 # Everything runs from a fresh Debian 12 machine: `make demo` and `make test` install what
-# is missing first (root needed for apt-get).
+# is missing first (root needed for apt-get). protobuf-compiler is for the CRI client of the
+# pod test (k8s-cri generates its code with protoc).
 
 CARGO        ?= cargo
 PROFILE      ?= release
@@ -14,9 +15,11 @@ WASM_OUT     := examples/build
 PREFIX       ?= /usr/local
 
 EXAMPLES     := hello printenv filetool ticker
-TEST_PROGRAMS := exitcode trap spin bigout cat
-DEB_PACKAGES := containerd runc clang-14 lld-14 wasi-libc libclang-rt-14-dev-wasm32 \
-                busybox-static jq hyperfine
+TEST_PROGRAMS := exitcode trap spin bigout cat podapp
+NATIVE_CC    ?= clang-14
+NATIVE_CFLAGS ?= -static -O2 -Wall -Wextra
+DEB_PACKAGES := containerd runc clang-14 lld-14 wasi-libc libclang-rt-14-dev-wasm32 libc6-dev \
+                busybox-static jq hyperfine protobuf-compiler
 
 .PHONY: all deps build examples images install demo test check bench clean
 
@@ -42,10 +45,14 @@ $(WASM_OUT)/%.wasm: examples/%/*.c | $(WASM_OUT)
 $(WASM_OUT)/%.wasm: test/programs/%.c | $(WASM_OUT)
 	$(WASM_CC) $(WASM_CFLAGS) -o $@ $<
 
+# The pod sandbox's pause: native, static, so an image needs nothing else.
+$(WASM_OUT)/pause: examples/pause/pause.c | $(WASM_OUT)
+	$(NATIVE_CC) $(NATIVE_CFLAGS) -o $@ $<
+
 $(WASM_OUT):
 	mkdir -p $@
 
-examples: $(addprefix $(WASM_OUT)/,$(addsuffix .wasm,$(EXAMPLES) $(TEST_PROGRAMS)))
+examples: $(addprefix $(WASM_OUT)/,$(addsuffix .wasm,$(EXAMPLES) $(TEST_PROGRAMS))) $(WASM_OUT)/pause
 
 # One OCI image tarball per example, importable with `ctr images import`.
 images: build examples

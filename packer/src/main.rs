@@ -8,6 +8,7 @@
 
 mod image;
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -79,10 +80,17 @@ fn run(args: Vec<String>) -> Result<String> {
         if !dst.starts_with('/') {
             bail!("destination {dst:?} must be absolute");
         }
+        // The source's permission bits, so an executable (a native helper, a script) stays
+        // executable inside the image.
+        let mode = std::fs::metadata(src)
+            .with_context(|| format!("extra file {src}"))?
+            .permissions()
+            .mode()
+            & 0o7777;
         files.push(LayerFile {
             source: PathBuf::from(src),
             destination: dst.to_string(),
-            mode: 0o644,
+            mode,
         });
     }
     let (os, architecture) = platform

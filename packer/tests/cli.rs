@@ -1,5 +1,9 @@
 //! The packer as users run it.
 
+use std::collections::HashMap;
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::process::Command;
 
 const PACK: &str = env!("CARGO_BIN_EXE_wasm-oci-pack");
@@ -45,6 +49,94 @@ fn packs_a_program_and_prints_the_full_name() {
     assert_eq!(
         manifest["annotations"]["io.containerd.image.name"],
         "docker.io/demo/app:v2"
+    );
+}
+
+/// The entries of an image archive, by path.
+fn archive_entries(bytes: &[u8]) -> HashMap<String, (u32, Vec<u8>)> {
+    let mut archive = tar::Archive::new(bytes);
+    let mut entries = HashMap::new();
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let path = entry.path().unwrap().display().to_string();
+        let mode = entry.header().mode().unwrap();
+        let mut data = Vec::new();
+        entry.read_to_end(&mut data).unwrap();
+        entries.insert(path, (mode, data));
+    }
+    entries
+}
+
+/// The single layer of the image in `tar`, followed from index.json through the manifest.
+fn layer_entries(tar: &Path) -> HashMap<String, (u32, Vec<u8>)> {
+    let image = archive_entries(&std::fs::read(tar).unwrap());
+    let blob = |digest: &serde_json::Value| {
+        let digest = digest.as_str().unwrap().trim_start_matches("sha256:");
+        image[&format!("blobs/sha256/{digest}")].1.clone()
+    };
+    let index: serde_json::Value = serde_json::from_slice(&image["index.json"].1).unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&blob(&index["manifests"][0]["digest"])).unwrap();
+    archive_entries(&blob(&manifest["layers"][0]["digest"]))
+}
+
+#[test]
+fn extra_files_keep_their_permission_bits() {
+    let dir = tempfile::tempdir().unwrap();
+    let program = dir.path().join("pause");
+    std::fs::write(&program, b"\x7fELF").unwrap();
+    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let tool = dir.path().join("tool");
+    std::fs::write(&tool, b"#!/bin/sh\n").unwrap();
+    std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let data = dir.path().join("data.txt");
+    std::fs::write(&data, b"x").unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let tar = dir.path().join("out.tar");
+    let out = Command::new(PACK)
+        .args(["--platform", "linux/amd64", "--name", "modes", "--output"])
+        .arg(&tar)
+        .arg(&program)
+        .arg(format!("{}:/bin/tool", tool.display()))
+        .arg(format!("{}:/etc/data.txt", data.display()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let layer = layer_entries(&tar);
+    let mode = |path: &str| {
+        layer
+            .get(path)
+            .unwrap_or_else(|| panic!("{path} missing from {:?}", layer.keys()))
+            .0
+    };
+    // The program is always executable; extra files are as they are on disk.
+    assert_eq!(mode("pause"), 0o755);
+    assert_eq!(mode("bin/tool"), 0o755);
+    assert_eq!(mode("etc/data.txt"), 0o640);
+    assert_eq!(layer["bin/tool"].1, b"#!/bin/sh\n");
+}
+
+#[test]
+fn a_missing_extra_file_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = dir.path().join("app.wasm");
+    std::fs::write(&wasm, b"\0asm\x01\0\0\0").unwrap();
+    let out = Command::new(PACK)
+        .args(["--name", "x", "--output"])
+        .arg(dir.path().join("out.tar"))
+        .arg(&wasm)
+        .arg("/nonexistent/file:/file")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("/nonexistent/file"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }
 

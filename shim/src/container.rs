@@ -54,7 +54,7 @@ pub struct Container {
     /// once the program ends.
     pub pid: u32,
     /// Memory limit from the spec, reported in stats (0: none).
-    pub memory_limit: u64,
+    memory_limit: u64,
     state: Mutex<Lifecycle>,
     state_changed: Condvar,
     commands: Mutex<Option<mpsc::Sender<Command>>>,
@@ -363,6 +363,11 @@ impl Container {
             Lifecycle::Running => thread_cpu_usage(self.pid as i32),
             _ => CpuUsage::default(),
         }
+    }
+
+    /// The memory limit in bytes (0: none).
+    pub fn memory_limit(&self) -> u64 {
+        self.memory_limit
     }
 
     /// Linear memory of the program's instance (current, peak), in bytes.

@@ -13,6 +13,11 @@ use crate::error::{ShimError, ShimResult};
 /// The type URL containerd registers for cgroup v1 metrics.
 const METRICS_V1_TYPE_URL: &str = "io.containerd.cgroups.v1.Metrics";
 
+/// What a cgroup v1 memory controller reports as the limit of an unlimited cgroup (the
+/// largest page-aligned i64). CRI treats anything this large as "no limit"; a 0 would make it
+/// compute the available memory as a negative number.
+const UNLIMITED: u64 = 0x7FFF_FFFF_FFFF_F000;
+
 /// CPU time of the program's thread and the size of its instance's linear memory.
 pub fn container_metrics(container: &Container) -> ShimResult<Any> {
     let cpu = container.cpu();
@@ -34,7 +39,10 @@ pub fn container_metrics(container: &Container) -> ShimResult<Any> {
             usage: Some(MemoryEntry {
                 usage: memory,
                 max: peak,
-                limit: container.memory_limit,
+                limit: match container.memory_limit() {
+                    0 => UNLIMITED,
+                    limit => limit,
+                },
                 ..Default::default()
             })
             .into(),

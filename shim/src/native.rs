@@ -212,9 +212,6 @@ fn start_runc_shim(endpoint: &ContainerdEndpoint, id: &str, bundle: &Path) -> Sh
              shim installed and on containerd's PATH?"
         ))
     })?;
-    let runc_pid = std::fs::read_to_string(bundle.join("shim.pid"))
-        .ok()
-        .and_then(|s| s.trim().parse::<i32>().ok());
     for (name, content) in saved {
         let path = bundle.join(name);
         let _ = match content {
@@ -232,7 +229,7 @@ fn start_runc_shim(endpoint: &ContainerdEndpoint, id: &str, bundle: &Path) -> Sh
     let (address, version) = parse_start_reply(&output.stdout)?;
     let client = ttrpc::Client::connect(&address)
         .map_err(|e| ShimError::Internal(format!("connecting to {RUNC_SHIM} at {address}: {e}")))?;
-    Ok(RuncShim {
+    let mut shim = RuncShim {
         client,
         service: if version >= 3 {
             "containerd.task.v3.Task"
@@ -240,8 +237,24 @@ fn start_runc_shim(endpoint: &ContainerdEndpoint, id: &str, bundle: &Path) -> Sh
             "containerd.task.v2.Task"
         },
         address,
-        pid: runc_pid,
-    })
+        pid: None,
+    };
+    // Its pid comes from the shim itself: not every version writes `shim.pid` in `start`
+    // (containerd 1.6's leaves that to containerd), so the file may still hold ours.
+    let connect = containerd_shim_protos::api::ConnectRequest {
+        id: id.to_string(),
+        ..Default::default()
+    };
+    match shim.call_with::<_, containerd_shim_protos::api::ConnectResponse>(
+        ttrpc::context::with_timeout(5_000_000_000),
+        "Connect",
+        &connect,
+    ) {
+        Ok(reply) if reply.shim_pid > 0 => shim.pid = Some(reply.shim_pid as i32),
+        Ok(_) => log::debug!("{RUNC_SHIM} at {} did not tell its pid", shim.address),
+        Err(e) => log::debug!("{RUNC_SHIM} at {} on Connect: {e}", shim.address),
+    }
+    Ok(shim)
 }
 
 /// A runc shim's `start` reply: the plain address (containerd 1.x) or a JSON bootstrap

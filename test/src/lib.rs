@@ -2,8 +2,11 @@
 //!
 //! [`Containerd::start`] runs Debian's `containerd` with a private config (root, state and
 //! sockets in a temp dir) and the freshly built shim first on its PATH; dropping it stops that
-//! containerd and removes everything it left. Tests talk to it only through `ctr`, as a user
-//! would.
+//! containerd and removes everything it left. Tests talk to it through `ctr`, as a user
+//! would, or through its CRI plugin, as a kubelet would ([`cri`]).
+
+pub mod cri;
+pub mod pod;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -30,16 +33,68 @@ pub fn bin_dir() -> PathBuf {
 
 /// A wasm program built by `make examples` (`WASM_EXAMPLES_DIR`, else examples/build).
 pub fn program(name: &str) -> PathBuf {
+    example_file(&format!("{name}.wasm"))
+}
+
+/// A file `make examples` builds (`WASM_EXAMPLES_DIR`, else examples/build), such as the
+/// native `pause`.
+pub fn example_file(file: &str) -> PathBuf {
     let dir = std::env::var("WASM_EXAMPLES_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/build"));
-    let path = dir.join(format!("{name}.wasm"));
+    let path = dir.join(file);
     assert!(
         path.exists(),
         "{} is missing: run `make examples` (or `make test`)",
         path.display()
     );
     path
+}
+
+/// The image CRI runs as each pod's sandbox container (`sandbox_image`):
+/// [`cri::import_pause_image`] packs and imports it. Named so it can never be pulled from a
+/// registry by mistake.
+pub const PAUSE_IMAGE: &str = "localhost/wasmtime-test/pause:1";
+
+/// The CRI runtime handler (`RuntimeClass.handler`) that selects this shim.
+pub const RUNTIME_HANDLER: &str = "wasmtime";
+
+/// The private containerd's config: everything under `root`, a debug log (the shim's log
+/// reaches containerd's only at debug level), and CRI set up as a kubelet would see it on
+/// this machine: the `wasmtime` runtime handler, our pause image as sandbox image (no
+/// registry is reachable), no CNI (pods use the host network), and OOM score adjustments
+/// that never go below containerd's own.
+fn config(root: &str) -> String {
+    format!(
+        r#"version = 2
+root = "{root}/root"
+state = "{root}/state"
+
+[grpc]
+  address = "{root}/c.sock"
+
+[ttrpc]
+  address = "{root}/c.sock.ttrpc"
+
+[debug]
+  level = "debug"
+
+[plugins."io.containerd.grpc.v1.cri"]
+  disable_tcp_service = true
+  restrict_oom_score_adj = true
+  sandbox_image = "{PAUSE_IMAGE}"
+
+[plugins."io.containerd.grpc.v1.cri".cni]
+  bin_dir = "{root}/cni/bin"
+  conf_dir = "{root}/cni/net.d"
+
+[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+  runtime_type = "io.containerd.runc.v2"
+
+[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{RUNTIME_HANDLER}]
+  runtime_type = "{RUNTIME}"
+"#
+    )
 }
 
 /// A private containerd, stopped and cleaned up on drop.
@@ -84,15 +139,7 @@ impl Containerd {
         std::os::unix::fs::symlink(&shim, bin.join("containerd-shim-wasmtime-v1"))?;
         let socket = dir.path().join("c.sock");
         let root = dir.path().display().to_string();
-        std::fs::write(
-            dir.path().join("config.toml"),
-            format!(
-                "version = 2\nroot = \"{root}/root\"\nstate = \"{root}/state\"\n\
-                 [grpc]\n  address = \"{root}/c.sock\"\n[ttrpc]\n  address = \"{root}/c.sock.ttrpc\"\n\
-                 [debug]\n  level = \"debug\"\n\
-                 [plugins.\"io.containerd.grpc.v1.cri\"]\n  disable_tcp_service = true\n"
-            ),
-        )?;
+        std::fs::write(dir.path().join("config.toml"), config(&root))?;
         let path = format!(
             "{}:{}",
             bin.display(),
@@ -227,7 +274,19 @@ impl Containerd {
 
     /// Pids of shim processes serving this containerd.
     pub fn shim_pids(&self) -> Vec<u32> {
-        let needle = self.socket.display().to_string();
+        self.pids_of("containerd-shim-wasmtime-v1")
+    }
+
+    /// Pids of containerd's own runc shims serving this containerd (the shim hands pod
+    /// sandboxes and native containers to one).
+    pub fn runc_shim_pids(&self) -> Vec<u32> {
+        self.pids_of("containerd-shim-runc-v2")
+    }
+
+    /// Pids of processes running `binary` with this containerd's address among their
+    /// arguments: shims are told `-address` and keep it in their command line.
+    fn pids_of(&self, binary: &str) -> Vec<u32> {
+        let address = self.socket.display().to_string();
         let mut pids = Vec::new();
         for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
             let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
@@ -236,12 +295,40 @@ impl Containerd {
             let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
                 continue;
             };
-            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            if cmdline.contains("containerd-shim-wasmtime-v1") && cmdline.contains(&needle) {
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            let args: Vec<&str> = cmdline.split('\0').collect();
+            let runs_binary = args[0].rsplit('/').next() == Some(binary)
+                || std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| {
+                    exe.file_name().is_some_and(|n| {
+                        n.to_string_lossy().trim_end_matches(" (deleted)") == binary
+                    })
+                });
+            if runs_binary && args.contains(&address.as_str()) {
                 pids.push(pid);
             }
         }
         pids
+    }
+
+    /// The shim's own lines in containerd's log (tagged with the runtime name).
+    pub fn shim_log(&self) -> String {
+        self.log()
+            .lines()
+            .filter(|l| l.contains(&format!("runtime={RUNTIME}")))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    }
+
+    /// The last `lines` lines of containerd's log, for failure messages of long tests.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let log = self.log();
+        let all: Vec<&str> = log.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// containerd's gRPC socket, where its CRI plugin is served too.
+    pub fn address(&self) -> &Path {
+        &self.socket
     }
 
     /// Mount points under the private directory (rootfs mounts that were not undone).
@@ -316,7 +403,7 @@ impl Drop for Containerd {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
-        for pid in self.shim_pids() {
+        for pid in self.shim_pids().into_iter().chain(self.runc_shim_pids()) {
             // SAFETY: plain kill(2) on a shim of this test's containerd.
             unsafe { libc::kill(pid as i32, libc::SIGKILL) };
         }

@@ -35,7 +35,7 @@ fn stop_busy_loop_with(signal: &str, expected: i32) {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "spinning\n");
-    assert!(elapsed < Duration::from_secs(2), "took {elapsed:?}");
+    assert!(elapsed < Duration::from_secs(5), "took {elapsed:?}");
     assert!(containerd
         .wait_for_no_shims(Duration::from_secs(5))
         .is_empty());
@@ -136,7 +136,7 @@ fn events_arrive_create_start_exit_delete_in_order() {
     std::thread::sleep(Duration::from_millis(500));
     let out = containerd.run_rootfs(&[], rootfs.path(), "ev1", &["/hello.wasm"]);
     assert_eq!(out.code, 0, "{out:?}");
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     let topics = loop {
         let topics: Vec<String> = lines
             .lock()

@@ -1,0 +1,261 @@
+//! What a kubelet prepares around a CRI pod: its directories (logs, an emptyDir), its cgroup
+//! parent, the configs it sends, and the cleanup it does when a pod is gone, so a failing
+//! pod test leaves no process, mount or cgroup behind.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Result};
+use k8s_cri::v1::{
+    ContainerConfig, ContainerMetadata, ImageSpec, LinuxContainerConfig,
+    LinuxContainerSecurityContext, LinuxPodSandboxConfig, LinuxSandboxSecurityContext, Mount,
+    NamespaceMode, NamespaceOption, PodSandboxConfig, PodSandboxMetadata,
+};
+
+use crate::cri::Cri;
+use crate::Containerd;
+
+/// The cgroup (cgroupfs driver) every test pod's cgroup parent lives under.
+pub const CGROUP_ROOT: &str = "/wasmtime-test";
+
+/// Where the shared directory is mounted in every container of a test pod.
+pub const DATA_MOUNT: &str = "/data";
+
+/// One test pod's host side; `id` is set while CRI knows the pod.
+pub struct Pod<'a> {
+    containerd: &'a Containerd,
+    /// The pod sandbox id, from RunPodSandbox until RemovePodSandbox succeeded.
+    pub id: Option<String>,
+    name: String,
+    dir: tempfile::TempDir,
+}
+
+impl<'a> Pod<'a> {
+    /// A pod with a unique name, its log directory and its shared data directory.
+    pub fn new(containerd: &'a Containerd) -> Result<Pod<'a>> {
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH)?.subsec_nanos();
+        let name = format!("pod-{}-{nanos:x}", std::process::id());
+        let dir = tempfile::Builder::new().prefix("wasmpod").tempdir()?;
+        std::fs::create_dir(dir.path().join("logs"))?;
+        std::fs::create_dir(dir.path().join("data"))?;
+        Ok(Pod {
+            containerd,
+            id: None,
+            name,
+            dir,
+        })
+    }
+
+    /// The pod's unique name (also its UID and the last part of its cgroup parent).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The pod's log directory (`PodSandboxConfig.log_directory`).
+    pub fn logs(&self) -> PathBuf {
+        self.dir.path().join("logs")
+    }
+
+    /// The host directory every container mounts at [`DATA_MOUNT`], like an emptyDir.
+    pub fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// The pod's cgroup parent, as the kubelet's cgroupfs driver names one.
+    pub fn cgroup_parent(&self) -> String {
+        format!("{CGROUP_ROOT}/{}", self.name)
+    }
+
+    /// Pids in the pod's cgroup, in any v1 hierarchy.
+    pub fn cgroup_pids(&self) -> Vec<u32> {
+        let mut pids: Vec<u32> = self
+            .cgroup_dirs()
+            .iter()
+            .filter_map(|d| std::fs::read_to_string(d.join("cgroup.procs")).ok())
+            .flat_map(|procs| {
+                procs
+                    .lines()
+                    .filter_map(|p| p.parse().ok())
+                    .collect::<Vec<u32>>()
+            })
+            .collect();
+        pids.sort_unstable();
+        pids.dedup();
+        pids
+    }
+
+    /// Every cgroup directory under the pod's parent, deepest first.
+    fn cgroup_dirs(&self) -> Vec<PathBuf> {
+        fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+            for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    walk(&entry.path(), out);
+                }
+            }
+            out.push(dir.to_path_buf());
+        }
+        let mut dirs = Vec::new();
+        let relative = self.cgroup_parent();
+        for hierarchy in std::fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let dir = hierarchy.path().join(relative.trim_start_matches('/'));
+            if dir.is_dir() {
+                walk(&dir, &mut dirs);
+            }
+        }
+        dirs
+    }
+
+    /// Removes what a kubelet removes once a pod is gone: the pod through CRI if it is still
+    /// known (a test failed midway), any process left in its cgroup, and its cgroups.
+    /// Returns what it had to clean, empty when the pod had already gone cleanly.
+    pub fn clean_up(&mut self) -> String {
+        let mut report = String::new();
+        if let Some(id) = self.id.take() {
+            report.push_str(&format!("pod {id} was still known to CRI\n"));
+            match Cri::connect(self.containerd.address()) {
+                Ok(mut cri) => {
+                    if let Err(e) = cri.stop_pod_sandbox(&id) {
+                        report.push_str(&format!("{e:#}\n"));
+                    }
+                    if let Err(e) = cri.remove_pod_sandbox(&id) {
+                        report.push_str(&format!("{e:#}\n"));
+                    }
+                }
+                Err(e) => report.push_str(&format!("{e:#}\n")),
+            }
+        }
+        let pids = self.cgroup_pids();
+        if !pids.is_empty() {
+            report.push_str(&format!("killed pids {pids:?} left in the pod's cgroup\n"));
+            for pid in pids {
+                // SAFETY: plain kill(2) on a process of this test's pod.
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for dir in self.cgroup_dirs() {
+            // A killed process leaves its cgroup a moment after the signal.
+            while std::fs::remove_dir(&dir).is_err() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        // The shared root goes too when no other test pod is using it.
+        for hierarchy in std::fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let _ = std::fs::remove_dir(hierarchy.path().join(CGROUP_ROOT.trim_start_matches('/')));
+        }
+        report
+    }
+}
+
+/// Namespaces as the kubelet asks for them in a host-network pod without
+/// `shareProcessNamespace`: the node's network, a pid namespace per container, the pod's IPC.
+fn namespaces() -> NamespaceOption {
+    NamespaceOption {
+        network: NamespaceMode::Node as i32,
+        pid: NamespaceMode::Container as i32,
+        ipc: NamespaceMode::Pod as i32,
+        ..Default::default()
+    }
+}
+
+/// The sandbox config of `pod`: host network (no CNI here), its log directory, its cgroup
+/// parent.
+pub fn pod_config(pod: &Pod) -> PodSandboxConfig {
+    PodSandboxConfig {
+        metadata: Some(PodSandboxMetadata {
+            name: "wasm-pod".into(),
+            uid: pod.name().into(),
+            namespace: "default".into(),
+            attempt: 0,
+        }),
+        // As the kubelet does for host-network pods: the pod has the node's UTS namespace,
+        // and a hostname without one of its own is an error for runc.
+        hostname: String::new(),
+        log_directory: pod.logs().display().to_string(),
+        linux: Some(LinuxPodSandboxConfig {
+            cgroup_parent: pod.cgroup_parent(),
+            security_context: Some(LinuxSandboxSecurityContext {
+                namespace_options: Some(namespaces()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// A container `name` of `image` running `command` (empty: the image's entrypoint) with
+/// `args`, logging to `log_path` in the pod's log directory, with `data` at [`DATA_MOUNT`].
+pub fn container_config(
+    name: &str,
+    image: &str,
+    command: &[&str],
+    args: &[&str],
+    log_path: &str,
+    data: &Path,
+) -> ContainerConfig {
+    let strings = |items: &[&str]| items.iter().map(|s| s.to_string()).collect();
+    ContainerConfig {
+        metadata: Some(ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: Some(ImageSpec {
+            image: image.into(),
+            ..Default::default()
+        }),
+        command: strings(command),
+        args: strings(args),
+        log_path: log_path.into(),
+        mounts: vec![Mount {
+            container_path: DATA_MOUNT.into(),
+            host_path: data.display().to_string(),
+            readonly: false,
+            ..Default::default()
+        }],
+        linux: Some(LinuxContainerConfig {
+            security_context: Some(LinuxContainerSecurityContext {
+                namespace_options: Some(namespaces()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Polls `check` every 100 ms until it is true, for at most `seconds`.
+pub fn poll(what: &str, seconds: u64, mut check: impl FnMut() -> Result<bool>) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    loop {
+        if check()? {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {seconds} s waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Whether the CRI log file `path` holds `line` as one complete stdout line
+/// (`<timestamp> stdout F <line>`).
+pub fn log_has_line(path: &Path, line: &str) -> bool {
+    read_log(path).lines().any(|l| {
+        let fields: Vec<&str> = l.splitn(4, ' ').collect();
+        fields.len() == 4 && fields[1] == "stdout" && fields[2] == "F" && fields[3] == line
+    })
+}
+
+/// The CRI log file `path`, or a note that there is none yet.
+pub fn read_log(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| format!("({}: {e})", path.display()))
+}

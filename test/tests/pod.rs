@@ -1,0 +1,196 @@
+//! Pods: a Kubernetes RuntimeClass (`handler: wasmtime`) through containerd's own CRI
+//! plugin, driven the way a kubelet drives it.
+//!
+//! One pod, host network, holds a wasm container and a native busybox sidecar sharing a
+//! host directory (an emptyDir). The sandbox (a native pause) and the sidecar are handed by
+//! the shim to containerd's runc shim; the wasm runs in the shim. The test follows the pod
+//! from RunPodSandbox to RemovePodSandbox and checks what a kubelet would see (logs, status,
+//! stats, exit codes) and what must be left afterwards: nothing.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context, Result};
+use integration::cri::{import_busybox_image, import_pause_image, import_wasm_image, Cri};
+use integration::pod::{container_config, log_has_line, pod_config, poll, read_log, Pod};
+use integration::{Containerd, RUNTIME_HANDLER};
+use k8s_cri::v1::{ContainerState, PodSandboxState};
+
+/// What podapp.wasm writes to /data/msg.txt for the sidecar to read.
+const MESSAGE: &str = "hello sidecar, from the wasm container";
+
+#[test]
+fn a_pod_runs_a_wasm_container_beside_a_native_sidecar() {
+    let containerd = Containerd::start().unwrap();
+    let mut pod = Pod::new(&containerd).unwrap();
+    let result = run(&containerd, &mut pod);
+    let leftovers = pod.clean_up();
+    if let Err(e) = result {
+        panic!(
+            "{e:#}\n\n--- shim log ---\n{}\n--- containerd log (tail) ---\n{}\n\
+             --- cleanup after the failure ---\n{leftovers}",
+            containerd.shim_log(),
+            containerd.log_tail(150),
+        );
+    }
+    assert!(
+        leftovers.is_empty(),
+        "the pod left things behind:\n{leftovers}"
+    );
+}
+
+fn run(containerd: &Containerd, pod: &mut Pod) -> Result<()> {
+    let mut cri = Cri::connect(containerd.address())?;
+    let version = cri.version()?;
+    ensure!(
+        version.runtime_name == "containerd",
+        "unexpected CRI runtime: {version:?}"
+    );
+    let pause_image = import_pause_image(containerd)?;
+    let wasm_image = import_wasm_image(containerd, "podapp", "wasm-podapp:test")?;
+    let busybox_image = import_busybox_image(containerd, "sidecar-busybox:test")?;
+    let images = cri.list_images()?;
+    for name in [&pause_image, &wasm_image, &busybox_image] {
+        ensure!(
+            images.iter().any(|i| i.repo_tags.contains(name)),
+            "CRI does not list {name}: {images:?}"
+        );
+    }
+
+    let config = pod_config(pod);
+    let pod_id = cri
+        .run_pod_sandbox(&config, RUNTIME_HANDLER)
+        .context("the pod sandbox (native pause) did not start")?;
+    pod.id = Some(pod_id.clone());
+    let status = cri.pod_sandbox_status(&pod_id)?;
+    ensure!(
+        status.state == PodSandboxState::SandboxReady as i32,
+        "pod not ready: {status:?}"
+    );
+
+    let wasm_config = container_config(
+        "podapp",
+        &wasm_image,
+        &[],
+        &["/data"],
+        "podapp.log",
+        &pod.data(),
+    );
+    let script = "while [ ! -f /data/msg.txt ]; do /bin/busybox sleep 0.1; done; \
+                  /bin/busybox cat /data/msg.txt; \
+                  while true; do /bin/busybox sleep 1; done";
+    let sidecar_config = container_config(
+        "sidecar",
+        &busybox_image,
+        &["/bin/busybox", "sh", "-c", script],
+        &[],
+        "sidecar.log",
+        &pod.data(),
+    );
+    let wasm = cri.create_container(&pod_id, &wasm_config, &config)?;
+    let sidecar = cri.create_container(&pod_id, &sidecar_config, &config)?;
+    cri.start_container(&wasm)?;
+    cri.start_container(&sidecar)?;
+
+    let wasm_log = pod.logs().join("podapp.log");
+    let sidecar_log = pod.logs().join("sidecar.log");
+    poll("the sidecar to log the wasm's message", 15, || {
+        Ok(log_has_line(&sidecar_log, MESSAGE))
+    })
+    .with_context(|| format!("sidecar log:\n{}", read_log(&sidecar_log)))?;
+    poll("the wasm container to log its stdout line", 5, || {
+        Ok(log_has_line(&wasm_log, "podapp: wrote /data/msg.txt"))
+    })
+    .with_context(|| format!("wasm log:\n{}", read_log(&wasm_log)))?;
+    let shared = std::fs::read_to_string(pod.data().join("msg.txt"))?;
+    ensure!(
+        shared == format!("{MESSAGE}\n"),
+        "the shared directory on the host holds {shared:?}"
+    );
+    for (name, id) in [("podapp", &wasm), ("sidecar", &sidecar)] {
+        let status = cri.container_status(id)?;
+        ensure!(
+            status.state == ContainerState::ContainerRunning as i32,
+            "container {name} is not running: {status:?}"
+        );
+    }
+    poll("ContainerStats to show the wasm's CPU time", 5, || {
+        let stats = cri.container_stats(&wasm)?;
+        let cpu = stats.cpu.and_then(|c| c.usage_core_nano_seconds);
+        Ok(cpu.is_some_and(|c| c.value > 0))
+    })?;
+
+    let wasmtime_shims = containerd.shim_pids();
+    let runc_shims = containerd.runc_shim_pids();
+    ensure!(
+        wasmtime_shims.len() == 1,
+        "expected one wasmtime shim for the pod, found pids {wasmtime_shims:?}"
+    );
+    ensure!(
+        runc_shims.len() == 1,
+        "expected one runc shim for the pod's native containers, found pids {runc_shims:?}"
+    );
+    // The wasm runs in the shim, so the shim must be where the node accounts the pod.
+    for (what, pid) in [("wasmtime", wasmtime_shims[0]), ("runc", runc_shims[0])] {
+        let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))?;
+        ensure!(
+            cgroups
+                .lines()
+                .any(|l| l.ends_with(&format!(":{}", pod.cgroup_parent()))),
+            "the {what} shim (pid {pid}) is not in the pod cgroup {}:\n{cgroups}",
+            pod.cgroup_parent()
+        );
+    }
+
+    stop_and_expect(&mut cri, &wasm, 10, 143, "the wasm container (SIGTERM)")?;
+    stop_and_expect(
+        &mut cri,
+        &sidecar,
+        2,
+        137,
+        "the sidecar (SIGKILL after 2 s)",
+    )?;
+
+    cri.stop_pod_sandbox(&pod_id)?;
+    cri.remove_pod_sandbox(&pod_id)?;
+    pod.id = None;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (mut wasmtime_left, mut runc_left) = (vec![], vec![]);
+    while Instant::now() < deadline {
+        wasmtime_left = containerd.shim_pids();
+        runc_left = containerd.runc_shim_pids();
+        if wasmtime_left.is_empty() && runc_left.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    ensure!(
+        wasmtime_left.is_empty() && runc_left.is_empty(),
+        "shims left after RemovePodSandbox: wasmtime {wasmtime_left:?}, runc {runc_left:?}"
+    );
+    let pids = pod.cgroup_pids();
+    ensure!(
+        pids.is_empty(),
+        "processes left in the pod's cgroup {}: {pids:?}",
+        pod.cgroup_parent()
+    );
+    let mounts = containerd.mounts();
+    ensure!(
+        mounts.is_empty(),
+        "mounts left after RemovePodSandbox: {mounts:?}"
+    );
+    Ok(())
+}
+
+/// StopContainer with `timeout`, then checks ContainerStatus says EXITED with `code`.
+fn stop_and_expect(cri: &mut Cri, id: &str, timeout: i64, code: i32, what: &str) -> Result<()> {
+    cri.stop_container(id, timeout)
+        .with_context(|| format!("stopping {what}"))?;
+    let status = cri.container_status(id)?;
+    ensure!(
+        status.state == ContainerState::ContainerExited as i32 && status.exit_code == code,
+        "{what}: expected EXITED with {code}, got state {} exit code {} ({status:?})",
+        status.state,
+        status.exit_code
+    );
+    Ok(())
+}
