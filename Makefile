@@ -15,7 +15,7 @@ WASM_OUT     := examples/build
 PREFIX       ?= /usr/local
 
 EXAMPLES     := hello printenv filetool ticker
-TEST_PROGRAMS := exitcode trap spin bigout cat podapp
+TEST_PROGRAMS := exitcode trap spin bigout cat podapp ttycheck grow
 NATIVE_CC    ?= clang-14
 NATIVE_CFLAGS ?= -static -O2 -Wall -Wextra
 DEB_PACKAGES := containerd runc clang-14 lld-14 wasi-libc libclang-rt-14-dev-wasm32 libc6-dev \

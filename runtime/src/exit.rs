@@ -11,6 +11,9 @@ pub enum ExitStatus {
     Trapped(String),
     /// The host stopped the program on behalf of a signal; reported as 128 + signal.
     Signaled(i32),
+    /// The program grew its memory past the container's limit and was stopped, as the
+    /// kernel's OOM killer stops a Linux process: reported as 137 (128 + SIGKILL).
+    OutOfMemory(String),
     /// The program could not be started or failed in the host (not the guest's fault).
     Failed(String),
 }
@@ -25,6 +28,7 @@ impl ExitStatus {
             ExitStatus::Exited(code) => *code,
             ExitStatus::Trapped(_) => TRAP_EXIT_CODE,
             ExitStatus::Signaled(signal) => 128 + signal,
+            ExitStatus::OutOfMemory(_) => 128 + libc::SIGKILL,
             ExitStatus::Failed(_) => 1,
         };
         // POSIX keeps only the low 8 bits of an exit status; a wasm proc_exit(256) is 0 in a
@@ -39,6 +43,7 @@ impl fmt::Display for ExitStatus {
             ExitStatus::Exited(code) => write!(f, "exited with status {code}"),
             ExitStatus::Trapped(msg) => write!(f, "trapped: {msg}"),
             ExitStatus::Signaled(sig) => write!(f, "stopped by signal {sig}"),
+            ExitStatus::OutOfMemory(msg) => write!(f, "killed: {msg}"),
             ExitStatus::Failed(msg) => write!(f, "failed: {msg}"),
         }
     }
@@ -56,5 +61,6 @@ mod tests {
         assert_eq!(ExitStatus::Signaled(15).code(), 143);
         assert_eq!(ExitStatus::Signaled(9).code(), 137);
         assert_eq!(ExitStatus::Failed("x".into()).code(), 1);
+        assert_eq!(ExitStatus::OutOfMemory("x".into()).code(), 137);
     }
 }

@@ -6,7 +6,20 @@ use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 
 use crate::engine::{shared_engine, shared_linker};
 use crate::stdio::{output_stream, stdin_stream, Output, Stdin};
-use crate::{ExitStatus, MemoryGauge, RuntimeError, StdioFiles, Stopper, WasiPlan};
+use crate::usage::OutOfMemory;
+use crate::{ExitStatus, MemoryGauge, Pauser, RuntimeError, StdioFiles, Stopper, WasiPlan};
+
+/// The handles a host keeps on a running program: stop it, pause it, watch and limit its
+/// memory. Clones share the program (and a container's programs may share one set).
+#[derive(Clone, Debug, Default)]
+pub struct Controls {
+    /// Stops the program on behalf of a signal.
+    pub stopper: Stopper,
+    /// Freezes and thaws it.
+    pub pauser: Pauser,
+    /// Its memory, and the limit on it.
+    pub gauge: MemoryGauge,
+}
 
 /// What kind of wasm a file holds, told from its first bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,8 +36,19 @@ pub(crate) struct Host {
     limits: GaugeLimiter,
 }
 
+/// Accounts one instance's growth in its container's gauge. A growth past the limit is an
+/// error, which traps the guest: like the kernel's OOM killer, the program is stopped rather
+/// than told that malloc failed, and its status says so.
 struct GaugeLimiter {
     gauge: MemoryGauge,
+    /// What this instance added to the gauge, given back when the store goes.
+    held: u64,
+}
+
+impl Drop for GaugeLimiter {
+    fn drop(&mut self) {
+        self.gauge.release(self.held);
+    }
 }
 
 impl ResourceLimiter for GaugeLimiter {
@@ -34,7 +58,7 @@ impl ResourceLimiter for GaugeLimiter {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        self.gauge.grow(current, desired);
+        self.held += self.gauge.try_grow(current, desired)?;
         Ok(true)
     }
 
@@ -174,12 +198,7 @@ impl Program {
     ///
     /// Each program gets a thread and a single-threaded executor of its own so that one
     /// program computing cannot delay another, nor the host's own request handling.
-    pub fn run_blocking(
-        self,
-        stdio: StdioFiles,
-        stopper: &Stopper,
-        gauge: &MemoryGauge,
-    ) -> ExitStatus {
+    pub fn run_blocking(self, stdio: StdioFiles, controls: &Controls) -> ExitStatus {
         let runtime = match tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -187,23 +206,30 @@ impl Program {
             Ok(rt) => rt,
             Err(e) => return ExitStatus::Failed(format!("creating the executor: {e}")),
         };
-        let status = runtime.block_on(self.run(stdio, stopper, gauge));
-        gauge.release_all();
+        let status = runtime.block_on(self.run(stdio, controls));
         // Blocking host calls (file I/O) run on the executor's helper threads; a stopped
         // program may leave one waiting, which must not hold up the exit report.
         runtime.shutdown_timeout(Duration::from_millis(100));
         status
     }
 
-    async fn run(self, stdio: StdioFiles, stopper: &Stopper, gauge: &MemoryGauge) -> ExitStatus {
-        let outputs =
-            output_stream(stdio.stdout).and_then(|out| Ok((out, output_stream(stdio.stderr)?)));
+    async fn run(self, stdio: StdioFiles, controls: &Controls) -> ExitStatus {
+        let stopper = &controls.stopper;
+        let terminal = stdio.terminal;
+        let outputs = output_stream(stdio.stdout, terminal)
+            .and_then(|out| Ok((out, output_stream(stdio.stderr, terminal)?)));
         let (stdout, stderr) = match outputs {
             Ok(outputs) => outputs,
             Err(e) => return ExitStatus::Failed(format!("opening stdout/stderr: {e}")),
         };
         let status = match self
-            .instantiate_and_call(stdio.stdin, stdout.clone(), stderr.clone(), stopper, gauge)
+            .instantiate_and_call(
+                stdio.stdin,
+                terminal,
+                stdout.clone(),
+                stderr.clone(),
+                controls,
+            )
             .await
         {
             Ok(status) => status,
@@ -218,7 +244,10 @@ impl Program {
             }
             if let Some(err) = &stderr {
                 err.drained().await;
-                if let ExitStatus::Trapped(msg) | ExitStatus::Failed(msg) = &status {
+                if let ExitStatus::Trapped(msg)
+                | ExitStatus::Failed(msg)
+                | ExitStatus::OutOfMemory(msg) = &status
+                {
                     err.write_message(&format!("Error: {msg}\n")).await;
                 }
             }
@@ -239,17 +268,20 @@ impl Program {
     async fn instantiate_and_call(
         self,
         stdin: Option<std::fs::File>,
+        terminal: bool,
         stdout: Option<Output>,
         stderr: Option<Output>,
-        stopper: &Stopper,
-        gauge: &MemoryGauge,
+        controls: &Controls,
     ) -> Result<ExitStatus, String> {
         let mut builder = WasiCtxBuilder::new();
         builder.args(&self.plan.args);
         builder.envs(&self.plan.env);
         builder.initial_cwd(&self.plan.cwd);
-        match stdin_stream(stdin).map_err(|e| format!("opening stdin: {e}"))? {
+        match stdin_stream(stdin, terminal).map_err(|e| format!("opening stdin: {e}"))? {
             Stdin::Closed => {}
+            Stdin::Terminal(tty) => {
+                builder.stdin(tty);
+            }
             Stdin::Pipe(pipe) => {
                 builder.stdin(pipe);
             }
@@ -282,7 +314,8 @@ impl Program {
         let host = Host {
             wasi: builder.build_p1(),
             limits: GaugeLimiter {
-                gauge: gauge.clone(),
+                gauge: controls.gauge.clone(),
+                held: 0,
             },
         };
         let mut store = Store::new(self.pre.module().engine(), host);
@@ -305,10 +338,11 @@ impl Program {
             func.call_async(&mut store, &[], &mut results).await
         };
         tokio::select! {
-            // A stop request wins over a program that finishes in the same instant.
+            // A stop request wins over a program that finishes in the same instant, and
+            // reaches a paused program too (the pause gates only the program).
             biased;
-            signal = stopper.wait() => Ok(ExitStatus::Signaled(signal)),
-            result = call => Ok(exit_status_of(result)),
+            signal = controls.stopper.wait() => Ok(ExitStatus::Signaled(signal)),
+            result = controls.pauser.gate(call) => Ok(exit_status_of(result)),
         }
     }
 }
@@ -319,6 +353,8 @@ fn exit_status_of(result: wasmtime::Result<()>) -> ExitStatus {
         Err(e) => {
             if let Some(exit) = e.downcast_ref::<I32Exit>() {
                 ExitStatus::Exited(exit.0)
+            } else if let Some(oom) = e.downcast_ref::<OutOfMemory>() {
+                ExitStatus::OutOfMemory(oom.to_string())
             } else {
                 // Traps (and host errors raised inside a call) carry the wasm backtrace as
                 // context; `{:?}` prints the message with it.

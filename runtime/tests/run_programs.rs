@@ -4,7 +4,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use oci_spec::runtime::{ProcessBuilder, RootBuilder, Spec, SpecBuilder};
-use runtime::{ExitStatus, MemoryGauge, Program, RuntimeError, StdioFiles, Stopper, WasiPlan};
+use runtime::{Controls, ExitStatus, Program, RuntimeError, StdioFiles, Stopper, WasiPlan};
 
 const PRINT_AND_EXIT: &str = r#"(module
   (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
@@ -50,8 +50,15 @@ fn run_capturing(program: Program, stopper: &Stopper) -> (ExitStatus, String, St
         stdin: None,
         stdout: Some(std::fs::File::create(&out).unwrap()),
         stderr: Some(std::fs::File::create(&err).unwrap()),
+        terminal: false,
     };
-    let status = program.run_blocking(stdio, stopper, &MemoryGauge::default());
+    let status = program.run_blocking(
+        stdio,
+        &Controls {
+            stopper: stopper.clone(),
+            ..Default::default()
+        },
+    );
     (
         status,
         std::fs::read_to_string(out).unwrap(),
@@ -179,12 +186,46 @@ fn stop_reaches_a_program_blocked_on_a_full_stdout_pipe() {
         stdin: None,
         stdout: Some(out),
         stderr: None,
+        terminal: false,
     };
-    let status = program.run_blocking(stdio, &stopper, &MemoryGauge::default());
+    let status = program.run_blocking(
+        stdio,
+        &Controls {
+            stopper: stopper.clone(),
+            ..Default::default()
+        },
+    );
     assert_eq!(status, ExitStatus::Signaled(9));
     assert!(
         started.elapsed() < Duration::from_secs(3),
         "{:?}",
         started.elapsed()
+    );
+}
+
+/// Grows by one page at a time, forever.
+const GROW: &str = r#"(module
+  (memory 1)
+  (func (export "_start")
+    (loop $l (drop (memory.grow (i32.const 1))) (br $l))))"#;
+
+#[test]
+fn growing_past_the_memory_limit_stops_the_program_like_an_oom_kill() {
+    let rootfs = tempfile::tempdir().unwrap();
+    std::fs::write(rootfs.path().join("grow.wat"), GROW).unwrap();
+    let program = load(rootfs.path(), &["/grow.wat"]).unwrap();
+    let controls = Controls::default();
+    controls.gauge.set_limit(4 << 20);
+    let status = program.run_blocking(StdioFiles::default(), &controls);
+    assert!(
+        matches!(&status, ExitStatus::OutOfMemory(msg) if msg.contains("limit")),
+        "{status:?}"
+    );
+    assert_eq!(status.code(), 137);
+    assert!(controls.gauge.peak() <= 4 << 20);
+    assert_eq!(
+        controls.gauge.current(),
+        0,
+        "the instance's memory was given back"
     );
 }

@@ -1,13 +1,15 @@
-//! One wasm container: its program thread, its state and the events it raises.
+//! One wasm container: its main program, its execs, its rootfs and the container-wide
+//! controls (pause, memory limit) they share.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::thread::JoinHandle;
+use std::sync::{Arc, Mutex, Weak};
 
-use containerd_shim_protos::events::task::{TaskCreate, TaskDelete, TaskExit, TaskIO, TaskStart};
-use oci_spec::runtime::Spec;
-use runtime::{thread_cpu_usage, CpuUsage, ExitStatus, MemoryGauge, Program, Stopper, WasiPlan};
+use containerd_shim_protos::events::task::{
+    TaskCreate, TaskDelete, TaskExecAdded, TaskIO, TaskPaused, TaskResumed,
+};
+use oci_spec::runtime::{LinuxResources, Process as SpecProcess, Spec};
+use runtime::{Controls, CpuUsage, WasiPlan};
 
 use crate::clock::timestamp;
 use crate::error::{ShimError, ShimResult};
@@ -15,15 +17,8 @@ use crate::events::Publisher;
 use crate::lifecycle::{Exit, Lifecycle};
 use crate::mount::{self, RootfsMount};
 use crate::netns::NetworkPlan;
+use crate::process::{lock, Process, ProcessParams};
 use crate::stdio::StdioPaths;
-
-/// What the program thread is told after Create.
-enum Command {
-    /// Run the program, then report through the callback.
-    Start(Box<dyn FnOnce(ExitStatus, CpuUsage) + Send>),
-    /// Never run: the task was killed or deleted before Start.
-    Abort,
-}
 
 /// What a Create request asks for, in the shim's own terms.
 pub struct CreateParams {
@@ -42,34 +37,40 @@ pub struct CreateParams {
     pub stdio: StdioPaths,
 }
 
-/// A wasm container. Shared between the task service and its program thread.
+/// What an Exec request asks for.
+pub struct ExecParams {
+    /// The exec id, unique within the container.
+    pub exec_id: String,
+    /// The process to run, as the OCI `process` object containerd sends.
+    pub process: SpecProcess,
+    /// Where its stdio goes.
+    pub stdio: StdioPaths,
+}
+
+/// A wasm container. Shared between the task service and its programs' threads.
 pub struct Container {
     /// Task id.
     pub id: String,
     /// Bundle directory.
     pub bundle: PathBuf,
-    /// Where stdio goes.
-    pub stdio: StdioPaths,
-    /// Thread id of the program thread: unique per container and, like a process id, gone
-    /// once the program ends.
-    pub pid: u32,
-    /// Memory limit from the spec, reported in stats (0: none).
-    memory_limit: u64,
-    state: Mutex<Lifecycle>,
-    state_changed: Condvar,
-    commands: Mutex<Option<mpsc::Sender<Command>>>,
-    thread: Mutex<Option<JoinHandle<()>>>,
-    final_cpu: Mutex<Option<CpuUsage>>,
-    stopper: Stopper,
-    gauge: MemoryGauge,
+    /// The main program.
+    pub init: Arc<Process>,
+    execs: Mutex<HashMap<String, Arc<Process>>>,
+    /// The spec execs start from (mounts, env, cwd).
+    spec: Spec,
+    rootfs: PathBuf,
+    network: NetworkPlan,
+    /// Pause and memory, shared by the main program and every exec, as a cgroup is.
+    controls: Controls,
     mounted_rootfs: Option<PathBuf>,
     publisher: Publisher,
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A poisoned lock only means another thread panicked while holding it; the data
-    // (plain state) is still meaningful, and refusing service would lose every task.
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
+fn memory_limit_of(resources: Option<&LinuxResources>) -> Option<u64> {
+    resources
+        .and_then(|r| r.memory().as_ref())
+        .and_then(|m| m.limit())
+        .map(|l| l.max(0) as u64)
 }
 
 impl Container {
@@ -77,92 +78,42 @@ impl Container {
     /// compiles the program on a new thread, which then waits for Start. Any failure leaves
     /// nothing behind: no mount, no thread, no open FIFO.
     pub fn create(params: CreateParams, publisher: Publisher) -> ShimResult<Arc<Container>> {
-        let spec = &params.spec;
+        let spec = params.spec;
         let guard = params.mount;
-        let rootfs = rootfs_dir(&params.bundle, spec, guard.is_mounted())?;
+        let rootfs = rootfs_dir(&params.bundle, &spec, guard.is_mounted())?;
 
-        let plan = WasiPlan::from_spec(spec, &rootfs)?;
+        let plan = WasiPlan::from_spec(&spec, &rootfs)?;
         for (destination, why) in &plan.preopens.skipped {
             log::debug!("{}: mount {destination} not preopened: {why}", params.id);
         }
-        let stdio = params.stdio.open()?;
-        let memory_limit = spec
-            .linux()
-            .as_ref()
-            .and_then(|l| l.resources().as_ref())
-            .and_then(|r| r.memory().as_ref())
-            .and_then(|m| m.limit())
-            .map(|l| l.max(0) as u64)
-            .unwrap_or(0);
-
-        let network = NetworkPlan::from_spec(spec);
-        let (ready_tx, ready_rx) = mpsc::channel::<ShimResult<u32>>();
-        let (command_tx, command_rx) = mpsc::channel::<Command>();
-        let stopper = Stopper::new();
-        let gauge = MemoryGauge::default();
-        let thread = {
-            let stopper = stopper.clone();
-            let gauge = gauge.clone();
-            let id = params.id.clone();
-            std::thread::Builder::new()
-                .name("wasm".into())
-                .spawn(move || {
-                    // SAFETY: gettid has no preconditions.
-                    let tid = unsafe { libc::gettid() } as u32;
-                    if let Err(e) = network.enter() {
-                        let _ = ready_tx.send(Err(e));
-                        return;
-                    }
-                    let program = match Program::load(plan) {
-                        Ok(program) => program,
-                        Err(e) => {
-                            let _ = ready_tx.send(Err(e.into()));
-                            return;
-                        }
-                    };
-                    log::debug!("{id}: loaded {}", program.guest_path());
-                    if ready_tx.send(Ok(tid)).is_err() {
-                        return;
-                    }
-                    drop(ready_tx);
-                    let Ok(Command::Start(on_exit)) = command_rx.recv() else {
-                        return;
-                    };
-                    let status = program.run_blocking(stdio, &stopper, &gauge);
-                    on_exit(status, thread_cpu_usage(tid as i32));
-                })
-                .map_err(|e| ShimError::Internal(format!("starting the program thread: {e}")))?
-        };
-        let pid = match ready_rx.recv() {
-            Ok(Ok(pid)) => pid,
-            Ok(Err(e)) => {
-                let _ = thread.join();
-                return Err(e);
-            }
-            Err(_) => {
-                let _ = thread.join();
-                return Err(ShimError::Internal(
-                    "the program thread ended while loading".to_string(),
-                ));
-            }
-        };
-
+        let controls = Controls::default();
+        let limit = memory_limit_of(spec.linux().as_ref().and_then(|l| l.resources().as_ref()));
+        controls.gauge.set_limit(limit.unwrap_or(0));
+        let network = NetworkPlan::from_spec(&spec);
+        let init = Process::create(
+            ProcessParams {
+                container_id: params.id.clone(),
+                exec_id: None,
+                plan,
+                stdio: params.stdio,
+                network: network.clone(),
+                controls: controls.clone(),
+            },
+            publisher.clone(),
+        )?;
         let container = Arc::new(Container {
             id: params.id,
             bundle: params.bundle,
-            stdio: params.stdio,
-            pid,
-            memory_limit,
-            state: Mutex::new(Lifecycle::Created),
-            state_changed: Condvar::new(),
-            commands: Mutex::new(Some(command_tx)),
-            thread: Mutex::new(Some(thread)),
-            final_cpu: Mutex::new(None),
-            stopper,
-            gauge,
+            init,
+            execs: Mutex::new(HashMap::new()),
+            spec,
+            rootfs,
+            network,
+            controls,
             mounted_rootfs: guard.keep(),
             publisher,
         });
+        let stdio = &container.init.stdio;
         container.publisher.publish(
             "/tasks/create",
             &TaskCreate {
@@ -170,182 +121,226 @@ impl Container {
                 bundle: container.bundle.display().to_string(),
                 rootfs: params.rootfs,
                 io: Some(TaskIO {
-                    stdin: container.stdio.stdin.clone(),
-                    stdout: container.stdio.stdout.clone(),
-                    stderr: container.stdio.stderr.clone(),
-                    terminal: container.stdio.terminal,
+                    stdin: stdio.stdin.clone(),
+                    stdout: stdio.stdout.clone(),
+                    stderr: stdio.stderr.clone(),
+                    terminal: stdio.terminal,
                     ..Default::default()
                 })
                 .into(),
-                pid,
+                pid: container.init.pid,
                 ..Default::default()
             },
         );
         Ok(container)
     }
 
-    /// Runs the program. `/tasks/start` is queued before the program can run, so it always
-    /// precedes the program's `/tasks/exit`.
+    /// Runs the main program. When it ends, the execs still running are killed: a Linux
+    /// container's processes die with its init too.
     pub fn start(self: &Arc<Self>) -> ShimResult<u32> {
-        let mut state = lock(&self.state);
-        state.start(&self.id)?;
-        self.publisher.publish(
-            "/tasks/start",
-            &TaskStart {
-                container_id: self.id.clone(),
-                pid: self.pid,
-                ..Default::default()
-            },
-        );
-        let me = Arc::clone(self);
-        let on_exit = Box::new(move |status: ExitStatus, cpu: CpuUsage| {
-            *lock(&me.final_cpu) = Some(cpu);
-            match &status {
-                ExitStatus::Trapped(_) | ExitStatus::Failed(_) => {
-                    log::warn!("{}: {status}", me.id)
+        let me: Weak<Container> = Arc::downgrade(self);
+        self.init.start(Box::new(move || {
+            if let Some(container) = me.upgrade() {
+                for exec in container.execs() {
+                    let _ = exec.kill(libc::SIGKILL as u32);
                 }
-                _ => log::info!("{}: {status}", me.id),
             }
-            me.finish(status.code());
-        });
-        let sent = lock(&self.commands)
-            .take()
-            .map(|commands| commands.send(Command::Start(on_exit)).is_ok())
-            .unwrap_or(false);
-        drop(state);
-        if !sent {
-            self.finish(ExitStatus::Failed(String::new()).code());
-            return Err(ShimError::Internal(format!(
-                "task {}: the program thread is gone",
-                self.id
-            )));
-        }
-        Ok(self.pid)
+        }))
     }
 
-    /// Records the end of the program once, wakes waiters and raises `/tasks/exit`.
-    fn finish(&self, code: u32) {
-        self.finish_locked(&mut lock(&self.state), code);
-    }
-
-    /// `finish` for a caller that already holds the state lock. The exit event is queued
-    /// before waiters wake: a waiter's next step is containerd's Delete, whose
-    /// `/tasks/delete` must come after `/tasks/exit`.
-    fn finish_locked(&self, state: &mut Lifecycle, code: u32) {
-        if let Some(exit) = state.stop(code) {
-            self.publisher.publish(
-                "/tasks/exit",
-                &TaskExit {
-                    container_id: self.id.clone(),
-                    id: self.id.clone(),
-                    pid: self.pid,
-                    exit_status: exit.code,
-                    exited_at: Some(timestamp(exit.at)).into(),
-                    ..Default::default()
-                },
-            );
-            self.state_changed.notify_all();
+    /// The process `exec_id` names: the main program for "".
+    pub fn process(&self, exec_id: &str) -> ShimResult<Arc<Process>> {
+        if exec_id.is_empty() {
+            return Ok(self.init.clone());
         }
-    }
-
-    /// Tells a never-started program thread to give up, and records the task as ended.
-    fn abort_locked(&self, state: &mut Lifecycle, code: u32) {
-        if let Some(commands) = lock(&self.commands).take() {
-            let _ = commands.send(Command::Abort);
-        }
-        self.finish_locked(state, code);
-    }
-
-    /// Delivers a signal. Terminating signals stop the program (status 128+signal); signals
-    /// whose default action is to ignore them are accepted and ignored, as for a process
-    /// that installed no handler.
-    pub fn kill(&self, signal: u32) -> ShimResult<()> {
-        let signal = signal as i32;
-        // Held until the signal is delivered: a Start running concurrently must not turn the
-        // task Running between our look at the state and our acting on it.
-        let mut state = lock(&self.state);
-        if let Lifecycle::Stopped(_) = *state {
-            return Err(ShimError::NotFound(format!(
-                "task {}: process already finished",
-                self.id
-            )));
-        }
-        match signal {
-            0 => return Ok(()),
-            libc::SIGCHLD | libc::SIGURG | libc::SIGWINCH | libc::SIGCONT => return Ok(()),
-            libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU => {
-                return Err(ShimError::Unimplemented(format!(
-                    "signal {signal} (stop) cannot be delivered to a wasm program; use pause"
-                )))
-            }
-            s if !(1..=64).contains(&s) => {
-                return Err(ShimError::InvalidArgument(format!("invalid signal {s}")))
-            }
-            _ => {}
-        }
-        if *state == Lifecycle::Created {
-            self.abort_locked(&mut state, 128 + signal as u32);
-        } else {
-            self.stopper.stop(signal);
-        }
-        Ok(())
-    }
-
-    /// Blocks until the program ends.
-    pub fn wait(&self) -> Exit {
-        let state = lock(&self.state);
-        let state = self
-            .state_changed
-            .wait_while(state, |s| s.exit().is_none())
-            .unwrap_or_else(|e| e.into_inner());
-        // wait_while only returns once exit() is Some.
-        state.exit().unwrap_or(Exit {
-            code: 255,
-            at: std::time::SystemTime::now(),
+        lock(&self.execs).get(exec_id).cloned().ok_or_else(|| {
+            ShimError::NotFound(format!("task {}: exec {exec_id} not found", self.id))
         })
     }
 
-    /// The current state.
-    pub fn lifecycle(&self) -> Lifecycle {
-        *lock(&self.state)
+    /// The container's execs, in no particular order.
+    pub fn execs(&self) -> Vec<Arc<Process>> {
+        lock(&self.execs).values().cloned().collect()
     }
 
-    /// Releases everything the container holds. Refused while the program runs: containerd
-    /// kills and waits first.
-    pub fn delete(&self) -> ShimResult<Exit> {
-        let exit = {
-            let mut state = lock(&self.state);
-            match *state {
-                Lifecycle::Running => {
-                    return Err(ShimError::FailedPrecondition(format!(
-                        "task {} is running; kill it before deleting",
-                        self.id
-                    )))
-                }
-                // Never started: like a created runc container, it is killed on delete.
-                Lifecycle::Created => {
-                    self.abort_locked(&mut state, 128 + libc::SIGKILL as u32);
-                }
-                Lifecycle::Stopped(_) => {}
-            }
-            state.exit()
-        };
-        if let Some(thread) = lock(&self.thread).take() {
-            let _ = thread.join();
+    /// Adds an exec: another wasm program from the container's rootfs, with the container's
+    /// mounts, network and memory limit, and the process (args, env, cwd) the request gives.
+    /// It is loaded now, so a missing or non-wasm program fails the Exec request itself.
+    pub fn exec(&self, params: ExecParams) -> ShimResult<()> {
+        if !matches!(self.init.lifecycle(), Lifecycle::Running) {
+            return Err(ShimError::FailedPrecondition(format!(
+                "task {} is not running; exec needs a running container",
+                self.id
+            )));
         }
+        if lock(&self.execs).contains_key(&params.exec_id) {
+            return Err(ShimError::AlreadyExists(format!(
+                "task {}: exec {} already exists",
+                self.id, params.exec_id
+            )));
+        }
+        let mut spec = self.spec.clone();
+        spec.set_process(Some(params.process));
+        if let Some(native) = runtime::native_entrypoint(&spec, &self.rootfs) {
+            return Err(ShimError::InvalidArgument(format!(
+                "exec {}: {} is {}, not wasm; a wasm container can only exec wasm programs",
+                params.exec_id, native.guest_path, native.kind
+            )));
+        }
+        let plan = WasiPlan::from_spec(&spec, &self.rootfs)?;
+        // A namespace made for the main program is joined through its thread.
+        let network = match &self.network {
+            NetworkPlan::New => NetworkPlan::Join(format!(
+                "/proc/{}/task/{}/ns/net",
+                std::process::id(),
+                self.init.pid
+            )),
+            other => other.clone(),
+        };
+        let process = Process::create(
+            ProcessParams {
+                container_id: self.id.clone(),
+                exec_id: Some(params.exec_id.clone()),
+                plan,
+                stdio: params.stdio,
+                network,
+                controls: Controls {
+                    stopper: Default::default(),
+                    ..self.controls.clone()
+                },
+            },
+            self.publisher.clone(),
+        )?;
+        let mut execs = lock(&self.execs);
+        if execs.contains_key(&params.exec_id) {
+            drop(execs);
+            let _ = process.delete();
+            return Err(ShimError::AlreadyExists(format!(
+                "task {}: exec {} already exists",
+                self.id, params.exec_id
+            )));
+        }
+        execs.insert(params.exec_id.clone(), process);
+        drop(execs);
+        self.publisher.publish(
+            "/tasks/exec-added",
+            &TaskExecAdded {
+                container_id: self.id.clone(),
+                exec_id: params.exec_id,
+                ..Default::default()
+            },
+        );
+        Ok(())
+    }
+
+    /// Starts exec `exec_id`.
+    pub fn start_exec(&self, exec_id: &str) -> ShimResult<u32> {
+        self.process(exec_id)?.start(Box::new(|| {}))
+    }
+
+    /// Deletes exec `exec_id` once it has ended.
+    pub fn delete_exec(&self, exec_id: &str) -> ShimResult<(u32, Exit)> {
+        let process = self.process(exec_id)?;
+        let exit = process.delete()?;
+        lock(&self.execs).remove(exec_id);
+        Ok((process.pid, exit))
+    }
+
+    /// Signals the main program, or with `all` every program of the container.
+    pub fn kill(&self, signal: u32, all: bool) -> ShimResult<()> {
+        if all {
+            for exec in self.execs() {
+                let _ = exec.kill(signal);
+            }
+        }
+        self.init.kill(signal)
+    }
+
+    /// Freezes every program of the container at its next safe point.
+    pub fn pause(&self) -> ShimResult<()> {
+        if !matches!(self.init.lifecycle(), Lifecycle::Running) {
+            return Err(ShimError::FailedPrecondition(format!(
+                "task {} is not running",
+                self.id
+            )));
+        }
+        if !self.controls.pauser.pause() {
+            return Err(ShimError::FailedPrecondition(format!(
+                "task {} is already paused",
+                self.id
+            )));
+        }
+        log::info!("paused {}", self.id);
+        self.publisher.publish(
+            "/tasks/paused",
+            &TaskPaused {
+                container_id: self.id.clone(),
+                ..Default::default()
+            },
+        );
+        Ok(())
+    }
+
+    /// Lets a paused container's programs continue where they stopped.
+    pub fn resume(&self) -> ShimResult<()> {
+        if !self.controls.pauser.resume() {
+            return Err(ShimError::FailedPrecondition(format!(
+                "task {} is not paused",
+                self.id
+            )));
+        }
+        log::info!("resumed {}", self.id);
+        self.publisher.publish(
+            "/tasks/resumed",
+            &TaskResumed {
+                container_id: self.id.clone(),
+                ..Default::default()
+            },
+        );
+        Ok(())
+    }
+
+    /// Whether the container is paused (its programs are frozen).
+    pub fn is_paused(&self) -> bool {
+        self.controls.pauser.is_paused()
+    }
+
+    /// Applies new resources to the running container. The memory limit is what a wasm
+    /// container can honour; CPU shares and the rest do not apply to a thread of the shim
+    /// and are ignored.
+    pub fn update(&self, resources: &LinuxResources) {
+        if let Some(limit) = memory_limit_of(Some(resources)) {
+            log::info!("{}: memory limit set to {limit} bytes", self.id);
+            self.controls.gauge.set_limit(limit);
+        }
+        if resources.cpu().is_some() || resources.pids().is_some() {
+            log::debug!("{}: cpu and pids resources do not apply to wasm", self.id);
+        }
+    }
+
+    /// Releases everything the container holds. Refused while the main program runs:
+    /// containerd kills and waits first. Execs still known are ended and joined.
+    pub fn delete(&self) -> ShimResult<Exit> {
+        let exit = self.init.delete()?;
+        // The main program has ended, so its exit killed the execs; reap them.
+        let execs: Vec<Arc<Process>> = lock(&self.execs).drain().map(|(_, e)| e).collect();
+        for exec in execs {
+            let _ = exec.kill(libc::SIGKILL as u32);
+            exec.wait();
+            let _ = exec.delete();
+        }
+        // A paused container being deleted has no program left to thaw, but nothing must
+        // stay parked on the pauser either.
+        self.controls.pauser.resume();
         if let Some(rootfs) = &self.mounted_rootfs {
             mount::unmount_all(rootfs);
         }
-        let exit = exit.unwrap_or(Exit {
-            code: 255,
-            at: std::time::SystemTime::now(),
-        });
         self.publisher.publish(
             "/tasks/delete",
             &TaskDelete {
                 container_id: self.id.clone(),
                 id: self.id.clone(),
-                pid: self.pid,
+                pid: self.init.pid,
                 exit_status: exit.code,
                 exited_at: Some(timestamp(exit.at)).into(),
                 ..Default::default()
@@ -354,25 +349,26 @@ impl Container {
         Ok(exit)
     }
 
-    /// CPU time of the program: live while it runs, its final figure after.
+    /// CPU time of all the container's programs (the main one and the current execs).
     pub fn cpu(&self) -> CpuUsage {
-        if let Some(cpu) = *lock(&self.final_cpu) {
-            return cpu;
+        let mut total = self.init.cpu();
+        for exec in self.execs() {
+            let cpu = exec.cpu();
+            total.total_ns += cpu.total_ns;
+            total.user_ns += cpu.user_ns;
+            total.kernel_ns += cpu.kernel_ns;
         }
-        match self.lifecycle() {
-            Lifecycle::Running => thread_cpu_usage(self.pid as i32),
-            _ => CpuUsage::default(),
-        }
+        total
     }
 
     /// The memory limit in bytes (0: none).
     pub fn memory_limit(&self) -> u64 {
-        self.memory_limit
+        self.controls.gauge.limit()
     }
 
-    /// Linear memory of the program's instance (current, peak), in bytes.
+    /// Linear memory of the container's instances (current, peak), in bytes.
     pub fn memory(&self) -> (u64, u64) {
-        (self.gauge.current(), self.gauge.peak())
+        (self.controls.gauge.current(), self.controls.gauge.peak())
     }
 }
 

@@ -19,11 +19,13 @@ mod native;
 mod netns;
 mod pod;
 mod pod_cgroup;
+mod process;
 mod reply;
 mod serve;
 mod service;
 mod start;
 mod stdio;
+mod tty;
 
 use std::io::{stdin, stdout};
 use std::path::PathBuf;

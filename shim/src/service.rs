@@ -10,7 +10,7 @@ use containerd_shim_protos::shim::shim_ttrpc::Task;
 use containerd_shim_protos::ttrpc::{self, TtrpcContext};
 
 use crate::clock::timestamp;
-use crate::container::{rootfs_dir, Container, CreateParams};
+use crate::container::{rootfs_dir, Container, CreateParams, ExecParams};
 use crate::error::{ShimError, ShimResult};
 use crate::events::Publisher;
 use crate::lifecycle::Lifecycle;
@@ -19,6 +19,7 @@ use crate::mount::RootfsMount;
 use crate::native::{RuncShim, RuncShims, NATIVE_MARKER};
 use crate::pod::PodMembership;
 use crate::pod_cgroup;
+use crate::process::Process;
 use crate::stdio::StdioPaths;
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use oci_spec::runtime::Spec;
@@ -100,16 +101,16 @@ impl TaskService {
         }
     }
 
-    fn container(&self, id: &str, exec_id: &str) -> ShimResult<Arc<Container>> {
-        if !exec_id.is_empty() {
-            return Err(ShimError::NotFound(format!(
-                "task {id}: exec process {exec_id} does not exist (exec is not supported yet)"
-            )));
-        }
+    fn container(&self, id: &str) -> ShimResult<Arc<Container>> {
         match self.tasks().containers.get(id) {
             Some(Served::Wasm(container)) => Ok(container.clone()),
             _ => Err(ShimError::NotFound(format!("task {id} not found"))),
         }
+    }
+
+    /// The process `exec_id` names in container `id` (its main program for "").
+    fn process(&self, id: &str, exec_id: &str) -> ShimResult<Arc<Process>> {
+        self.container(id)?.process(exec_id)
     }
 
     fn create(
@@ -203,7 +204,7 @@ impl TaskService {
             },
             self.publisher.clone(),
         )?;
-        let pid = container.pid;
+        let pid = container.init.pid;
         self.tasks()
             .containers
             .insert(id.clone(), Served::Wasm(container));
@@ -313,6 +314,24 @@ macro_rules! forward_native {
     };
 }
 
+/// What runc's shim puts in `ProcessInfo.info` for an exec (`containerd.runc.v1.ProcessDetails`,
+/// field 1 the exec id), so `ctr task ps` shows which exec a pid is.
+fn process_details(exec_id: &str) -> Any {
+    let mut value = vec![0x0a];
+    let mut len = exec_id.len();
+    while len >= 0x80 {
+        value.push((len as u8 & 0x7f) | 0x80);
+        len >>= 7;
+    }
+    value.push(len as u8);
+    value.extend_from_slice(exec_id.as_bytes());
+    Any {
+        type_url: "containerd.runc.v1.ProcessDetails".to_string(),
+        value,
+        ..Default::default()
+    }
+}
+
 fn unimplemented<T>(rpc: &str) -> TtrpcResult<T> {
     Err(ShimError::Unimplemented(format!("{rpc} is not supported by the wasmtime shim")).into())
 }
@@ -328,9 +347,13 @@ impl Task for TaskService {
 
     fn start(&self, ctx: &TtrpcContext, req: api::StartRequest) -> TtrpcResult<api::StartResponse> {
         forward_native!(self, ctx, req, "Start");
-        let container = self.container(&req.id, &req.exec_id)?;
-        let pid = container.start()?;
-        log::info!("started {}", req.id);
+        let container = self.container(&req.id)?;
+        let pid = if req.exec_id.is_empty() {
+            container.start()?
+        } else {
+            container.start_exec(&req.exec_id)?
+        };
+        log::info!("started {} {}", req.id, req.exec_id);
         Ok(api::StartResponse {
             pid,
             ..Default::default()
@@ -339,23 +362,26 @@ impl Task for TaskService {
 
     fn state(&self, ctx: &TtrpcContext, req: api::StateRequest) -> TtrpcResult<api::StateResponse> {
         forward_native!(self, ctx, req, "State");
-        let container = self.container(&req.id, &req.exec_id)?;
-        let lifecycle = container.lifecycle();
+        let container = self.container(&req.id)?;
+        let process = container.process(&req.exec_id)?;
+        let lifecycle = process.lifecycle();
         let status = match lifecycle {
             Lifecycle::Created => Status::CREATED,
+            Lifecycle::Running if container.is_paused() => Status::PAUSED,
             Lifecycle::Running => Status::RUNNING,
             Lifecycle::Stopped(_) => Status::STOPPED,
         };
         let exit = lifecycle.exit();
         Ok(api::StateResponse {
-            id: container.id.clone(),
+            id: process.id().to_string(),
+            exec_id: req.exec_id.clone(),
             bundle: container.bundle.display().to_string(),
-            pid: container.pid,
+            pid: process.pid,
             status: status.into(),
-            stdin: container.stdio.stdin.clone(),
-            stdout: container.stdio.stdout.clone(),
-            stderr: container.stdio.stderr.clone(),
-            terminal: container.stdio.terminal,
+            stdin: process.stdio.stdin.clone(),
+            stdout: process.stdio.stdout.clone(),
+            stderr: process.stdio.stderr.clone(),
+            terminal: process.stdio.terminal,
             exit_status: exit.map(|e| e.code).unwrap_or(0),
             exited_at: exit.map(|e| timestamp(e.at)).into(),
             ..Default::default()
@@ -364,9 +390,19 @@ impl Task for TaskService {
 
     fn kill(&self, ctx: &TtrpcContext, req: api::KillRequest) -> TtrpcResult<Empty> {
         forward_native!(self, ctx, req, "Kill");
-        let container = self.container(&req.id, &req.exec_id)?;
-        log::info!("kill {} signal {}", req.id, req.signal);
-        container.kill(req.signal)?;
+        let container = self.container(&req.id)?;
+        log::info!(
+            "kill {} {} signal {} all {}",
+            req.id,
+            req.exec_id,
+            req.signal,
+            req.all
+        );
+        if req.exec_id.is_empty() {
+            container.kill(req.signal, req.all)?;
+        } else {
+            container.process(&req.exec_id)?.kill(req.signal)?;
+        }
         Ok(Empty::new())
     }
 
@@ -374,8 +410,8 @@ impl Task for TaskService {
         // Blocks only this request's worker: ttrpc starts more workers when idle ones run
         // out, and the runc shim's client multiplexes waiting requests on one connection.
         forward_native!(self, ctx, req, "Wait");
-        let container = self.container(&req.id, &req.exec_id)?;
-        let exit = container.wait();
+        let process = self.process(&req.id, &req.exec_id)?;
+        let exit = process.wait();
         Ok(api::WaitResponse {
             exit_status: exit.code,
             exited_at: Some(timestamp(exit.at)).into(),
@@ -396,12 +432,22 @@ impl Task for TaskService {
             }
             return Ok(response);
         }
-        let container = self.container(&req.id, &req.exec_id)?;
+        let container = self.container(&req.id)?;
+        if !req.exec_id.is_empty() {
+            let (pid, exit) = container.delete_exec(&req.exec_id)?;
+            log::info!("deleted {} exec {}", req.id, req.exec_id);
+            return Ok(api::DeleteResponse {
+                pid,
+                exit_status: exit.code,
+                exited_at: Some(timestamp(exit.at)).into(),
+                ..Default::default()
+            });
+        }
         let exit = container.delete()?;
         self.tasks().containers.remove(&req.id);
         log::info!("deleted {}", req.id);
         Ok(api::DeleteResponse {
-            pid: container.pid,
+            pid: container.init.pid,
             exit_status: exit.code,
             exited_at: Some(timestamp(exit.at)).into(),
             ..Default::default()
@@ -410,14 +456,23 @@ impl Task for TaskService {
 
     fn pids(&self, ctx: &TtrpcContext, req: api::PidsRequest) -> TtrpcResult<api::PidsResponse> {
         forward_native!(self, ctx, req, "Pids");
-        let container = self.container(&req.id, "")?;
-        let processes = match container.lifecycle() {
-            Lifecycle::Stopped(_) => vec![],
-            _ => vec![api::ProcessInfo {
-                pid: container.pid,
+        let container = self.container(&req.id)?;
+        let mut processes = Vec::new();
+        if !matches!(container.init.lifecycle(), Lifecycle::Stopped(_)) {
+            processes.push(api::ProcessInfo {
+                pid: container.init.pid,
                 ..Default::default()
-            }],
-        };
+            });
+        }
+        for exec in container.execs() {
+            if matches!(exec.lifecycle(), Lifecycle::Running) {
+                processes.push(api::ProcessInfo {
+                    pid: exec.pid,
+                    info: Some(process_details(exec.id())).into(),
+                    ..Default::default()
+                });
+            }
+        }
         Ok(api::PidsResponse {
             processes,
             ..Default::default()
@@ -431,7 +486,7 @@ impl Task for TaskService {
     ) -> TtrpcResult<api::ConnectResponse> {
         forward_native!(self, ctx, req, "Connect");
         let task_pid = match self.tasks().containers.get(&req.id) {
-            Some(Served::Wasm(c)) => c.pid,
+            Some(Served::Wasm(c)) => c.init.pid,
             _ => 0,
         };
         Ok(api::ConnectResponse {
@@ -462,7 +517,7 @@ impl Task for TaskService {
 
     fn stats(&self, ctx: &TtrpcContext, req: api::StatsRequest) -> TtrpcResult<api::StatsResponse> {
         forward_native!(self, ctx, req, "Stats");
-        let container = self.container(&req.id, "")?;
+        let container = self.container(&req.id)?;
         Ok(api::StatsResponse {
             stats: Some(container_metrics(&container)?).into(),
             ..Default::default()
@@ -471,12 +526,14 @@ impl Task for TaskService {
 
     fn pause(&self, ctx: &TtrpcContext, req: api::PauseRequest) -> TtrpcResult<Empty> {
         forward_native!(self, ctx, req, "Pause");
-        unimplemented("Pause")
+        self.container(&req.id)?.pause()?;
+        Ok(Empty::new())
     }
 
     fn resume(&self, ctx: &TtrpcContext, req: api::ResumeRequest) -> TtrpcResult<Empty> {
         forward_native!(self, ctx, req, "Resume");
-        unimplemented("Resume")
+        self.container(&req.id)?.resume()?;
+        Ok(Empty::new())
     }
 
     fn checkpoint(
@@ -490,22 +547,66 @@ impl Task for TaskService {
 
     fn exec(&self, ctx: &TtrpcContext, req: api::ExecProcessRequest) -> TtrpcResult<Empty> {
         forward_native!(self, ctx, req, "Exec");
-        unimplemented("Exec")
+        let container = self.container(&req.id)?;
+        if req.exec_id.is_empty() {
+            return Err(ShimError::InvalidArgument("exec needs an exec id".to_string()).into());
+        }
+        let spec = req
+            .spec
+            .as_ref()
+            .map(|any| any.value.as_slice())
+            .unwrap_or(&[]);
+        let process: oci_spec::runtime::Process = serde_json::from_slice(spec).map_err(|e| {
+            ShimError::InvalidArgument(format!("exec {}: invalid process spec: {e}", req.exec_id))
+        })?;
+        container
+            .exec(ExecParams {
+                exec_id: req.exec_id.clone(),
+                process,
+                stdio: StdioPaths {
+                    stdin: req.stdin,
+                    stdout: req.stdout,
+                    stderr: req.stderr,
+                    terminal: req.terminal,
+                },
+            })
+            .inspect_err(|e| log::error!("exec {} in {}: {e}", req.exec_id, req.id))?;
+        log::info!("exec {} added to {}", req.exec_id, req.id);
+        Ok(Empty::new())
     }
 
     fn resize_pty(&self, ctx: &TtrpcContext, req: api::ResizePtyRequest) -> TtrpcResult<Empty> {
         forward_native!(self, ctx, req, "ResizePty");
-        unimplemented("ResizePty")
+        self.process(&req.id, &req.exec_id)?
+            .resize_pty(req.width, req.height)?;
+        Ok(Empty::new())
     }
 
     fn close_io(&self, ctx: &TtrpcContext, req: api::CloseIORequest) -> TtrpcResult<Empty> {
         forward_native!(self, ctx, req, "CloseIO");
-        unimplemented("CloseIO")
+        let process = self.process(&req.id, &req.exec_id)?;
+        if req.stdin {
+            process.close_stdin();
+        }
+        Ok(Empty::new())
     }
 
     fn update(&self, ctx: &TtrpcContext, req: api::UpdateTaskRequest) -> TtrpcResult<Empty> {
         forward_native!(self, ctx, req, "Update");
-        unimplemented("Update")
+        let container = self.container(&req.id)?;
+        let value = req
+            .resources
+            .as_ref()
+            .map(|any| any.value.as_slice())
+            .unwrap_or(&[]);
+        if !value.is_empty() {
+            let resources: oci_spec::runtime::LinuxResources = serde_json::from_slice(value)
+                .map_err(|e| {
+                    ShimError::InvalidArgument(format!("update {}: invalid resources: {e}", req.id))
+                })?;
+            container.update(&resources);
+        }
+        Ok(Empty::new())
     }
 }
 

@@ -6,6 +6,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use runtime::StdioFiles;
 
 use crate::error::{ShimError, ShimResult};
+use crate::tty::Terminal;
 
 /// The stdio paths of a task, as given in Create.
 #[derive(Debug, Clone, Default)]
@@ -38,34 +39,17 @@ fn local_path(uri: &str) -> ShimResult<&str> {
 }
 
 impl StdioPaths {
-    /// Opens the streams.
+    /// Opens the streams, and for a terminal the pty that stands between them and the
+    /// program.
     ///
     /// stdin is opened non-blocking for reading, which succeeds before the client's writer
     /// arrives; the runtime waits for data through the reactor, and sees EOF when the client
     /// closes its end. stdout and stderr are opened read-write: that never blocks and never
     /// fails with ENXIO when the client's reader is not there yet (or anymore), and the client
     /// sees EOF once the program's last descriptor closes.
-    pub fn open(&self) -> ShimResult<StdioFiles> {
-        if self.terminal {
-            return Err(ShimError::Unimplemented(
-                "terminal (tty) mode is not supported yet; run without -t".to_string(),
-            ));
-        }
+    pub fn open(&self) -> ShimResult<(StdioFiles, Option<Terminal>)> {
         let open_err = |path: &str, e: std::io::Error| {
             ShimError::Internal(format!("opening stdio {path}: {e}"))
-        };
-        let stdin = match self.stdin.as_str() {
-            "" => None,
-            uri => {
-                let path = local_path(uri)?;
-                Some(
-                    OpenOptions::new()
-                        .read(true)
-                        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-                        .open(path)
-                        .map_err(|e| open_err(path, e))?,
-                )
-            }
         };
         let output = |uri: &str| -> ShimResult<Option<File>> {
             if uri.is_empty() {
@@ -87,10 +71,40 @@ impl StdioPaths {
                 .map(Some)
                 .map_err(|e| open_err(path, e))
         };
-        Ok(StdioFiles {
+        if self.terminal {
+            // One stream: a terminal merges stdout and stderr, as runc's console does.
+            let stdin = match self.stdin.as_str() {
+                "" => None,
+                uri => Some(local_path(uri)?),
+            };
+            let (terminal, slave) = Terminal::open(stdin, output(&self.stdout)?)?;
+            let files = StdioFiles {
+                stdin: Some(slave.stdin),
+                stdout: Some(slave.stdout),
+                stderr: Some(slave.stderr),
+                terminal: true,
+            };
+            return Ok((files, Some(terminal)));
+        }
+        let stdin = match self.stdin.as_str() {
+            "" => None,
+            uri => {
+                let path = local_path(uri)?;
+                Some(
+                    OpenOptions::new()
+                        .read(true)
+                        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+                        .open(path)
+                        .map_err(|e| open_err(path, e))?,
+                )
+            }
+        };
+        let files = StdioFiles {
             stdin,
             stdout: output(&self.stdout)?,
             stderr: output(&self.stderr)?,
-        })
+            terminal: false,
+        };
+        Ok((files, None))
     }
 }

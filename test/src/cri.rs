@@ -16,9 +16,10 @@ use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::{
     ContainerConfig, ContainerStats, ContainerStatsRequest, ContainerStatus,
-    ContainerStatusRequest, CreateContainerRequest, Image, ListImagesRequest, PodSandboxConfig,
-    PodSandboxStatus, PodSandboxStatusRequest, RemovePodSandboxRequest, RunPodSandboxRequest,
-    StartContainerRequest, StopContainerRequest, StopPodSandboxRequest, VersionRequest,
+    ContainerStatusRequest, CreateContainerRequest, ExecSyncRequest, ExecSyncResponse, Image,
+    LinuxContainerResources, ListImagesRequest, PodSandboxConfig, PodSandboxStatus,
+    PodSandboxStatusRequest, RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest,
+    StopContainerRequest, StopPodSandboxRequest, UpdateContainerResourcesRequest, VersionRequest,
     VersionResponse,
 };
 use tokio::net::UnixStream;
@@ -206,6 +207,35 @@ impl Cri {
             self.runtime.container_status(request),
         )?;
         response.status.context("ContainerStatus without status")
+    }
+
+    /// `UpdateContainerResources` of container `id` with a new memory limit, as a kubelet
+    /// resizing a pod in place sends it.
+    pub fn update_memory_limit(&mut self, id: &str, bytes: i64) -> Result<()> {
+        let request = UpdateContainerResourcesRequest {
+            container_id: id.into(),
+            linux: Some(LinuxContainerResources {
+                memory_limit_in_bytes: bytes,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        wait(
+            &self.rt,
+            "UpdateContainerResources",
+            self.runtime.update_container_resources(request),
+        )?;
+        Ok(())
+    }
+
+    /// `ExecSync` (what `kubectl exec` without a terminal and exec probes use).
+    pub fn exec_sync(&mut self, id: &str, cmd: &[&str], timeout: i64) -> Result<ExecSyncResponse> {
+        let request = ExecSyncRequest {
+            container_id: id.into(),
+            cmd: cmd.iter().map(|s| s.to_string()).collect(),
+            timeout,
+        };
+        wait(&self.rt, "ExecSync", self.runtime.exec_sync(request))
     }
 
     /// `ContainerStats` of container `id` (containerd asks the shim for its metrics).

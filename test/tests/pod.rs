@@ -10,9 +10,11 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use integration::cri::{import_busybox_image, import_pause_image, import_wasm_image, Cri};
+use integration::cri::{
+    import_busybox_image, import_image, import_pause_image, import_wasm_image, Cri, ImageRecipe,
+};
 use integration::pod::{container_config, log_has_line, pod_config, poll, read_log, Pod};
-use integration::{Containerd, RUNTIME_HANDLER};
+use integration::{program, Containerd, RUNTIME_HANDLER};
 use k8s_cri::v1::{ContainerState, PodSandboxState};
 
 /// What podapp.wasm writes to /data/msg.txt for the sidecar to read.
@@ -191,6 +193,107 @@ fn stop_and_expect(cri: &mut Cri, id: &str, timeout: i64, code: i32, what: &str)
         "{what}: expected EXITED with {code}, got state {} exit code {} ({status:?})",
         status.state,
         status.exit_code
+    );
+    Ok(())
+}
+
+#[test]
+fn kubelet_exec_and_a_lowered_memory_limit_reach_a_wasm_container() {
+    let containerd = Containerd::start().unwrap();
+    let mut pod = Pod::new(&containerd).unwrap();
+    let result = exec_and_update(&containerd, &mut pod);
+    let leftovers = pod.clean_up();
+    if let Err(e) = result {
+        panic!(
+            "{e:#}\n\n--- shim log ---\n{}\n--- cleanup after the failure ---\n{leftovers}",
+            containerd.shim_log(),
+        );
+    }
+    assert!(
+        leftovers.is_empty(),
+        "the pod left things behind:\n{leftovers}"
+    );
+}
+
+/// A growing wasm container: ExecSync runs another program of its image inside it, then
+/// UpdateContainerResources lowers its memory limit and the container is OOM-killed.
+fn exec_and_update(containerd: &Containerd, pod: &mut Pod) -> Result<()> {
+    let mut cri = Cri::connect(containerd.address())?;
+    import_pause_image(containerd)?;
+    let image = import_image(
+        containerd,
+        &ImageRecipe {
+            name: "wasm-grow:test",
+            platform: "wasi/wasm",
+            program: program("grow"),
+            entrypoint: None,
+            extra: vec![(program("printenv"), "/printenv.wasm")],
+        },
+    )?;
+    let config = pod_config(pod);
+    let pod_id = cri.run_pod_sandbox(&config, RUNTIME_HANDLER)?;
+    pod.id = Some(pod_id.clone());
+    let grow_config = container_config("grow", &image, &[], &[], "grow.log", &pod.data());
+    let grow = cri.create_container(&pod_id, &grow_config, &config)?;
+    cri.start_container(&grow)?;
+    let log = pod.logs().join("grow.log");
+    poll("the container to grow to 8 MiB", 15, || {
+        Ok(log_has_line(&log, "grew to 8 MiB (8)"))
+    })
+    .with_context(|| format!("log:\n{}", read_log(&log)))?;
+
+    let exec = cri.exec_sync(&grow, &["/printenv.wasm", "from-exec"], 10)?;
+    let stdout = String::from_utf8_lossy(&exec.stdout);
+    ensure!(
+        exec.exit_code == 0
+            && stdout.contains("argv[0]=/printenv.wasm\n")
+            && stdout.contains("argv[1]=from-exec\n")
+            && stdout.contains("cwd=/\n"),
+        "ExecSync: exit {} stdout {stdout:?} stderr {:?}",
+        exec.exit_code,
+        String::from_utf8_lossy(&exec.stderr)
+    );
+    let status = cri.container_status(&grow)?;
+    ensure!(
+        status.state == ContainerState::ContainerRunning as i32,
+        "the exec disturbed the container: {status:?}"
+    );
+
+    let limit: i64 = 40 << 20;
+    cri.update_memory_limit(&grow, limit)?;
+    poll("the container to be OOM-killed", 15, || {
+        let status = cri.container_status(&grow)?;
+        Ok(status.state == ContainerState::ContainerExited as i32)
+    })?;
+    let status = cri.container_status(&grow)?;
+    ensure!(
+        status.exit_code == 137 && status.reason == "OOMKilled",
+        "expected exit 137 with reason OOMKilled, got {} {:?}",
+        status.exit_code,
+        status.reason
+    );
+    let logged = read_log(&log);
+    let grown = logged
+        .lines()
+        .filter_map(|l| {
+            let (_, rest) = l.rsplit_once("grew to ")?;
+            rest.split_once(" MiB")?.0.parse::<i64>().ok()
+        })
+        .max()
+        .unwrap_or(0);
+    ensure!(
+        (8..=40).contains(&grown),
+        "the program grew to {grown} MiB under a {} MiB limit:\n{logged}",
+        limit >> 20
+    );
+
+    cri.stop_pod_sandbox(&pod_id)?;
+    cri.remove_pod_sandbox(&pod_id)?;
+    pod.id = None;
+    let left = containerd.wait_for_no_shims(Duration::from_secs(10));
+    ensure!(
+        left.is_empty(),
+        "shims left after RemovePodSandbox: {left:?}"
     );
     Ok(())
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use integration::{program, Containerd, RUNTIME};
-use runtime::{MemoryGauge, Program, StdioFiles, Stopper, WasiPlan};
+use runtime::{Controls, Program, StdioFiles, WasiPlan};
 
 fn median(samples: &mut [Duration]) -> Duration {
     samples.sort();
@@ -37,8 +37,9 @@ fn floor_once(rootfs: &Path) -> Result<Duration> {
         stdin: None,
         stdout: Some(std::fs::OpenOptions::new().write(true).open("/dev/null")?),
         stderr: None,
+        terminal: false,
     };
-    let status = program.run_blocking(stdio, &Stopper::new(), &MemoryGauge::default());
+    let status = program.run_blocking(stdio, &Controls::default());
     let elapsed = started.elapsed();
     if status.code() != 0 {
         bail!("floor run failed: {status}");
