@@ -43,6 +43,8 @@ struct GaugeLimiter {
     gauge: MemoryGauge,
     /// What this instance added to the gauge, given back when the store goes.
     held: u64,
+    /// The last growth charged, taken back if wasmtime then fails the growth itself.
+    last_charge: u64,
 }
 
 impl Drop for GaugeLimiter {
@@ -56,10 +58,26 @@ impl ResourceLimiter for GaugeLimiter {
         &mut self,
         current: usize,
         desired: usize,
-        _maximum: Option<usize>,
+        maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        self.held += self.gauge.try_grow(current, desired)?;
+        self.last_charge = 0;
+        // Past the module's own maximum, memory.grow returns -1 as the spec says; that is
+        // the program's business, not an OOM kill.
+        if maximum.is_some_and(|max| desired > max) {
+            return Ok(false);
+        }
+        let charge = self.gauge.try_grow(current, desired)?;
+        self.held += charge;
+        self.last_charge = charge;
         Ok(true)
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        log::debug!("memory growth failed after it was accounted: {error:#}");
+        let charge = std::mem::take(&mut self.last_charge);
+        self.gauge.release(charge);
+        self.held -= charge;
+        Ok(())
     }
 
     fn table_growing(
@@ -316,6 +334,7 @@ impl Program {
             limits: GaugeLimiter {
                 gauge: controls.gauge.clone(),
                 held: 0,
+                last_charge: 0,
             },
         };
         let mut store = Store::new(self.pre.module().engine(), host);

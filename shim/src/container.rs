@@ -1,7 +1,7 @@
 //! One wasm container: its main program, its execs, its rootfs and the container-wide
 //! controls (pause, memory limit) they share.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 
@@ -55,7 +55,7 @@ pub struct Container {
     pub bundle: PathBuf,
     /// The main program.
     pub init: Arc<Process>,
-    execs: Mutex<HashMap<String, Arc<Process>>>,
+    execs: Mutex<Execs>,
     /// The spec execs start from (mounts, env, cwd).
     spec: Spec,
     rootfs: PathBuf,
@@ -64,6 +64,29 @@ pub struct Container {
     controls: Controls,
     mounted_rootfs: Option<PathBuf>,
     publisher: Publisher,
+}
+
+/// The execs of a container. One lock covers the map, the ids being loaded and the end of
+/// the main program, so an exec can never join a container whose main program has ended.
+#[derive(Default)]
+struct Execs {
+    processes: HashMap<String, Arc<Process>>,
+    /// Ids whose Exec is loading its program.
+    loading: HashSet<String>,
+    /// Set once the main program ended (or the container is deleted): no more execs.
+    closed: bool,
+}
+
+/// Releases an exec id reserved while its program loads, however the Exec ends.
+struct Loading<'a> {
+    container: &'a Container,
+    exec_id: String,
+}
+
+impl Drop for Loading<'_> {
+    fn drop(&mut self) {
+        lock(&self.container.execs).loading.remove(&self.exec_id);
+    }
 }
 
 fn memory_limit_of(resources: Option<&LinuxResources>) -> Option<u64> {
@@ -105,7 +128,7 @@ impl Container {
             id: params.id,
             bundle: params.bundle,
             init,
-            execs: Mutex::new(HashMap::new()),
+            execs: Mutex::new(Execs::default()),
             spec,
             rootfs,
             network,
@@ -135,17 +158,26 @@ impl Container {
         Ok(container)
     }
 
-    /// Runs the main program. When it ends, the execs still running are killed: a Linux
-    /// container's processes die with its init too.
+    /// Runs the main program. When it ends, the execs still running are killed and their
+    /// exits reported before its own: a Linux container's processes die with its init, and
+    /// runc's shim reports the init's exit last.
     pub fn start(self: &Arc<Self>) -> ShimResult<u32> {
         let me: Weak<Container> = Arc::downgrade(self);
         self.init.start(Box::new(move || {
             if let Some(container) = me.upgrade() {
-                for exec in container.execs() {
+                for exec in container.close_execs() {
                     let _ = exec.kill(libc::SIGKILL as u32);
+                    exec.wait();
                 }
             }
         }))
+    }
+
+    /// Refuses further execs and returns the current ones.
+    fn close_execs(&self) -> Vec<Arc<Process>> {
+        let mut execs = lock(&self.execs);
+        execs.closed = true;
+        execs.processes.values().cloned().collect()
     }
 
     /// The process `exec_id` names: the main program for "".
@@ -153,32 +185,48 @@ impl Container {
         if exec_id.is_empty() {
             return Ok(self.init.clone());
         }
-        lock(&self.execs).get(exec_id).cloned().ok_or_else(|| {
-            ShimError::NotFound(format!("task {}: exec {exec_id} not found", self.id))
-        })
+        lock(&self.execs)
+            .processes
+            .get(exec_id)
+            .cloned()
+            .ok_or_else(|| {
+                ShimError::NotFound(format!("task {}: exec {exec_id} not found", self.id))
+            })
     }
 
     /// The container's execs, in no particular order.
     pub fn execs(&self) -> Vec<Arc<Process>> {
-        lock(&self.execs).values().cloned().collect()
+        lock(&self.execs).processes.values().cloned().collect()
     }
 
     /// Adds an exec: another wasm program from the container's rootfs, with the container's
     /// mounts, network and memory limit, and the process (args, env, cwd) the request gives.
     /// It is loaded now, so a missing or non-wasm program fails the Exec request itself.
     pub fn exec(&self, params: ExecParams) -> ShimResult<()> {
-        if !matches!(self.init.lifecycle(), Lifecycle::Running) {
-            return Err(ShimError::FailedPrecondition(format!(
+        let not_running = || {
+            ShimError::FailedPrecondition(format!(
                 "task {} is not running; exec needs a running container",
                 self.id
-            )));
-        }
-        if lock(&self.execs).contains_key(&params.exec_id) {
-            return Err(ShimError::AlreadyExists(format!(
-                "task {}: exec {} already exists",
-                self.id, params.exec_id
-            )));
-        }
+            ))
+        };
+        let _loading = {
+            let mut execs = lock(&self.execs);
+            if execs.closed || !matches!(self.init.lifecycle(), Lifecycle::Running) {
+                return Err(not_running());
+            }
+            if execs.processes.contains_key(&params.exec_id)
+                || !execs.loading.insert(params.exec_id.clone())
+            {
+                return Err(ShimError::AlreadyExists(format!(
+                    "task {}: exec {} already exists",
+                    self.id, params.exec_id
+                )));
+            }
+            Loading {
+                container: self,
+                exec_id: params.exec_id.clone(),
+            }
+        };
         let mut spec = self.spec.clone();
         spec.set_process(Some(params.process));
         if let Some(native) = runtime::native_entrypoint(&spec, &self.rootfs) {
@@ -212,16 +260,14 @@ impl Container {
             self.publisher.clone(),
         )?;
         let mut execs = lock(&self.execs);
-        if execs.contains_key(&params.exec_id) {
+        if execs.closed {
             drop(execs);
-            let _ = process.delete();
-            return Err(ShimError::AlreadyExists(format!(
-                "task {}: exec {} already exists",
-                self.id, params.exec_id
-            )));
+            process.discard();
+            return Err(not_running());
         }
-        execs.insert(params.exec_id.clone(), process);
-        drop(execs);
+        execs.processes.insert(params.exec_id.clone(), process);
+        // Published under the lock: the main program's exit, which takes it to close the
+        // execs, cannot be reported before this exec was announced.
         self.publisher.publish(
             "/tasks/exec-added",
             &TaskExecAdded {
@@ -233,16 +279,30 @@ impl Container {
         Ok(())
     }
 
-    /// Starts exec `exec_id`.
+    /// Starts exec `exec_id`, if the main program still runs.
     pub fn start_exec(&self, exec_id: &str) -> ShimResult<u32> {
-        self.process(exec_id)?.start(Box::new(|| {}))
+        let process = {
+            let execs = lock(&self.execs);
+            let process = execs.processes.get(exec_id).cloned().ok_or_else(|| {
+                ShimError::NotFound(format!("task {}: exec {exec_id} not found", self.id))
+            })?;
+            if execs.closed {
+                return Err(ShimError::FailedPrecondition(format!(
+                    "task {} has stopped; exec {exec_id} cannot start",
+                    self.id
+                )));
+            }
+            process
+        };
+        // If the main program ends now, closing the execs kills this one, started or not.
+        process.start(Box::new(|| {}))
     }
 
     /// Deletes exec `exec_id` once it has ended.
     pub fn delete_exec(&self, exec_id: &str) -> ShimResult<(u32, Exit)> {
         let process = self.process(exec_id)?;
         let exit = process.delete()?;
-        lock(&self.execs).remove(exec_id);
+        lock(&self.execs).processes.remove(exec_id);
         Ok((process.pid, exit))
     }
 
@@ -323,7 +383,11 @@ impl Container {
     pub fn delete(&self) -> ShimResult<Exit> {
         let exit = self.init.delete()?;
         // The main program has ended, so its exit killed the execs; reap them.
-        let execs: Vec<Arc<Process>> = lock(&self.execs).drain().map(|(_, e)| e).collect();
+        let execs: Vec<Arc<Process>> = {
+            let mut execs = lock(&self.execs);
+            execs.closed = true;
+            execs.processes.drain().map(|(_, e)| e).collect()
+        };
         for exec in execs {
             let _ = exec.kill(libc::SIGKILL as u32);
             exec.wait();

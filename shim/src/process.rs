@@ -15,7 +15,7 @@ use crate::events::Publisher;
 use crate::lifecycle::{Exit, Lifecycle};
 use crate::netns::NetworkPlan;
 use crate::stdio::StdioPaths;
-use crate::tty::Terminal;
+use crate::tty::{OutputDone, Terminal};
 
 /// How long an exit report waits for a terminal's last output to reach the client.
 const TERMINAL_DRAIN: Duration = Duration::from_secs(2);
@@ -63,6 +63,8 @@ pub struct Process {
     final_cpu: Mutex<Option<CpuUsage>>,
     stopper: Stopper,
     terminal: Mutex<Option<Terminal>>,
+    /// Kept apart from `terminal` so waiting for the last output locks nothing.
+    output_done: Option<Arc<OutputDone>>,
     publisher: Publisher,
 }
 
@@ -76,11 +78,12 @@ impl Process {
     /// Opens stdio and loads the program on a new thread, which then waits for Start. Any
     /// failure leaves nothing behind: no thread, no open FIFO, no pty.
     pub fn create(params: ProcessParams, publisher: Publisher) -> ShimResult<Arc<Process>> {
-        let (stdio, terminal) = params.stdio.open()?;
-        let (ready_tx, ready_rx) = mpsc::channel::<ShimResult<u32>>();
-        let (command_tx, command_rx) = mpsc::channel::<Command>();
         let controls = params.controls;
         let stopper = controls.stopper.clone();
+        let (stdio, terminal) = params.stdio.open(&stopper)?;
+        let output_done = terminal.as_ref().map(Terminal::output_done);
+        let (ready_tx, ready_rx) = mpsc::channel::<ShimResult<u32>>();
+        let (command_tx, command_rx) = mpsc::channel::<Command>();
         let network = params.network;
         let plan = params.plan;
         let name = display_name(&params.container_id, params.exec_id.as_deref());
@@ -137,6 +140,7 @@ impl Process {
             final_cpu: Mutex::new(None),
             stopper,
             terminal: Mutex::new(terminal),
+            output_done,
             publisher,
         }))
     }
@@ -150,9 +154,10 @@ impl Process {
         display_name(&self.container_id, self.exec_id.as_deref())
     }
 
-    /// Runs the program; `after_exit` runs once it has ended and its exit is recorded. The
-    /// start event is queued before the program can run, so it always precedes its exit.
-    pub fn start(self: &Arc<Self>, after_exit: Box<dyn FnOnce() + Send>) -> ShimResult<u32> {
+    /// Runs the program; `before_exit` runs once it has ended, before its exit is recorded
+    /// and reported. The start event is queued before the program can run, so it always
+    /// precedes its exit.
+    pub fn start(self: &Arc<Self>, before_exit: Box<dyn FnOnce() + Send>) -> ShimResult<u32> {
         let mut state = lock(&self.state);
         state.start(self.id())?;
         match &self.exec_id {
@@ -193,11 +198,11 @@ impl Process {
                     },
                 );
             }
-            if let Some(terminal) = lock(&me.terminal).as_ref() {
-                terminal.wait_output(TERMINAL_DRAIN);
+            if let Some(output) = &me.output_done {
+                output.wait(TERMINAL_DRAIN);
             }
+            before_exit();
             me.finish(status.code());
-            after_exit();
         });
         let sent = lock(&self.commands)
             .take()
@@ -245,6 +250,18 @@ impl Process {
             let _ = commands.send(Command::Abort);
         }
         self.finish_locked(state, code);
+    }
+
+    /// Drops a process that was never started nor announced (an Exec that lost a race): its
+    /// thread is told to give up and joined, and no event is published.
+    pub fn discard(&self) {
+        if let Some(commands) = lock(&self.commands).take() {
+            let _ = commands.send(Command::Abort);
+        }
+        if let Some(thread) = lock(&self.thread).take() {
+            let _ = thread.join();
+        }
+        lock(&self.terminal).take();
     }
 
     /// Delivers a signal. Terminating signals stop the program (status 128+signal); signals

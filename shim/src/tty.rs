@@ -8,24 +8,55 @@
 //! terminal), master → stdout FIFO. Resizes go to the master.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
-use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
+use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::pty::{openpty, Winsize};
+use nix::sys::termios::{tcgetattr, LocalFlags, SpecialCharacterIndices as Cc};
+use runtime::Stopper;
 
 use crate::error::{ShimError, ShimResult};
 
-/// The host side of a task's terminal.
+/// The byte the control pipe carries to ask the stdin copier for end-of-file.
+const CLOSE_STDIN: u8 = b'c';
+
+/// The host side of a task's terminal. Dropping it stops both copiers: input at once,
+/// output as soon as the client is not reading.
 pub struct Terminal {
     master: File,
-    /// Written to (or dropped) to tell the stdin copier to stop.
-    stop_stdin: Option<OwnedFd>,
-    /// Signalled when the output copier has written everything the program wrote.
-    output_done: mpsc::Receiver<()>,
+    /// To the stdin copier: [`CLOSE_STDIN`] asks for end-of-file, closing it stops it.
+    stdin_control: Option<File>,
+    /// Closed on drop: tells the output copier to give up on a client that does not read.
+    _stop_output: OwnedFd,
+    output_done: Arc<OutputDone>,
+}
+
+/// Set once the output copier has written everything the program wrote.
+#[derive(Default)]
+pub struct OutputDone {
+    done: Mutex<bool>,
+    changed: Condvar,
+}
+
+impl OutputDone {
+    fn set(&self) {
+        *self.done.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.changed.notify_all();
+    }
+
+    /// Waits (at most `timeout`) until the program's last output reached the client, so its
+    /// exit is reported after it.
+    pub fn wait(&self, timeout: Duration) {
+        let done = self.done.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = self
+            .changed
+            .wait_timeout_while(done, timeout, |done| !*done);
+    }
 }
 
 /// The slave side, for the program: three descriptors of the same terminal.
@@ -42,14 +73,35 @@ fn internal(what: &str, e: impl std::fmt::Display) -> ShimError {
     ShimError::Internal(format!("terminal: {what}: {e}"))
 }
 
+fn set_cloexec(fd: &OwnedFd) -> ShimResult<()> {
+    fcntl(fd.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))
+        .map(drop)
+        .map_err(|e| internal("FD_CLOEXEC", e))
+}
+
+fn set_nonblocking(file: &File) -> ShimResult<()> {
+    let flags = fcntl(file.as_raw_fd(), FcntlArg::F_GETFL).map_err(|e| internal("F_GETFL", e))?;
+    let flags = OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK;
+    fcntl(file.as_raw_fd(), FcntlArg::F_SETFL(flags))
+        .map(drop)
+        .map_err(|e| internal("O_NONBLOCK", e))
+}
+
 impl Terminal {
     /// Opens a pty and starts copying: `stdin` (a FIFO path, or none) into it, its output
-    /// into `stdout` (already open).
+    /// into `stdout` (already open). The interrupt and quit characters typed on it stop the
+    /// program through `stopper` with SIGINT and SIGQUIT, as a terminal's line discipline
+    /// would signal a foreground Linux process.
     pub fn open(
         stdin: Option<&str>,
         stdout: Option<File>,
+        stopper: Stopper,
     ) -> ShimResult<(Terminal, TerminalSlave)> {
         let pty = openpty(None, None).map_err(|e| internal("openpty", e))?;
+        // openpty's descriptors are inherited by default: a process the shim spawns later
+        // (a runc shim) would keep the slave open, and the program's end would never show.
+        set_cloexec(&pty.master)?;
+        set_cloexec(&pty.slave)?;
         let master = File::from(pty.master);
         let slave = File::from(pty.slave);
         let dup = |f: &File| f.try_clone().map_err(|e| internal("dup", e));
@@ -58,37 +110,43 @@ impl Terminal {
             stdout: dup(&slave)?,
             stderr: slave,
         };
+        let pipe = || nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| internal("pipe", e));
 
-        let (done_tx, output_done) = mpsc::channel();
+        let output_done = Arc::new(OutputDone::default());
+        let (stop_read, stop_output) = pipe()?;
+        if let Some(out) = &stdout {
+            set_nonblocking(out)?;
+        }
         let reader = dup(&master)?;
+        let done = output_done.clone();
         std::thread::Builder::new()
             .name("tty-out".into())
             .spawn(move || {
-                copy_output(reader, stdout);
-                let _ = done_tx.send(());
+                copy_output(reader, stdout, stop_read);
+                done.set();
             })
             .map_err(|e| internal("starting the output copier", e))?;
 
-        let mut stop_stdin = None;
+        let mut stdin_control = None;
         if let Some(path) = stdin {
             let fifo = OpenOptions::new()
                 .read(true)
                 .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
                 .open(path)
                 .map_err(|e| internal(&format!("opening stdin {path}"), e))?;
-            let (wake_read, wake_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-                .map_err(|e| internal("pipe", e))?;
+            let (control_read, control_write) = pipe()?;
             let writer = dup(&master)?;
             std::thread::Builder::new()
                 .name("tty-in".into())
-                .spawn(move || copy_input(fifo, wake_read, writer))
+                .spawn(move || copy_input(fifo, File::from(control_read), writer, stopper))
                 .map_err(|e| internal("starting the input copier", e))?;
-            stop_stdin = Some(wake_write);
+            stdin_control = Some(File::from(control_write));
         }
         Ok((
             Terminal {
                 master,
-                stop_stdin,
+                stdin_control,
+                _stop_output: stop_output,
                 output_done,
             },
             slave_files,
@@ -111,82 +169,144 @@ impl Terminal {
         Ok(())
     }
 
-    /// Ends the program's input, as `CloseIO` asks: the stdin copier stops and the terminal
-    /// gets an end-of-file character, which a read on the slave returns as EOF.
+    /// Ends the program's input, as `CloseIO` asks. The stdin copier does it, after the
+    /// input the client wrote before asking: what is still in the FIFO, then end-of-file.
+    /// Without a stdin FIFO there is nothing to end.
     pub fn close_stdin(&mut self) {
-        self.stop_stdin = None;
-        let eof = [control_char(&self.master, libc::VEOF).unwrap_or(4)];
-        if let Err(e) = (&self.master).write_all(&eof) {
-            log::debug!("terminal: writing EOF: {e}");
+        if let Some(mut control) = self.stdin_control.take() {
+            if let Err(e) = control.write_all(&[CLOSE_STDIN]) {
+                log::debug!("terminal: asking for end-of-file: {e}");
+            }
         }
     }
 
-    /// Waits (at most `timeout`) until everything the program wrote has been copied to the
-    /// client, so its exit is reported after its last output.
-    pub fn wait_output(&self, timeout: Duration) {
-        let _ = self.output_done.recv_timeout(timeout);
+    /// The signal that the program's output has all reached the client.
+    pub fn output_done(&self) -> Arc<OutputDone> {
+        self.output_done.clone()
     }
 }
 
-/// The terminal's control character `index` (VEOF...), from its termios.
-fn control_char(master: &File, index: usize) -> Option<u8> {
-    let termios = nix::sys::termios::tcgetattr(master.as_fd()).ok()?;
-    termios.control_chars.get(index).copied()
-}
-
-/// master → client, until every slave descriptor is closed (EIO) or the client is gone.
-fn copy_output(mut master: File, stdout: Option<File>) {
+/// master → client, until every slave descriptor is closed (EIO), or until the client
+/// stops reading and the terminal is dropped (`stop` hangs up).
+fn copy_output(mut master: File, mut stdout: Option<File>, stop: OwnedFd) {
     let mut buf = [0u8; 8192];
-    let mut stdout = stdout;
     loop {
         let n = match master.read(&mut buf) {
-            Ok(0) => break,
+            Ok(0) => return,
             Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             // EIO: the program's side is closed.
-            Err(_) => break,
+            Err(_) => return,
         };
-        if let Some(out) = stdout.as_mut() {
-            if out.write_all(&buf[..n]).is_err() {
-                // Keep draining the master so the program never blocks on a dead client.
-                stdout = None;
+        let Some(out) = stdout.as_mut() else {
+            continue;
+        };
+        let mut pending = &buf[..n];
+        while !pending.is_empty() {
+            match out.write(pending) {
+                Ok(k) => pending = &pending[k..],
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    let mut fds = [
+                        PollFd::new(out.as_fd(), PollFlags::POLLOUT),
+                        PollFd::new(stop.as_fd(), PollFlags::POLLIN),
+                    ];
+                    let _ = poll(&mut fds, PollTimeout::NONE);
+                    if fds[1].revents().is_some_and(|r| !r.is_empty()) {
+                        // The task is gone and nobody reads: drop the rest.
+                        return;
+                    }
+                }
+                Err(_) => {
+                    // The client is gone: keep draining the master so the program never
+                    // blocks on a terminal nobody reads.
+                    stdout = None;
+                    break;
+                }
             }
         }
     }
 }
 
-/// client → master, until the client closes its end or the terminal is told to stop.
-fn copy_input(mut fifo: File, wake: OwnedFd, mut master: File) {
+/// The signals the terminal's special characters stand for, when the line discipline
+/// would raise them (ISIG).
+fn signal_characters(master: &File) -> Vec<(u8, i32)> {
+    let Ok(termios) = tcgetattr(master.as_fd()) else {
+        return vec![];
+    };
+    if !termios.local_flags.contains(LocalFlags::ISIG) {
+        return vec![];
+    }
+    let cc = &termios.control_chars;
+    vec![
+        (cc[Cc::VINTR as usize], libc::SIGINT),
+        (cc[Cc::VQUIT as usize], libc::SIGQUIT),
+    ]
+}
+
+/// Writes client input into the terminal, and stops the program on an interrupt character.
+fn forward_input(master: &mut File, bytes: &[u8], stopper: &Stopper) -> std::io::Result<()> {
+    for (character, signal) in signal_characters(master) {
+        if character != 0 && bytes.contains(&character) {
+            stopper.stop(signal);
+        }
+    }
+    master.write_all(bytes)
+}
+
+/// client → master, until the client closes its end, the terminal asks for end-of-file
+/// (then the FIFO's remaining input goes first) or the terminal is dropped.
+fn copy_input(mut fifo: File, mut control: File, mut master: File, stopper: Stopper) {
     let mut buf = [0u8; 8192];
+    let mut last_byte = b'\n';
     loop {
         let mut fds = [
             PollFd::new(fifo.as_fd(), PollFlags::POLLIN),
-            PollFd::new(wake.as_fd(), PollFlags::POLLIN),
+            PollFd::new(control.as_fd(), PollFlags::POLLIN),
         ];
         match poll(&mut fds, PollTimeout::NONE) {
             Ok(_) => {}
             Err(nix::errno::Errno::EINTR) => continue,
             Err(_) => return,
         }
-        let woken = fds[1].revents().is_some_and(|r| !r.is_empty());
-        let readable = fds[0].revents().unwrap_or(PollFlags::empty());
-        if woken {
+        if fds[1].revents().is_some_and(|r| !r.is_empty()) {
+            let mut request = [0u8; 1];
+            if !matches!(control.read(&mut request), Ok(1)) {
+                // Hung up: the terminal is gone.
+                return;
+            }
+            // CloseIO: what the client wrote before asking, then end-of-file.
+            while let Ok(n @ 1..) = fifo.read(&mut buf) {
+                if forward_input(&mut master, &buf[..n], &stopper).is_err() {
+                    return;
+                }
+                last_byte = buf[n - 1];
+            }
+            let eof = tcgetattr(master.as_fd())
+                .map(|t| t.control_chars[Cc::VEOF as usize])
+                .unwrap_or(4);
+            // End-of-file ends a read only at the start of a line; mid-line the first one
+            // just hands over the partial line.
+            let count = if last_byte == b'\n' { 1 } else { 2 };
+            let _ = master.write_all(&vec![eof; count]);
             return;
         }
+        let readable = fds[0].revents().unwrap_or(PollFlags::empty());
         // Linux reports POLLHUP on a FIFO only once a writer has come and gone: the client
-        // closed its stdin, so the copy is over (as when `CloseIO` arrives).
+        // closed its stdin, so the copy is over.
         if readable.contains(PollFlags::POLLHUP) && !readable.contains(PollFlags::POLLIN) {
             return;
         }
         match fifo.read(&mut buf) {
             Ok(0) => return,
             Ok(n) => {
-                if master.write_all(&buf[..n]).is_err() {
+                if forward_input(&mut master, &buf[..n], &stopper).is_err() {
                     return;
                 }
+                last_byte = buf[n - 1];
             }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(_) => return,
         }
     }
@@ -214,24 +334,49 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let out_path = dir.path().join("out");
         let out = File::create(&out_path).unwrap();
-        let (terminal, slave) = Terminal::open(None, Some(out)).unwrap();
+        let (terminal, slave) = Terminal::open(None, Some(out), Stopper::new()).unwrap();
         terminal.resize(132, 43).unwrap();
         assert_eq!(size_of(&slave.stdout), (132, 43));
         (&slave.stdout).write_all(b"line\n").unwrap();
         drop(slave);
-        terminal.wait_output(Duration::from_secs(5));
+        terminal.output_done().wait(Duration::from_secs(5));
         // The line discipline's output processing: \n becomes \r\n.
         assert_eq!(std::fs::read(&out_path).unwrap(), b"line\r\n");
     }
 
     #[test]
-    fn close_stdin_gives_the_program_end_of_file() {
-        let (mut terminal, slave) = Terminal::open(None, None).unwrap();
-        (&terminal.master).write_all(b"abc\n").unwrap();
+    fn close_stdin_delivers_pending_input_then_end_of_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("stdin");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let fifo_path = fifo.to_str().unwrap().to_string();
+        let stopper = Stopper::new();
+        let (mut terminal, slave) =
+            Terminal::open(Some(&fifo_path), None, stopper.clone()).unwrap();
+        let mut client = OpenOptions::new().write(true).open(&fifo).unwrap();
+        // A partial line, as `printf abc` leaves it: EOF must still end the program's read.
+        client.write_all(b"abc").unwrap();
         terminal.close_stdin();
         let mut input = String::new();
         let mut stdin = slave.stdin;
         stdin.read_to_string(&mut input).unwrap();
-        assert_eq!(input, "abc\n");
+        assert_eq!(input, "abc");
+        assert_eq!(stopper.requested(), None);
+    }
+
+    #[test]
+    fn the_interrupt_character_stops_the_program_with_sigint() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("stdin");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let stopper = Stopper::new();
+        let (_terminal, _slave) = Terminal::open(fifo.to_str(), None, stopper.clone()).unwrap();
+        let mut client = OpenOptions::new().write(true).open(&fifo).unwrap();
+        client.write_all(&[3]).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while stopper.requested().is_none() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(stopper.requested(), Some(libc::SIGINT));
     }
 }

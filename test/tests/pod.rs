@@ -155,26 +155,8 @@ fn run(containerd: &Containerd, pod: &mut Pod) -> Result<()> {
     cri.stop_pod_sandbox(&pod_id)?;
     cri.remove_pod_sandbox(&pod_id)?;
     pod.id = None;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let (mut wasmtime_left, mut runc_left) = (vec![], vec![]);
-    while Instant::now() < deadline {
-        wasmtime_left = containerd.shim_pids();
-        runc_left = containerd.runc_shim_pids();
-        if wasmtime_left.is_empty() && runc_left.is_empty() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    ensure!(
-        wasmtime_left.is_empty() && runc_left.is_empty(),
-        "shims left after RemovePodSandbox: wasmtime {wasmtime_left:?}, runc {runc_left:?}"
-    );
-    let pids = pod.cgroup_pids();
-    ensure!(
-        pids.is_empty(),
-        "processes left in the pod's cgroup {}: {pids:?}",
-        pod.cgroup_parent()
-    );
+    no_shims_left(containerd)?;
+    no_processes_left_in(pod)?;
     let mounts = containerd.mounts();
     ensure!(
         mounts.is_empty(),
@@ -290,10 +272,56 @@ fn exec_and_update(containerd: &Containerd, pod: &mut Pod) -> Result<()> {
     cri.stop_pod_sandbox(&pod_id)?;
     cri.remove_pod_sandbox(&pod_id)?;
     pod.id = None;
-    let left = containerd.wait_for_no_shims(Duration::from_secs(10));
+    no_shims_left(containerd)?;
+    no_processes_left_in(pod)
+}
+
+/// Waits for the pod's cgroup to be empty: exiting processes stay in it until the kernel
+/// has reaped them.
+fn no_processes_left_in(pod: &Pod) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut pids = pod.cgroup_pids();
+    while !pids.is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        pids = pod.cgroup_pids();
+    }
+    let described: Vec<String> = pids
+        .iter()
+        .map(|pid| {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            let name = status.lines().next().unwrap_or("?").to_string();
+            let state = status
+                .lines()
+                .find(|l| l.starts_with("State:"))
+                .unwrap_or("?")
+                .to_string();
+            format!("{pid} ({name}, {state})")
+        })
+        .collect();
     ensure!(
-        left.is_empty(),
-        "shims left after RemovePodSandbox: {left:?}"
+        pids.is_empty(),
+        "processes left in the pod's cgroup {}: {described:?}",
+        pod.cgroup_parent()
+    );
+    Ok(())
+}
+
+/// Waits for the pod's shims (ours and the runc shim of its native containers) to exit
+/// after RemovePodSandbox.
+fn no_shims_left(containerd: &Containerd) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (mut wasmtime_left, mut runc_left) = (vec![], vec![]);
+    while Instant::now() < deadline {
+        wasmtime_left = containerd.shim_pids();
+        runc_left = containerd.runc_shim_pids();
+        if wasmtime_left.is_empty() && runc_left.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    ensure!(
+        wasmtime_left.is_empty() && runc_left.is_empty(),
+        "shims left after RemovePodSandbox: wasmtime {wasmtime_left:?}, runc {runc_left:?}"
     );
     Ok(())
 }
