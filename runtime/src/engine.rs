@@ -3,6 +3,7 @@ use std::time::Duration;
 
 use wasmtime::{Config, Engine, Linker};
 
+use crate::cache::CompileCache;
 use crate::program::Host;
 
 /// How often the engine's epoch advances. Every running program yields to its executor at each
@@ -16,6 +17,19 @@ struct Shared {
 }
 
 static SHARED: OnceLock<Result<Shared, String>> = OnceLock::new();
+
+static COMPILE_CACHE: OnceLock<Option<CompileCache>> = OnceLock::new();
+
+/// Sets where this process keeps compiled modules (`None`: nowhere, compile every time).
+/// Takes effect only before the first program is loaded; returns false after that.
+pub fn set_compile_cache(cache: Option<CompileCache>) -> bool {
+    COMPILE_CACHE.set(cache).is_ok()
+}
+
+/// The compile cache, if the host set one.
+pub(crate) fn compile_cache() -> Option<&'static CompileCache> {
+    COMPILE_CACHE.get_or_init(|| None).as_ref()
+}
 
 /// The one wasmtime engine of this process.
 ///

@@ -10,6 +10,7 @@
 //! [`Program::run`] (instantiate with WASI and run to an [`ExitStatus`], stoppable through a
 //! [`Stopper`]).
 
+mod cache;
 mod engine;
 mod entrypoint;
 mod error;
@@ -25,7 +26,8 @@ mod stop;
 mod terminal;
 mod usage;
 
-pub use engine::shared_engine;
+pub use cache::CompileCache;
+pub use engine::{set_compile_cache, shared_engine};
 pub use entrypoint::Entrypoint;
 pub use error::RuntimeError;
 pub use exit::ExitStatus;

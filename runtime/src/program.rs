@@ -4,7 +4,7 @@ use wasmtime::{InstancePre, Module, ResourceLimiter, Store, Val};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 
-use crate::engine::{shared_engine, shared_linker};
+use crate::engine::{compile_cache, shared_engine, shared_linker};
 use crate::stdio::{output_stream, stdin_stream, Output, Stdin};
 use crate::usage::OutOfMemory;
 use crate::{ExitStatus, MemoryGauge, Pauser, RuntimeError, StdioFiles, Stopper, WasiPlan};
@@ -161,7 +161,11 @@ impl Program {
         }
         let engine = shared_engine().map_err(RuntimeError::Unsupported)?;
         let linker = shared_linker().map_err(RuntimeError::Unsupported)?;
-        let module = Module::new(engine, &bytes).map_err(|e| {
+        let compiled = match compile_cache() {
+            Some(cache) => cache.module(engine, &bytes),
+            None => Module::new(engine, &bytes),
+        };
+        let module = compiled.map_err(|e| {
             RuntimeError::InvalidProgram(format!(
                 "{guest_path} is not a valid WebAssembly module: {e:#}"
             ))

@@ -4,6 +4,7 @@
 //! serves the task), `delete` (clean up after a dead daemon) and, through `start`, as the
 //! daemon itself (no action) that serves the task API over ttrpc. `-v` and `-info` describe it.
 
+mod cache_config;
 mod clock;
 mod container;
 mod delete;

@@ -11,6 +11,7 @@ use std::sync::{mpsc, Arc};
 use containerd_shim_protos::shim::shim_ttrpc::{create_task, Task};
 use containerd_shim_protos::ttrpc::Server;
 
+use crate::cache_config;
 use crate::delete::SHIM_PID_FILE;
 use crate::events::Publisher;
 use crate::flags::Flags;
@@ -89,6 +90,11 @@ pub fn serve(flags: &Flags, bundle: &Path) -> Result<(), String> {
     let ttrpc_address = std::env::var("TTRPC_ADDRESS").map_err(|_| "TTRPC_ADDRESS is not set")?;
     let publisher = Publisher::start(&ttrpc_address, &flags.namespace)
         .map_err(|e| format!("starting the event publisher: {e}"))?;
+    let cache = cache_config::compile_cache(bundle, |key| std::env::var(key).ok());
+    if let Some(cache) = &cache {
+        log::debug!("compile cache in {}", cache.dir().display());
+    }
+    runtime::set_compile_cache(cache);
     // Compile-time work that every Create needs: do it before the first request arrives.
     if let Err(e) = runtime::shared_engine() {
         log::error!("{e}");

@@ -1,0 +1,319 @@
+//! Compiled modules kept on disk, so a program is compiled once per machine and engine
+//! configuration rather than at every container start.
+//!
+//! An entry is keyed by the sha256 of the wasm bytes and by wasmtime's engine compatibility
+//! hash (wasmtime version, target, compiler settings), so a different engine never sees it.
+//! Loading compiled code runs it without validation, so an entry is never trusted as found:
+//! each file carries the sha256 of its artifact, checked before use; a corrupt, truncated or
+//! stale entry is removed and the program compiled again. Entries are written to a temporary
+//! file and renamed into place (readers see whole entries or none, and concurrent shims may
+//! race harmlessly), and the directory is kept under a size bound by removing the least
+//! recently used entries (a hit refreshes an entry's modification time).
+
+use std::fs::File;
+use std::hash::{Hash, Hasher};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use sha2::{Digest, Sha256};
+use wasmtime::{Engine, Module};
+
+/// First bytes of every entry: the format, so a future layout is never misread.
+const MAGIC: &[u8; 8] = b"wshimc1\n";
+const HEADER: usize = MAGIC.len() + 32;
+const EXTENSION: &str = "cwasm";
+/// A temporary file this old was left by a shim that died while writing it.
+const ABANDONED: Duration = Duration::from_secs(3600);
+
+/// A directory of compiled modules with a size bound.
+#[derive(Debug, Clone)]
+pub struct CompileCache {
+    dir: PathBuf,
+    max_bytes: u64,
+}
+
+/// Feeds `Hash` output into sha256, for a hash of the engine that is stable across
+/// processes (std's hasher is randomly keyed).
+struct Sha256Hasher(Sha256);
+
+impl Hasher for Sha256Hasher {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    fn finish(&self) -> u64 {
+        let digest = self.0.clone().finalize();
+        u64::from_le_bytes(digest[..8].try_into().unwrap_or_default())
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What a lookup found.
+#[derive(Debug, PartialEq, Eq)]
+enum Lookup {
+    Hit,
+    Miss,
+    /// Present but unusable (corrupt, truncated, incompatible): removed.
+    Rejected,
+}
+
+impl CompileCache {
+    /// A cache in `dir` (created when first written) holding at most `max_bytes`.
+    pub fn new(dir: impl Into<PathBuf>, max_bytes: u64) -> Self {
+        CompileCache {
+            dir: dir.into(),
+            max_bytes,
+        }
+    }
+
+    /// Where the entries live.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The entry for `wasm` compiled by `engine`.
+    fn entry(&self, engine: &Engine, wasm: &[u8]) -> PathBuf {
+        let mut hasher = Sha256Hasher(Sha256::new());
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        let engine_hash = hasher.0.finalize();
+        let wasm_hash = Sha256::digest(wasm);
+        self.dir.join(format!(
+            "{}-{}.{EXTENSION}",
+            hex(&wasm_hash),
+            hex(&engine_hash[..8])
+        ))
+    }
+
+    /// The compiled module for `wasm`: from the cache when a sound entry is there, else
+    /// compiled and stored. A cache that cannot be read or written only costs the compile.
+    pub(crate) fn module(&self, engine: &Engine, wasm: &[u8]) -> wasmtime::Result<Module> {
+        let path = self.entry(engine, wasm);
+        let (lookup, module) = self.load(engine, &path);
+        if let Some(module) = module {
+            log::debug!("compiled module from the cache: {}", path.display());
+            return Ok(module);
+        }
+        if lookup == Lookup::Rejected {
+            log::warn!(
+                "discarded a bad cache entry {}; compiling again",
+                path.display()
+            );
+        }
+        let module = Module::new(engine, wasm)?;
+        match module.serialize() {
+            Ok(artifact) => {
+                if let Err(e) = self.store(&path, &artifact) {
+                    log::warn!("could not cache {}: {e}", path.display());
+                }
+            }
+            Err(e) => log::warn!("could not serialize a compiled module: {e:#}"),
+        }
+        Ok(module)
+    }
+
+    fn load(&self, engine: &Engine, path: &Path) -> (Lookup, Option<Module>) {
+        let Ok(bytes) = std::fs::read(path) else {
+            return (Lookup::Miss, None);
+        };
+        let sound = bytes.len() > HEADER
+            && &bytes[..MAGIC.len()] == MAGIC
+            && Sha256::digest(&bytes[HEADER..])[..] == bytes[MAGIC.len()..HEADER];
+        if !sound {
+            let _ = std::fs::remove_file(path);
+            return (Lookup::Rejected, None);
+        }
+        // SAFETY: the artifact is byte for byte what `Module::serialize` wrote for this
+        // engine configuration (its sha256 matches the one stored beside it), and wasmtime
+        // itself refuses an artifact from another version or configuration.
+        match unsafe { Module::deserialize(engine, &bytes[HEADER..]) } {
+            Ok(module) => {
+                if let Ok(file) = File::options().write(true).open(path) {
+                    let _ = file.set_modified(SystemTime::now());
+                }
+                (Lookup::Hit, Some(module))
+            }
+            Err(e) => {
+                log::debug!("cache entry {} refused: {e:#}", path.display());
+                let _ = std::fs::remove_file(path);
+                (Lookup::Rejected, None)
+            }
+        }
+    }
+
+    fn store(&self, path: &Path, artifact: &[u8]) -> std::io::Result<()> {
+        std::fs::create_dir_all(&self.dir)?;
+        let nanos = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        // SAFETY: gettid has no preconditions.
+        let tid = unsafe { libc::gettid() };
+        let temp = self
+            .dir
+            .join(format!(".tmp-{}-{tid}-{nanos:x}", std::process::id()));
+        let written = (|| {
+            let mut file = File::create(&temp)?;
+            file.write_all(MAGIC)?;
+            file.write_all(&Sha256::digest(artifact))?;
+            file.write_all(artifact)?;
+            std::fs::rename(&temp, path)
+        })();
+        if written.is_err() {
+            let _ = std::fs::remove_file(&temp);
+        }
+        written?;
+        self.evict(path);
+        Ok(())
+    }
+
+    /// Removes the least recently used entries until the directory fits its bound, never
+    /// `keep` (just written), and temporary files abandoned by dead writers.
+    fn evict(&self, keep: &Path) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        let now = SystemTime::now();
+        let mut files: Vec<(SystemTime, u64, PathBuf)> = Vec::new();
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(meta) = entry.metadata() else { continue };
+            let modified = meta.modified().unwrap_or(now);
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with(".tmp-") {
+                if now.duration_since(modified).unwrap_or_default() > ABANDONED {
+                    let _ = std::fs::remove_file(&path);
+                }
+                continue;
+            }
+            if meta.is_file() && name.ends_with(EXTENSION) {
+                files.push((modified, meta.len(), path));
+            }
+        }
+        let mut total: u64 = files.iter().map(|(_, len, _)| len).sum();
+        files.sort();
+        for (_, len, path) in files {
+            if total <= self.max_bytes {
+                break;
+            }
+            if path == keep {
+                continue;
+            }
+            if std::fs::remove_file(&path).is_ok() {
+                log::debug!("evicted {} from the compile cache", path.display());
+                total -= len;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MODULE: &str = r#"(module (func (export "_start")))"#;
+
+    fn engine() -> &'static Engine {
+        crate::shared_engine().unwrap()
+    }
+
+    fn entries(dir: &Path) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        files.sort();
+        files
+    }
+
+    #[test]
+    fn a_compiled_module_is_stored_then_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = CompileCache::new(dir.path().join("c"), 1 << 30);
+        let wasm = wat::parse_str(MODULE).unwrap();
+        cache.module(engine(), &wasm).unwrap();
+        let stored = entries(cache.dir());
+        assert_eq!(stored.len(), 1, "{stored:?}");
+        let path = &stored[0];
+        assert_eq!(*path, cache.entry(engine(), &wasm));
+        assert_eq!(cache.load(engine(), path).0, Lookup::Hit);
+        let module = cache.module(engine(), &wasm).unwrap();
+        assert!(module.get_export("_start").is_some());
+    }
+
+    #[test]
+    fn corrupt_truncated_and_foreign_entries_are_never_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = CompileCache::new(dir.path(), 1 << 30);
+        let wasm = wat::parse_str(MODULE).unwrap();
+        cache.module(engine(), &wasm).unwrap();
+        let path = cache.entry(engine(), &wasm);
+        let good = std::fs::read(&path).unwrap();
+
+        let mut flipped = good.clone();
+        let last = flipped.len() - 1;
+        flipped[last] ^= 0xff;
+        let foreign = {
+            // A well-formed entry whose artifact is not wasmtime's: the checksum matches,
+            // deserialization must still refuse it.
+            let junk = b"not a compiled module".to_vec();
+            let mut bytes = MAGIC.to_vec();
+            bytes.extend_from_slice(&Sha256::digest(&junk));
+            bytes.extend_from_slice(&junk);
+            bytes
+        };
+        for bad in [
+            flipped,
+            good[..good.len() / 2].to_vec(),
+            b"".to_vec(),
+            foreign,
+        ] {
+            std::fs::write(&path, &bad).unwrap();
+            assert_eq!(cache.load(engine(), &path).0, Lookup::Rejected);
+            assert!(!path.exists(), "a rejected entry is removed");
+            // The next lookup compiles and stores a sound entry again.
+            cache.module(engine(), &wasm).unwrap();
+            assert_eq!(std::fs::read(&path).unwrap(), good);
+        }
+    }
+
+    #[test]
+    fn the_least_recently_used_entries_go_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let modules: Vec<Vec<u8>> = (0..3)
+            .map(|i| wat::parse_str(format!(r#"(module (func (export "f{i}")))"#)).unwrap())
+            .collect();
+        let unbounded = CompileCache::new(dir.path(), u64::MAX);
+        unbounded.module(engine(), &modules[0]).unwrap();
+        let size = std::fs::metadata(unbounded.entry(engine(), &modules[0]))
+            .unwrap()
+            .len();
+        // Room for two entries (all three are about the same size).
+        let cache = CompileCache::new(dir.path(), size * 2 + size / 2);
+        let old = SystemTime::now() - Duration::from_secs(60);
+        File::options()
+            .write(true)
+            .open(cache.entry(engine(), &modules[0]))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        cache.module(engine(), &modules[1]).unwrap();
+        // A hit makes entry 0 the most recently used again.
+        cache.module(engine(), &modules[0]).unwrap();
+        File::options()
+            .write(true)
+            .open(cache.entry(engine(), &modules[1]))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        cache.module(engine(), &modules[2]).unwrap();
+        assert!(cache.entry(engine(), &modules[0]).exists());
+        assert!(!cache.entry(engine(), &modules[1]).exists());
+        assert!(cache.entry(engine(), &modules[2]).exists());
+    }
+}
