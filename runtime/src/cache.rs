@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use sha2::{Digest, Sha256};
+use wasmtime::component::Component;
 use wasmtime::{Engine, Module};
 
 /// First bytes of every entry: the format, so a future layout is never misread.
@@ -91,11 +92,43 @@ impl CompileCache {
     /// The compiled module for `wasm`: from the cache when a sound entry is there, else
     /// compiled and stored. A cache that cannot be read or written only costs the compile.
     pub(crate) fn module(&self, engine: &Engine, wasm: &[u8]) -> wasmtime::Result<Module> {
+        self.cached(
+            engine,
+            wasm,
+            |engine, bytes| Module::new(engine, bytes),
+            Module::serialize,
+            // SAFETY: `load` only passes bytes that `Module::serialize` wrote for this engine
+            // configuration (checked against their stored sha256); wasmtime refuses an
+            // artifact from another version or configuration.
+            |engine, bytes| unsafe { Module::deserialize(engine, bytes) },
+        )
+    }
+
+    /// [`CompileCache::module`] for a component.
+    pub(crate) fn component(&self, engine: &Engine, wasm: &[u8]) -> wasmtime::Result<Component> {
+        self.cached(
+            engine,
+            wasm,
+            |engine, bytes| Component::new(engine, bytes),
+            Component::serialize,
+            // SAFETY: as for modules above.
+            |engine, bytes| unsafe { Component::deserialize(engine, bytes) },
+        )
+    }
+
+    fn cached<T>(
+        &self,
+        engine: &Engine,
+        wasm: &[u8],
+        compile: impl FnOnce(&Engine, &[u8]) -> wasmtime::Result<T>,
+        serialize: impl FnOnce(&T) -> wasmtime::Result<Vec<u8>>,
+        deserialize: impl FnOnce(&Engine, &[u8]) -> wasmtime::Result<T>,
+    ) -> wasmtime::Result<T> {
         let path = self.entry(engine, wasm);
-        let (lookup, module) = self.load(engine, &path);
-        if let Some(module) = module {
+        let (lookup, compiled) = self.load(engine, &path, deserialize);
+        if let Some(compiled) = compiled {
             log::debug!("compiled module from the cache: {}", path.display());
-            return Ok(module);
+            return Ok(compiled);
         }
         if lookup == Lookup::Rejected {
             log::warn!(
@@ -103,8 +136,8 @@ impl CompileCache {
                 path.display()
             );
         }
-        let module = Module::new(engine, wasm)?;
-        match module.serialize() {
+        let module = compile(engine, wasm)?;
+        match serialize(&module) {
             Ok(artifact) => {
                 if let Err(e) = self.store(&path, &artifact) {
                     log::warn!("could not cache {}: {e}", path.display());
@@ -115,7 +148,12 @@ impl CompileCache {
         Ok(module)
     }
 
-    fn load(&self, engine: &Engine, path: &Path) -> (Lookup, Option<Module>) {
+    fn load<T>(
+        &self,
+        engine: &Engine,
+        path: &Path,
+        deserialize: impl FnOnce(&Engine, &[u8]) -> wasmtime::Result<T>,
+    ) -> (Lookup, Option<T>) {
         let Ok(bytes) = std::fs::read(path) else {
             return (Lookup::Miss, None);
         };
@@ -126,10 +164,7 @@ impl CompileCache {
             let _ = std::fs::remove_file(path);
             return (Lookup::Rejected, None);
         }
-        // SAFETY: the artifact is byte for byte what `Module::serialize` wrote for this
-        // engine configuration (its sha256 matches the one stored beside it), and wasmtime
-        // itself refuses an artifact from another version or configuration.
-        match unsafe { Module::deserialize(engine, &bytes[HEADER..]) } {
+        match deserialize(engine, &bytes[HEADER..]) {
             Ok(module) => {
                 if let Ok(file) = File::options().write(true).open(path) {
                     let _ = file.set_modified(SystemTime::now());
@@ -217,6 +252,11 @@ mod tests {
 
     const MODULE: &str = r#"(module (func (export "_start")))"#;
 
+    fn deserialize_module(engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Module> {
+        // SAFETY: only for entries the cache itself wrote and checked, as in `module`.
+        unsafe { Module::deserialize(engine, bytes) }
+    }
+
     fn engine() -> &'static Engine {
         crate::shared_engine().unwrap()
     }
@@ -241,7 +281,10 @@ mod tests {
         assert_eq!(stored.len(), 1, "{stored:?}");
         let path = &stored[0];
         assert_eq!(*path, cache.entry(engine(), &wasm));
-        assert_eq!(cache.load(engine(), path).0, Lookup::Hit);
+        assert_eq!(
+            cache.load(engine(), path, deserialize_module).0,
+            Lookup::Hit
+        );
         let module = cache.module(engine(), &wasm).unwrap();
         assert!(module.get_export("_start").is_some());
     }
@@ -274,7 +317,10 @@ mod tests {
             foreign,
         ] {
             std::fs::write(&path, &bad).unwrap();
-            assert_eq!(cache.load(engine(), &path).0, Lookup::Rejected);
+            assert_eq!(
+                cache.load(engine(), &path, deserialize_module).0,
+                Lookup::Rejected
+            );
             assert!(!path.exists(), "a rejected entry is removed");
             // The next lookup compiles and stores a sound entry again.
             cache.module(engine(), &wasm).unwrap();

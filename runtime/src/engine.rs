@@ -4,7 +4,7 @@ use std::time::Duration;
 use wasmtime::{Config, Engine, Linker};
 
 use crate::cache::CompileCache;
-use crate::program::Host;
+use crate::program::{ComponentHost, Host};
 
 /// How often the engine's epoch advances. Every running program yields to its executor at each
 /// tick, which is what lets a stop request interrupt a busy loop that makes no host calls; the
@@ -14,6 +14,7 @@ pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
 struct Shared {
     engine: Engine,
     linker: Linker<Host>,
+    component_linker: wasmtime::component::Linker<ComponentHost>,
 }
 
 static SHARED: OnceLock<Result<Shared, String>> = OnceLock::new();
@@ -44,6 +45,11 @@ pub(crate) fn shared_linker() -> Result<&'static Linker<Host>, String> {
     shared().map(|s| &s.linker)
 }
 
+pub(crate) fn shared_component_linker(
+) -> Result<&'static wasmtime::component::Linker<ComponentHost>, String> {
+    shared().map(|s| &s.component_linker)
+}
+
 fn shared() -> Result<&'static Shared, String> {
     SHARED
         .get_or_init(|| build().map_err(|e| format!("creating the wasmtime engine: {e:#}")))
@@ -61,6 +67,8 @@ fn build() -> wasmtime::Result<Shared> {
 
     let mut linker = Linker::new(&engine);
     wasmtime_wasi::p1::add_to_linker_async(&mut linker, |host: &mut Host| &mut host.wasi)?;
+    let mut component_linker = wasmtime::component::Linker::new(&engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut component_linker)?;
 
     let ticker_engine = engine.clone();
     std::thread::Builder::new()
@@ -69,5 +77,9 @@ fn build() -> wasmtime::Result<Shared> {
             std::thread::sleep(EPOCH_TICK);
             ticker_engine.increment_epoch();
         })?;
-    Ok(Shared { engine, linker })
+    Ok(Shared {
+        engine,
+        linker,
+        component_linker,
+    })
 }

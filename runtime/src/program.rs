@@ -1,10 +1,12 @@
 use std::time::Duration;
 
+use wasmtime::component::{Component, ResourceTable};
 use wasmtime::{InstancePre, Module, ResourceLimiter, Store, Val};
 use wasmtime_wasi::p1::WasiP1Ctx;
-use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
+use wasmtime_wasi::p2::bindings::CommandPre;
+use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use crate::engine::{compile_cache, shared_engine, shared_linker};
+use crate::engine::{compile_cache, shared_component_linker, shared_engine, shared_linker};
 use crate::stdio::{output_stream, stdin_stream, Output, Stdin};
 use crate::usage::OutOfMemory;
 use crate::{ExitStatus, MemoryGauge, Pauser, RuntimeError, StdioFiles, Stopper, WasiPlan};
@@ -96,16 +98,41 @@ impl ResourceLimiter for GaugeLimiter {
 pub struct Program {
     plan: WasiPlan,
     guest_path: String,
-    pre: InstancePre<Host>,
-    export: String,
-    initialize_first: bool,
+    compiled: Compiled,
+}
+
+/// The linked program, by kind.
+enum Compiled {
+    /// A core module: run `export` (after `_initialize` for a reactor).
+    Module {
+        pre: InstancePre<Host>,
+        export: String,
+        initialize_first: bool,
+    },
+    /// A command component: run its `wasi:cli/run` export.
+    Component { pre: CommandPre<ComponentHost> },
+}
+
+/// Per-instance state of a component: WASI preview 2 and its resource table.
+pub(crate) struct ComponentHost {
+    ctx: WasiCtx,
+    table: ResourceTable,
+    limits: GaugeLimiter,
+}
+
+impl WasiView for ComponentHost {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.ctx,
+            table: &mut self.table,
+        }
+    }
 }
 
 impl std::fmt::Debug for Program {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Program")
             .field("path", &self.guest_path)
-            .field("export", &self.export)
             .finish()
     }
 }
@@ -153,28 +180,45 @@ impl Program {
         let (guest_path, bytes) =
             plan.entrypoint
                 .read(&plan.preopens, &plan.cwd, plan.path_var())?;
-        if classify(&guest_path, &bytes)? == ProgramKind::Component {
-            return Err(RuntimeError::Unsupported(format!(
-                "{guest_path} is a WebAssembly component (WASI preview 2); this runtime runs \
-                 core modules (WASI preview 1)"
-            )));
-        }
         let engine = shared_engine().map_err(RuntimeError::Unsupported)?;
+        let compiled = match classify(&guest_path, &bytes)? {
+            ProgramKind::Module => {
+                Self::link_module(engine, &guest_path, &bytes, plan.entrypoint.export.clone())?
+            }
+            ProgramKind::Component => {
+                if let Some(export) = &plan.entrypoint.export {
+                    return Err(RuntimeError::InvalidProgram(format!(
+                        "{guest_path}#{export}: a component runs its wasi:cli/run export; \
+                         #NAME selects a function of a core module only"
+                    )));
+                }
+                Self::link_component(engine, &guest_path, &bytes)?
+            }
+        };
+        Ok(Program {
+            plan,
+            guest_path,
+            compiled,
+        })
+    }
+
+    fn link_module(
+        engine: &wasmtime::Engine,
+        guest_path: &str,
+        bytes: &[u8],
+        named_export: Option<String>,
+    ) -> Result<Compiled, RuntimeError> {
         let linker = shared_linker().map_err(RuntimeError::Unsupported)?;
         let compiled = match compile_cache() {
-            Some(cache) => cache.module(engine, &bytes),
-            None => Module::new(engine, &bytes),
+            Some(cache) => cache.module(engine, bytes),
+            None => Module::new(engine, bytes),
         };
         let module = compiled.map_err(|e| {
             RuntimeError::InvalidProgram(format!(
                 "{guest_path} is not a valid WebAssembly module: {e:#}"
             ))
         })?;
-        let export = plan
-            .entrypoint
-            .export
-            .clone()
-            .unwrap_or_else(|| "_start".to_string());
+        let export = named_export.clone().unwrap_or_else(|| "_start".to_string());
         match module.get_export(&export) {
             Some(wasmtime::ExternType::Func(ty)) if ty.params().len() == 0 => {}
             Some(wasmtime::ExternType::Func(_)) => {
@@ -182,7 +226,7 @@ impl Program {
                     "{guest_path}: export `{export}` takes parameters; an entry point takes none"
                 )))
             }
-            _ if plan.entrypoint.export.is_none() => {
+            _ if named_export.is_none() => {
                 return Err(RuntimeError::InvalidProgram(format!(
                     "{guest_path} has no `_start` function to run (a library module?); name \
                      an exported function with {guest_path}#NAME"
@@ -202,13 +246,38 @@ impl Program {
         let pre = linker.instantiate_pre(&module).map_err(|e| {
             RuntimeError::InvalidProgram(format!("{guest_path} cannot be linked: {e:#}"))
         })?;
-        Ok(Program {
-            plan,
-            guest_path,
+        Ok(Compiled::Module {
             pre,
             export,
             initialize_first,
         })
+    }
+
+    fn link_component(
+        engine: &wasmtime::Engine,
+        guest_path: &str,
+        bytes: &[u8],
+    ) -> Result<Compiled, RuntimeError> {
+        let linker = shared_component_linker().map_err(RuntimeError::Unsupported)?;
+        let compiled = match compile_cache() {
+            Some(cache) => cache.component(engine, bytes),
+            None => Component::new(engine, bytes),
+        };
+        let component = compiled.map_err(|e| {
+            RuntimeError::InvalidProgram(format!(
+                "{guest_path} is not a valid WebAssembly component: {e:#}"
+            ))
+        })?;
+        let pre = linker.instantiate_pre(&component).map_err(|e| {
+            RuntimeError::InvalidProgram(format!("{guest_path} cannot be linked: {e:#}"))
+        })?;
+        let pre = CommandPre::new(pre).map_err(|e| {
+            RuntimeError::InvalidProgram(format!(
+                "{guest_path} is a component without a wasi:cli/run export (not a command): \
+                 {e:#}"
+            ))
+        })?;
+        Ok(Compiled::Component { pre })
     }
 
     /// Where the program was found inside the container.
@@ -333,40 +402,84 @@ impl Program {
                     )
                 })?;
         }
-        let host = Host {
-            wasi: builder.build_p1(),
-            limits: GaugeLimiter {
-                gauge: controls.gauge.clone(),
-                held: 0,
-                last_charge: 0,
-            },
+        let limits = GaugeLimiter {
+            gauge: controls.gauge.clone(),
+            held: 0,
+            last_charge: 0,
         };
-        let mut store = Store::new(self.pre.module().engine(), host);
-        store.limiter(|host| &mut host.limits);
-        store.set_epoch_deadline(1);
-        // Yield to the executor at every epoch tick so a stop request is seen even in a loop
-        // that never calls the host.
-        store.epoch_deadline_async_yield_and_update(1);
-
-        let call = async {
-            let instance = self.pre.instantiate_async(&mut store).await?;
-            if self.initialize_first {
-                let init = instance.get_typed_func::<(), ()>(&mut store, "_initialize")?;
-                init.call_async(&mut store, ()).await?;
+        match self.compiled {
+            Compiled::Module {
+                pre,
+                export,
+                initialize_first,
+            } => {
+                let host = Host {
+                    wasi: builder.build_p1(),
+                    limits,
+                };
+                let mut store = new_store(pre.module().engine(), host, |h| &mut h.limits);
+                let call = async {
+                    let instance = pre.instantiate_async(&mut store).await?;
+                    if initialize_first {
+                        let init = instance.get_typed_func::<(), ()>(&mut store, "_initialize")?;
+                        init.call_async(&mut store, ()).await?;
+                    }
+                    let func = instance
+                        .get_func(&mut store, &export)
+                        .ok_or_else(|| wasmtime::format_err!("export `{export}` disappeared"))?;
+                    let mut results = vec![Val::I32(0); func.ty(&store).results().len()];
+                    func.call_async(&mut store, &[], &mut results).await
+                };
+                Ok(run_stoppable(controls, call).await)
             }
-            let func = instance
-                .get_func(&mut store, &self.export)
-                .ok_or_else(|| wasmtime::format_err!("export `{}` disappeared", self.export))?;
-            let mut results = vec![Val::I32(0); func.ty(&store).results().len()];
-            func.call_async(&mut store, &[], &mut results).await
-        };
-        tokio::select! {
-            // A stop request wins over a program that finishes in the same instant, and
-            // reaches a paused program too (the pause gates only the program).
-            biased;
-            signal = controls.stopper.wait() => Ok(ExitStatus::Signaled(signal)),
-            result = controls.pauser.gate(call) => Ok(exit_status_of(result)),
+            Compiled::Component { pre } => {
+                let host = ComponentHost {
+                    ctx: builder.build(),
+                    table: ResourceTable::new(),
+                    limits,
+                };
+                let engine = pre.engine().clone();
+                let mut store = new_store(&engine, host, |h| &mut h.limits);
+                let call = async {
+                    let command = pre.instantiate_async(&mut store).await?;
+                    match command.wasi_cli_run().call_run(&mut store).await? {
+                        Ok(()) => Ok(()),
+                        // `run` returning its error result is exit status 1, as
+                        // wasmtime's CLI reports it.
+                        Err(()) => Err(I32Exit(1).into()),
+                    }
+                };
+                Ok(run_stoppable(controls, call).await)
+            }
         }
+    }
+}
+
+/// A store that accounts memory in the container's gauge and yields to the executor at
+/// every epoch tick, so a stop request is seen even in a loop that never calls the host.
+fn new_store<T: 'static>(
+    engine: &wasmtime::Engine,
+    host: T,
+    limits: fn(&mut T) -> &mut GaugeLimiter,
+) -> Store<T> {
+    let mut store = Store::new(engine, host);
+    store.limiter(move |host| limits(host));
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_async_yield_and_update(1);
+    store
+}
+
+/// Runs `call` until it ends or a stop request comes.
+async fn run_stoppable(
+    controls: &Controls,
+    call: impl std::future::Future<Output = wasmtime::Result<()>>,
+) -> ExitStatus {
+    tokio::select! {
+        // A stop request wins over a program that finishes in the same instant, and
+        // reaches a paused program too (the pause gates only the program).
+        biased;
+        signal = controls.stopper.wait() => ExitStatus::Signaled(signal),
+        result = controls.pauser.gate(call) => exit_status_of(result),
     }
 }
 

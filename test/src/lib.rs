@@ -430,3 +430,18 @@ pub fn read_all(mut reader: impl Read) -> String {
     let _ = reader.read_to_string(&mut text);
     text
 }
+
+/// The test program `name` (a core module built by `make examples`) turned into a WASI
+/// preview 2 command component, the way `wasm-tools component new --adapt` does it: the
+/// module plus wasmtime's preview 1 command adapter (from the adapter crate on crates.io).
+pub fn component_of(name: &str) -> Result<Vec<u8>> {
+    let module = std::fs::read(program(name))?;
+    wit_component::ComponentEncoder::default()
+        .module(&module)?
+        .adapter(
+            wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_ADAPTER_NAME,
+            wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_COMMAND_ADAPTER,
+        )?
+        .validate(true)
+        .encode()
+}

@@ -1,0 +1,63 @@
+//! WASI preview 2 command components run like modules: argv, env, preopens, stdio and exit
+//! status from the spec, told apart from modules by their bytes alone.
+
+use integration::{component_of, program, Containerd};
+
+#[test]
+fn a_command_component_gets_argv_env_and_its_exit_status() {
+    let containerd = Containerd::start().expect("containerd");
+    let rootfs = tempfile::tempdir().unwrap();
+    for name in ["printenv", "exitcode", "filetool"] {
+        let component = component_of(name).unwrap();
+        assert_eq!(
+            &component[..8],
+            b"\0asm\x0d\0\x01\0",
+            "{name} is a component"
+        );
+        std::fs::write(rootfs.path().join(format!("{name}.wasm")), component).unwrap();
+    }
+
+    let out = containerd.run_rootfs(
+        &["--env", "GREETING=hello component"],
+        rootfs.path(),
+        "comp1",
+        &["/printenv.wasm", "first", "second arg"],
+    );
+    assert_eq!(out.code, 0, "{out:?}\n{}", containerd.shim_log());
+    for line in [
+        "argv[0]=/printenv.wasm",
+        "argv[1]=first",
+        "argv[2]=second arg",
+        "env:GREETING=hello component",
+    ] {
+        assert!(out.stdout.lines().any(|l| l == line), "{line}: {out:?}");
+    }
+
+    // The preview 1 adapter turns proc_exit(n) into `exit(err)` for any n != 0: status 1,
+    // as `wasmtime run` reports it. (Components calling `exit-with-code` keep their status.)
+    let out = containerd.run_rootfs(&[], rootfs.path(), "comp2", &["/exitcode.wasm", "42"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    let out = containerd.run_rootfs(&[], rootfs.path(), "comp2b", &["/exitcode.wasm", "0"]);
+    assert_eq!(out.code, 0, "{out:?}");
+
+    // A host directory mounted into the container is a preopen for a component too.
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(data.path().join("in.txt"), "from the host\n").unwrap();
+    let mount = format!(
+        "type=bind,src={},dst=/data,options=rbind:rw",
+        data.path().display()
+    );
+    let out = containerd.run_rootfs(
+        &["--mount", &mount],
+        rootfs.path(),
+        "comp3",
+        &["/filetool.wasm", "read", "/data/in.txt"],
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("from the host"), "{out:?}");
+
+    // The same program as a module still runs as a module.
+    std::fs::copy(program("exitcode"), rootfs.path().join("module.wasm")).unwrap();
+    let out = containerd.run_rootfs(&[], rootfs.path(), "comp4", &["/module.wasm", "7"]);
+    assert_eq!(out.code, 7, "{out:?}");
+}
