@@ -61,3 +61,33 @@ fn a_command_component_gets_argv_env_and_its_exit_status() {
     let out = containerd.run_rootfs(&[], rootfs.path(), "comp4", &["/module.wasm", "7"]);
     assert_eq!(out.code, 7, "{out:?}");
 }
+
+#[test]
+fn a_component_that_is_not_a_command_is_refused_with_the_reason() {
+    let containerd = Containerd::start().expect("containerd");
+    let rootfs = tempfile::tempdir().unwrap();
+    // A valid component exporting nothing: no wasi:cli/run to call.
+    let library = wat::parse_str("(component)").unwrap();
+    std::fs::write(rootfs.path().join("lib.wasm"), library).unwrap();
+    std::fs::write(
+        rootfs.path().join("cmd.wasm"),
+        component_of("exitcode").unwrap(),
+    )
+    .unwrap();
+
+    let out = containerd.run_rootfs(&[], rootfs.path(), "notcmd", &["/lib.wasm"]);
+    assert_ne!(out.code, 0, "{out:?}");
+    assert!(
+        out.stderr.contains("/lib.wasm") && out.stderr.contains("wasi:cli/run"),
+        "{out:?}"
+    );
+    // `#name` selects a core module's function; a component has only its run export.
+    let out = containerd.run_rootfs(&[], rootfs.path(), "withexport", &["/cmd.wasm#main"]);
+    assert_ne!(out.code, 0, "{out:?}");
+    assert!(out.stderr.contains("wasi:cli/run"), "{out:?}");
+    // Nothing was left running or mounted by the refused Creates.
+    assert!(containerd
+        .wait_for_no_shims(std::time::Duration::from_secs(5))
+        .is_empty());
+    assert!(containerd.mounts().is_empty(), "{:?}", containerd.mounts());
+}
