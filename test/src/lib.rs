@@ -445,3 +445,89 @@ pub fn component_of(name: &str) -> Result<Vec<u8>> {
         .validate(true)
         .encode()
 }
+
+/// `ctr events` of a private containerd, collected in the background from the moment it is
+/// subscribed: [`EventWatch::start`] returns only once an event of its own has come through,
+/// so no event of the test can be missed.
+pub struct EventWatch {
+    child: Child,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl EventWatch {
+    /// Starts `ctr events` and waits until it is subscribed.
+    pub fn start(containerd: &Containerd) -> EventWatch {
+        use std::io::BufRead;
+        let mut child = containerd
+            .ctr_command(&["events"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("ctr events");
+        let stdout = child.stdout.take().expect("stdout");
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        {
+            let lines = lines.clone();
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(stdout)
+                    .lines()
+                    .map_while(Result::ok)
+                {
+                    lines.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+                }
+            });
+        }
+        let watch = EventWatch { child, lines };
+        // The subscription is asynchronous: publish probes (namespace creations) until one
+        // shows up.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for attempt in 0.. {
+            let name = format!("event-probe-{attempt}");
+            containerd.ctr(&["namespaces", "create", &name]);
+            let seen_until = Instant::now() + Duration::from_millis(500);
+            while Instant::now() < seen_until {
+                if watch
+                    .lines()
+                    .iter()
+                    .any(|l| l.contains("/namespaces/create"))
+                {
+                    return watch;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            assert!(Instant::now() < deadline, "ctr events never subscribed");
+        }
+        watch
+    }
+
+    /// Every event line so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Waits until an event with `topic` mentioning every one of `needles` arrived.
+    pub fn expect(&self, topic: &str, needles: &[&str]) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let found = self.lines().iter().any(|l| {
+                l.split_whitespace().any(|w| w == topic) && needles.iter().all(|n| l.contains(n))
+            });
+            if found {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {topic} event with {needles:?}; events:\n{}",
+                self.lines().join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for EventWatch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

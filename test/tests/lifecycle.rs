@@ -1,11 +1,9 @@
 //! Signals, task states, detached runs, metrics and events.
 
-use std::io::{BufRead, BufReader};
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use integration::{rootfs_with, Containerd};
+use integration::{rootfs_with, Containerd, EventWatch};
 
 fn stop_busy_loop_with(signal: &str, expected: i32) {
     let containerd = Containerd::start().unwrap();
@@ -116,31 +114,13 @@ fn a_busy_program_shows_cpu_time_in_metrics() {
 fn events_arrive_create_start_exit_delete_in_order() {
     let containerd = Containerd::start().unwrap();
     let rootfs = rootfs_with(&["hello"]).unwrap();
-    let mut events = containerd
-        .ctr_command(&["events"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
-    let reader = {
-        let lines = lines.clone();
-        let stdout = events.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                lines.lock().unwrap().push(line);
-            }
-        })
-    };
-    // ctr events subscribes asynchronously; give it a moment.
-    std::thread::sleep(Duration::from_millis(500));
+    let events = EventWatch::start(&containerd);
     let out = containerd.run_rootfs(&[], rootfs.path(), "ev1", &["/hello.wasm"]);
     assert_eq!(out.code, 0, "{out:?}");
     let deadline = Instant::now() + Duration::from_secs(30);
     let topics = loop {
-        let topics: Vec<String> = lines
-            .lock()
-            .unwrap()
+        let topics: Vec<String> = events
+            .lines()
             .iter()
             .filter(|l| l.contains("\"ev1\"") && l.contains("/tasks/"))
             .filter_map(|l| {
@@ -154,9 +134,7 @@ fn events_arrive_create_start_exit_delete_in_order() {
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    let _ = events.kill();
-    let _ = events.wait();
-    let _ = reader.join();
+    drop(events);
     assert_eq!(
         topics,
         [

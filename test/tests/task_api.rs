@@ -1,69 +1,10 @@
 //! The task API beyond run and kill, through `ctr` as users reach it: exec, pause/resume,
 //! a terminal, and the events each raises.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use integration::{rootfs_with, Containerd, RUNTIME};
-
-/// `ctr events`, collected in the background.
-struct Events {
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
-}
-
-impl Events {
-    fn watch(containerd: &Containerd) -> Events {
-        let mut child = containerd
-            .ctr_command(&["events"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("ctr events");
-        let stdout = child.stdout.take().expect("stdout");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        {
-            let lines = lines.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                    lines.lock().unwrap().push(line);
-                }
-            });
-        }
-        // ctr events subscribes asynchronously.
-        std::thread::sleep(Duration::from_millis(500));
-        Events { child, lines }
-    }
-
-    /// Waits until an event with `topic` mentioning every one of `needles` arrived.
-    fn expect(&self, topic: &str, needles: &[&str]) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let found = self.lines.lock().unwrap().iter().any(|l| {
-                l.split_whitespace().any(|w| w == topic) && needles.iter().all(|n| l.contains(n))
-            });
-            if found {
-                return;
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "no {topic} event with {needles:?}; events:\n{}",
-                    self.lines.lock().unwrap().join("\n")
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Events {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use integration::{rootfs_with, Containerd, EventWatch, RUNTIME};
 
 /// The pid `ctr task ls` shows for task `id`.
 fn task_pid(containerd: &Containerd, id: &str) -> u32 {
@@ -89,7 +30,7 @@ fn exec_runs_another_wasm_program_of_the_container() {
     let rootfs = rootfs_with(&["ticker", "printenv", "exitcode", "spin"]).unwrap();
     std::fs::create_dir(rootfs.path().join("work")).unwrap();
     std::fs::write(rootfs.path().join("native.sh"), "#!/bin/sh\necho native\n").unwrap();
-    let events = Events::watch(&containerd);
+    let events = EventWatch::start(&containerd);
     containerd.run_detached(
         &["--env", "FROM_SPEC=yes"],
         rootfs.path(),
@@ -202,7 +143,7 @@ fn exec_runs_another_wasm_program_of_the_container() {
 fn pause_freezes_a_busy_program_and_resume_continues_it() {
     let containerd = Containerd::start().expect("containerd");
     let rootfs = rootfs_with(&["spin"]).unwrap();
-    let events = Events::watch(&containerd);
+    let events = EventWatch::start(&containerd);
     containerd.run_detached(&[], rootfs.path(), "pz", &["/spin.wasm"]);
     containerd
         .wait_for_status("pz", "RUNNING", Duration::from_secs(10))
@@ -310,7 +251,7 @@ fn a_terminal_task_sees_a_tty_and_its_input() {
 fn a_program_over_its_memory_limit_is_oom_killed() {
     let containerd = Containerd::start().expect("containerd");
     let rootfs = rootfs_with(&["grow"]).unwrap();
-    let events = Events::watch(&containerd);
+    let events = EventWatch::start(&containerd);
     let limit = 24 << 20;
     let out = containerd.run_rootfs(
         &["--memory-limit", &limit.to_string()],
