@@ -18,14 +18,79 @@ pub struct LayerFile {
     pub mode: u32,
 }
 
+/// The platform an image claims, written both in the index entry (which `ctr` and docker
+/// match against `--platform`) and in the image config.
+///
+/// WASI 0.2 components keep `wasi/wasm`, the OS/architecture the OCI image spec names for
+/// WebAssembly (image-spec #964) and the one docker, containerd and every wasm shim use for
+/// runnable images, modules and components alike: there is no established docker or
+/// containerd spelling for "WASI 0.2". The WASI version goes in `os.version` (`wasip2`, the
+/// name the wasm toolchains and the CNCF Wasm OCI artifact layout use for it, there as the OS
+/// itself). `os.version` is the field that can say it without cost: containerd's platform
+/// matcher ignores `os.version` for every OS but Windows, so such an image still imports and
+/// runs with `--platform wasi/wasm`. A `variant` would not: the matcher compares variants
+/// exactly, so `ctr images import --platform wasi/wasm` would skip an image whose variant is
+/// `wasip2` (and `os.features` would be the same, as the image's features must be a subset
+/// of the requested ones). A variant can still be given, for images meant only for
+/// `--platform wasi/wasm/VARIANT`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Platform {
+    /// OS (`wasi`, or `linux` for images that claim linux/amd64).
+    pub os: String,
+    /// Architecture (`wasm`).
+    pub architecture: String,
+    /// Architecture variant; must then be asked for by name (`wasi/wasm/VARIANT`).
+    pub variant: Option<String>,
+    /// OS version (`wasip2` for WASI 0.2 components); ignored by the matcher.
+    pub os_version: Option<String>,
+}
+
+impl Platform {
+    /// Parses `OS/ARCH` or `OS/ARCH/VARIANT`, the syntax of `ctr --platform`.
+    pub fn parse(text: &str) -> Result<Platform> {
+        let parts: Vec<&str> = text.split('/').collect();
+        let (os, architecture, variant) = match parts.as_slice() {
+            [os, arch] => (os, arch, None),
+            [os, arch, variant] => (os, arch, Some(variant.to_string())),
+            _ => bail!("platform {text:?} is not OS/ARCH or OS/ARCH/VARIANT"),
+        };
+        if os.is_empty() || architecture.is_empty() || variant.as_deref() == Some("") {
+            bail!("platform {text:?} has an empty component");
+        }
+        Ok(Platform {
+            os: os.to_string(),
+            architecture: architecture.to_string(),
+            variant,
+            os_version: None,
+        })
+    }
+
+    /// The OCI `platform` object of an index entry. The optional fields are left out when
+    /// unset, so images without them keep the digests they always had.
+    fn to_json(&self) -> serde_json::Value {
+        let mut platform = json!({ "architecture": self.architecture, "os": self.os });
+        self.add_optional_fields(&mut platform);
+        platform
+    }
+
+    /// Adds `os.version` and `variant`, which the image config and the index entry spell
+    /// the same way.
+    fn add_optional_fields(&self, object: &mut serde_json::Value) {
+        if let Some(version) = &self.os_version {
+            object["os.version"] = json!(version);
+        }
+        if let Some(variant) = &self.variant {
+            object["variant"] = json!(variant);
+        }
+    }
+}
+
 /// Everything that describes the image to write.
 pub struct ImageSpec {
     /// Full reference (`docker.io/library/hello:latest`).
     pub name: String,
-    /// Platform OS (`wasi`, or `linux` for images that claim linux/amd64).
-    pub os: String,
-    /// Platform architecture (`wasm`).
-    pub architecture: String,
+    /// The platform the image claims.
+    pub platform: Platform,
     /// Image entrypoint.
     pub entrypoint: Vec<String>,
     /// Image cmd (arguments after the entrypoint).
@@ -130,9 +195,9 @@ pub fn write_archive(spec: &ImageSpec, out: impl Write) -> Result<()> {
     if !env.iter().any(|e| e.starts_with("PATH=")) {
         env.insert(0, "PATH=/".to_string());
     }
-    let config = serde_json::to_vec(&json!({
-        "architecture": spec.architecture,
-        "os": spec.os,
+    let mut config = json!({
+        "architecture": spec.platform.architecture,
+        "os": spec.platform.os,
         "config": {
             "Entrypoint": spec.entrypoint,
             "Cmd": if spec.cmd.is_empty() { serde_json::Value::Null } else { json!(spec.cmd) },
@@ -141,7 +206,9 @@ pub fn write_archive(spec: &ImageSpec, out: impl Write) -> Result<()> {
         },
         "rootfs": { "type": "layers", "diff_ids": [layer_digest] },
         "history": [{ "created_by": "wasm-oci-pack", "comment": "wasm program" }],
-    }))?;
+    });
+    spec.platform.add_optional_fields(&mut config);
+    let config = serde_json::to_vec(&config)?;
     let config_digest = digest(&config);
     let manifest = serde_json::to_vec(&json!({
         "schemaVersion": 2,
@@ -170,7 +237,7 @@ pub fn write_archive(spec: &ImageSpec, out: impl Write) -> Result<()> {
             "mediaType": "application/vnd.oci.image.manifest.v1+json",
             "digest": manifest_digest,
             "size": manifest.len(),
-            "platform": { "architecture": spec.architecture, "os": spec.os },
+            "platform": spec.platform.to_json(),
             "annotations": {
                 "io.containerd.image.name": spec.name,
                 "org.opencontainers.image.ref.name": tag,
@@ -225,14 +292,114 @@ mod tests {
     }
 
     #[test]
+    fn platforms_parse_with_and_without_a_variant() {
+        let plain = Platform::parse("wasi/wasm").unwrap();
+        assert_eq!(
+            (plain.os.as_str(), plain.architecture.as_str()),
+            ("wasi", "wasm")
+        );
+        assert_eq!(plain.variant, None);
+        let variant = Platform::parse("wasi/wasm/wasip2").unwrap();
+        assert_eq!(variant.variant.as_deref(), Some("wasip2"));
+        for bad in ["wasi", "wasi/", "/wasm", "wasi/wasm/", "a/b/c/d"] {
+            assert!(Platform::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// The JSON documents of an archive, by path.
+    fn json_entries(archive: &[u8]) -> std::collections::HashMap<String, serde_json::Value> {
+        let mut archive = tar::Archive::new(archive);
+        let mut documents = std::collections::HashMap::new();
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            let path = entry.path().unwrap().display().to_string();
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut bytes).unwrap();
+            if let Ok(value) = serde_json::from_slice(&bytes) {
+                documents.insert(path, value);
+            }
+        }
+        documents
+    }
+
+    fn archive_of(platform: Platform) -> std::collections::HashMap<String, serde_json::Value> {
+        let dir = tempfile::tempdir().unwrap();
+        let wasm = dir.path().join("app.wasm");
+        std::fs::write(&wasm, b"\0asm\x0d\0\x01\0").unwrap();
+        let spec = ImageSpec {
+            name: "docker.io/library/app:latest".into(),
+            platform,
+            entrypoint: vec!["/app.wasm".into()],
+            cmd: vec![],
+            env: vec![],
+            workdir: "/".into(),
+            files: vec![LayerFile {
+                source: wasm,
+                destination: "/app.wasm".into(),
+                mode: 0o755,
+            }],
+        };
+        let mut archive = Vec::new();
+        write_archive(&spec, &mut archive).unwrap();
+        json_entries(&archive)
+    }
+
+    /// The image config: the blob the manifest's `config` descriptor names.
+    fn config_of(
+        documents: &std::collections::HashMap<String, serde_json::Value>,
+    ) -> &serde_json::Value {
+        documents
+            .values()
+            .find(|d| d.get("rootfs").is_some())
+            .expect("an image config")
+    }
+
+    #[test]
+    fn a_component_image_says_wasip2_in_os_version_of_index_and_config() {
+        let mut platform = Platform::parse("wasi/wasm").unwrap();
+        platform.os_version = Some("wasip2".into());
+        let documents = archive_of(platform);
+        let index_platform = &documents["index.json"]["manifests"][0]["platform"];
+        assert_eq!(
+            index_platform,
+            &json!({ "os": "wasi", "architecture": "wasm", "os.version": "wasip2" })
+        );
+        let config = config_of(&documents);
+        assert_eq!(config["os.version"], "wasip2");
+        assert_eq!(config["os"], "wasi");
+        assert!(config.get("variant").is_none());
+    }
+
+    #[test]
+    fn a_plain_image_has_no_optional_platform_fields() {
+        let documents = archive_of(Platform::parse("wasi/wasm").unwrap());
+        let index_platform = &documents["index.json"]["manifests"][0]["platform"];
+        assert_eq!(
+            index_platform,
+            &json!({ "os": "wasi", "architecture": "wasm" })
+        );
+        let config = config_of(&documents);
+        assert!(config.get("os.version").is_none() && config.get("variant").is_none());
+    }
+
+    #[test]
+    fn a_variant_goes_in_index_and_config() {
+        let documents = archive_of(Platform::parse("wasi/wasm/wasip2").unwrap());
+        assert_eq!(
+            documents["index.json"]["manifests"][0]["platform"]["variant"],
+            "wasip2"
+        );
+        assert_eq!(config_of(&documents)["variant"], "wasip2");
+    }
+
+    #[test]
     fn archive_is_reproducible_and_complete() {
         let dir = tempfile::tempdir().unwrap();
         let wasm = dir.path().join("app.wasm");
         std::fs::write(&wasm, b"\0asm\x01\0\0\0").unwrap();
         let spec = ImageSpec {
             name: "docker.io/library/app:latest".into(),
-            os: "wasi".into(),
-            architecture: "wasm".into(),
+            platform: Platform::parse("wasi/wasm").unwrap(),
             entrypoint: vec!["/app.wasm".into()],
             cmd: vec![],
             env: vec![],

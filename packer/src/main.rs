@@ -3,8 +3,12 @@
 //!
 //! ```text
 //! wasm-oci-pack --name hello:latest --output hello.tar app.wasm [SRC:DEST ...]
-//!               [--platform wasi/wasm] [--entrypoint /app.wasm] [--cmd ARG]... [--env K=V]...
+//!               [--platform wasi/wasm[/VARIANT]] [--os-version VERSION]
+//!               [--entrypoint /app.wasm] [--cmd ARG]... [--env K=V]...
 //! ```
+//!
+//! WASI 0.2 components are packed with `--os-version wasip2`: see [`image::Platform`] for why
+//! that, and not a variant or another OS, marks them.
 
 mod image;
 
@@ -14,11 +18,12 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 
-use image::{normalize_reference, ImageSpec, LayerFile};
+use image::{normalize_reference, ImageSpec, LayerFile, Platform};
 
 const USAGE: &str =
     "usage: wasm-oci-pack --name NAME[:TAG] --output OUT.tar PROGRAM.wasm [SRC:DEST ...]
-       [--platform OS/ARCH (default wasi/wasm)] [--entrypoint PATH (default /<program file name>)]
+       [--platform OS/ARCH[/VARIANT] (default wasi/wasm)] [--os-version VERSION (wasip2 for components)]
+       [--entrypoint PATH (default /<program file name>)]
        [--cmd ARG]... [--env KEY=VALUE]... [--workdir DIR]";
 
 fn main() -> ExitCode {
@@ -38,6 +43,7 @@ fn run(args: Vec<String>) -> Result<String> {
     let mut name = None;
     let mut output = None;
     let mut platform = "wasi/wasm".to_string();
+    let mut os_version = None;
     let mut entrypoint = None;
     let mut cmd = Vec::new();
     let mut env = Vec::new();
@@ -50,6 +56,7 @@ fn run(args: Vec<String>) -> Result<String> {
             "--name" | "-n" => name = Some(value(&arg)?),
             "--output" | "-o" => output = Some(PathBuf::from(value(&arg)?)),
             "--platform" => platform = value(&arg)?,
+            "--os-version" => os_version = Some(value(&arg)?),
             "--entrypoint" => entrypoint = Some(value(&arg)?),
             "--cmd" => cmd.push(value(&arg)?),
             "--env" => env.push(value(&arg)?),
@@ -93,13 +100,11 @@ fn run(args: Vec<String>) -> Result<String> {
             mode,
         });
     }
-    let (os, architecture) = platform
-        .split_once('/')
-        .with_context(|| format!("platform {platform:?} is not OS/ARCH"))?;
+    let mut platform = Platform::parse(&platform)?;
+    platform.os_version = os_version;
     let spec = ImageSpec {
         name: name.clone(),
-        os: os.to_string(),
-        architecture: architecture.to_string(),
+        platform,
         entrypoint: vec![entrypoint.unwrap_or_else(|| format!("/{program_name}"))],
         cmd,
         env,

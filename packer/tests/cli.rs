@@ -52,6 +52,31 @@ fn packs_a_program_and_prints_the_full_name() {
     );
 }
 
+#[test]
+fn os_version_marks_a_component_image_without_changing_its_platform() {
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = dir.path().join("component.wasm");
+    std::fs::write(&wasm, b"\0asm\x0d\0\x01\0").unwrap();
+    let tar = dir.path().join("out.tar");
+    let out = Command::new(PACK)
+        .args(["--os-version", "wasip2", "--name", "component", "--output"])
+        .arg(&tar)
+        .arg(&wasm)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let entries = archive_entries(&std::fs::read(&tar).unwrap());
+    let index: serde_json::Value = serde_json::from_slice(&entries["index.json"].1).unwrap();
+    assert_eq!(
+        index["manifests"][0]["platform"],
+        serde_json::json!({ "os": "wasi", "architecture": "wasm", "os.version": "wasip2" })
+    );
+}
+
 /// The entries of an image archive, by path.
 fn archive_entries(bytes: &[u8]) -> HashMap<String, (u32, Vec<u8>)> {
     let mut archive = tar::Archive::new(bytes);

@@ -91,3 +91,30 @@ fn a_component_that_is_not_a_command_is_refused_with_the_reason() {
         .is_empty());
     assert!(containerd.mounts().is_empty(), "{:?}", containerd.mounts());
 }
+
+#[test]
+fn a_command_component_calling_exit_with_code_keeps_its_status() {
+    // cli-exit is built by `make examples` as a component (clang + wit-bindgen's C bindings +
+    // the command adapter); it calls wasi:cli/exit.exit-with-code itself.
+    let containerd = Containerd::start().expect("containerd");
+    let rootfs = integration::rootfs_with(&["cli-exit"]).unwrap();
+    let bytes = std::fs::read(rootfs.path().join("cli-exit.wasm")).unwrap();
+    assert_eq!(&bytes[..8], b"\0asm\x0d\0\x01\0", "cli-exit is a component");
+    let out = containerd.run_rootfs(
+        &["--env", "ANSWER=forty two"],
+        rootfs.path(),
+        "exit42",
+        &["/cli-exit.wasm", "42", "two words"],
+    );
+    assert_eq!(out.code, 42, "{out:?}\n{}", containerd.shim_log());
+    for line in [
+        "argv[0]=/cli-exit.wasm",
+        "argv[1]=42",
+        "argv[2]=two words",
+        "env: ANSWER=forty two",
+    ] {
+        assert!(out.stdout.lines().any(|l| l == line), "{line}: {out:?}");
+    }
+    let out = containerd.run_rootfs(&[], rootfs.path(), "exit0", &["/cli-exit.wasm", "0"]);
+    assert_eq!(out.code, 0, "{out:?}");
+}
