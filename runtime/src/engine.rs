@@ -1,9 +1,10 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use wasmtime::{Config, Engine, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, Linker, PoolingAllocationConfig};
 
 use crate::cache::CompileCache;
+use crate::http::HttpHost;
 use crate::program::{ComponentHost, Host};
 
 /// How often the engine's epoch advances. Every running program yields to its executor at each
@@ -57,29 +58,94 @@ fn shared() -> Result<&'static Shared, String> {
         .map_err(Clone::clone)
 }
 
-fn build() -> wasmtime::Result<Shared> {
+/// The configuration every engine of this process starts from.
+fn base_config() -> Config {
     let mut config = Config::new();
     // Programs run as futures (wasmtime 48 enables async support by default) so a stop request
     // can cancel one that is parked in a host call (sleep, stdin) by dropping its future, not
     // only one that is computing; epochs make a computing one yield.
     config.epoch_interruption(true);
-    let engine = Engine::new(&config)?;
+    config
+}
+
+fn spawn_epoch_ticker(engine: Engine) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("wasm-epoch".into())
+        .spawn(move || loop {
+            std::thread::sleep(EPOCH_TICK);
+            engine.increment_epoch();
+        })
+        .map(drop)
+}
+
+fn build() -> wasmtime::Result<Shared> {
+    let engine = Engine::new(&base_config())?;
 
     let mut linker = Linker::new(&engine);
     wasmtime_wasi::p1::add_to_linker_async(&mut linker, |host: &mut Host| &mut host.wasi)?;
     let mut component_linker = wasmtime::component::Linker::new(&engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut component_linker)?;
 
-    let ticker_engine = engine.clone();
-    std::thread::Builder::new()
-        .name("wasm-epoch".into())
-        .spawn(move || loop {
-            std::thread::sleep(EPOCH_TICK);
-            ticker_engine.increment_epoch();
-        })?;
+    spawn_epoch_ticker(engine.clone())?;
     Ok(Shared {
         engine,
         linker,
         component_linker,
     })
+}
+
+/// How many requests an HTTP component serves at once (each is an instance of its own).
+pub(crate) const MAX_CONCURRENT_REQUESTS: u32 = 1000;
+
+/// The engine and linker HTTP components are served with.
+pub(crate) struct Serving {
+    pub(crate) engine: Engine,
+    pub(crate) linker: wasmtime::component::Linker<HttpHost>,
+}
+
+static SERVING: OnceLock<Result<Serving, String>> = OnceLock::new();
+
+/// The engine for HTTP components, made on first use.
+///
+/// It is separate from the shared engine because it uses the pooling allocator: an HTTP
+/// component is instantiated once per request, and taking an instance's memories, tables and
+/// stack from preallocated slots is several times cheaper than mapping them each time. Command
+/// programs stay on the on-demand allocator, whose limits never reject a valid module (the
+/// pool's fixed slot counts and sizes could), and a shim that serves no HTTP component never
+/// reserves the pool's address space.
+pub(crate) fn serving() -> Result<&'static Serving, String> {
+    SERVING
+        .get_or_init(|| {
+            build_serving().map_err(|e| format!("creating the HTTP serving engine: {e:#}"))
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+fn build_serving() -> wasmtime::Result<Serving> {
+    let mut pool = PoolingAllocationConfig::new();
+    // A C or Rust component built with the preview 1 adapter holds a few core instances (the
+    // program, the adapter, glue) and two memories; these totals leave room for that many
+    // at the concurrency bound.
+    pool.total_component_instances(MAX_CONCURRENT_REQUESTS)
+        .total_core_instances(MAX_CONCURRENT_REQUESTS * 8)
+        .total_memories(MAX_CONCURRENT_REQUESTS * 2)
+        .total_tables(MAX_CONCURRENT_REQUESTS * 4)
+        .total_stacks(MAX_CONCURRENT_REQUESTS);
+    let mut config = base_config();
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    let engine = match Engine::new(&config) {
+        Ok(engine) => engine,
+        Err(e) => {
+            // The pool reserves its address space up front; a process with a virtual memory
+            // limit (ulimit -v) cannot have it, but can still serve, only slower.
+            log::warn!("pooling allocator unavailable, serving with on-demand allocation: {e:#}");
+            Engine::new(&base_config())?
+        }
+    };
+    let mut linker = wasmtime::component::Linker::new(&engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    spawn_epoch_ticker(engine.clone())?;
+    Ok(Serving { engine, linker })
 }

@@ -5,8 +5,12 @@ use wasmtime::{InstancePre, Module, ResourceLimiter, Store, Val};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
-use crate::engine::{compile_cache, shared_component_linker, shared_engine, shared_linker};
+use crate::engine::{
+    compile_cache, serving, shared_component_linker, shared_engine, shared_linker,
+};
+use crate::http::{HttpHost, ServeSettings};
 use crate::stdio::{output_stream, stdin_stream, Output, Stdin};
 use crate::usage::OutOfMemory;
 use crate::{ExitStatus, MemoryGauge, Pauser, RuntimeError, StdioFiles, Stopper, WasiPlan};
@@ -41,12 +45,22 @@ pub(crate) struct Host {
 /// Accounts one instance's growth in its container's gauge. A growth past the limit is an
 /// error, which traps the guest: like the kernel's OOM killer, the program is stopped rather
 /// than told that malloc failed, and its status says so.
-struct GaugeLimiter {
+pub(crate) struct GaugeLimiter {
     gauge: MemoryGauge,
     /// What this instance added to the gauge, given back when the store goes.
     held: u64,
     /// The last growth charged, taken back if wasmtime then fails the growth itself.
     last_charge: u64,
+}
+
+impl GaugeLimiter {
+    pub(crate) fn new(gauge: MemoryGauge) -> Self {
+        GaugeLimiter {
+            gauge,
+            held: 0,
+            last_charge: 0,
+        }
+    }
 }
 
 impl Drop for GaugeLimiter {
@@ -111,6 +125,11 @@ enum Compiled {
     },
     /// A command component: run its `wasi:cli/run` export.
     Component { pre: CommandPre<ComponentHost> },
+    /// An HTTP handler component: serve it, one instance per request.
+    Http {
+        pre: ProxyPre<HttpHost>,
+        settings: ServeSettings,
+    },
 }
 
 /// Per-instance state of a component: WASI preview 2 and its resource table.
@@ -192,7 +211,11 @@ impl Program {
                          #NAME selects a function of a core module only"
                     )));
                 }
-                Self::link_component(engine, &guest_path, &bytes)?
+                if crate::http::is_http_handler(&bytes) {
+                    Self::link_http(&guest_path, &bytes, &plan.env)?
+                } else {
+                    Self::link_component(engine, &guest_path, &bytes)?
+                }
             }
         };
         Ok(Program {
@@ -280,6 +303,41 @@ impl Program {
         Ok(Compiled::Component { pre })
     }
 
+    fn link_http(
+        guest_path: &str,
+        bytes: &[u8],
+        env: &[(String, String)],
+    ) -> Result<Compiled, RuntimeError> {
+        let settings = ServeSettings::from_env(env)?;
+        let serving = serving().map_err(RuntimeError::Unsupported)?;
+        let compiled = match compile_cache() {
+            Some(cache) => cache.component(&serving.engine, bytes),
+            None => Component::new(&serving.engine, bytes),
+        };
+        let component = compiled.map_err(|e| {
+            RuntimeError::InvalidProgram(format!(
+                "{guest_path} is not a valid WebAssembly component: {e:#}"
+            ))
+        })?;
+        let pre = serving.linker.instantiate_pre(&component).map_err(|e| {
+            RuntimeError::InvalidProgram(format!(
+                "{guest_path} cannot be linked as an HTTP handler (wasi:http/proxy): {e:#}"
+            ))
+        })?;
+        let pre = ProxyPre::new(pre).map_err(|e| {
+            RuntimeError::InvalidProgram(format!(
+                "{guest_path}: its wasi:http/incoming-handler export is not usable: {e:#}"
+            ))
+        })?;
+        Ok(Compiled::Http { pre, settings })
+    }
+
+    /// Whether the program is an HTTP handler that [`Program::run_blocking`] serves until
+    /// stopped, rather than a program that ends by itself.
+    pub fn is_server(&self) -> bool {
+        matches!(self.compiled, Compiled::Http { .. })
+    }
+
     /// Where the program was found inside the container.
     pub fn guest_path(&self) -> &str {
         &self.guest_path
@@ -364,10 +422,23 @@ impl Program {
         stderr: Option<Output>,
         controls: &Controls,
     ) -> Result<ExitStatus, String> {
-        let mut builder = WasiCtxBuilder::new();
-        builder.args(&self.plan.args);
-        builder.envs(&self.plan.env);
-        builder.initial_cwd(&self.plan.cwd);
+        if let Compiled::Http { pre, settings } = self.compiled {
+            let plan = self.plan;
+            let (out, err) = (stdout.clone(), stderr.clone());
+            let new_ctx = Box::new(move || {
+                wasi_builder(&plan, out.as_ref(), err.as_ref()).map(|mut b| b.build())
+            });
+            return Ok(crate::http::serve(
+                pre,
+                &settings,
+                new_ctx,
+                stderr,
+                controls,
+                &self.guest_path,
+            )
+            .await);
+        }
+        let mut builder = wasi_builder(&self.plan, stdout.as_ref(), stderr.as_ref())?;
         match stdin_stream(stdin, terminal).map_err(|e| format!("opening stdin: {e}"))? {
             Stdin::Closed => {}
             Stdin::Terminal(tty) => {
@@ -380,33 +451,7 @@ impl Program {
                 builder.stdin(file);
             }
         }
-        if let Some(out) = &stdout {
-            out.install_as_stdout(&mut builder);
-        }
-        if let Some(err) = &stderr {
-            err.install_as_stderr(&mut builder);
-        }
-        for preopen in &self.plan.preopens.preopens {
-            let perms = if preopen.read_only {
-                FsPerms::ReadOnly
-            } else {
-                FsPerms::ReadWrite
-            };
-            builder
-                .preopened_dir(&preopen.host, &preopen.guest, perms)
-                .map_err(|e| {
-                    format!(
-                        "preopening {} at {}: {e:#}",
-                        preopen.host.display(),
-                        preopen.guest
-                    )
-                })?;
-        }
-        let limits = GaugeLimiter {
-            gauge: controls.gauge.clone(),
-            held: 0,
-            last_charge: 0,
-        };
+        let limits = GaugeLimiter::new(controls.gauge.clone());
         match self.compiled {
             Compiled::Module {
                 pre,
@@ -451,13 +496,50 @@ impl Program {
                 };
                 Ok(run_stoppable(controls, call).await)
             }
+            Compiled::Http { .. } => Err("an HTTP component is served, not called".into()),
         }
     }
 }
 
+/// The WASI context every kind of program starts from: the plan's args, env, cwd and
+/// preopens, and the container's stdout and stderr (stdin is the caller's business).
+fn wasi_builder(
+    plan: &WasiPlan,
+    stdout: Option<&Output>,
+    stderr: Option<&Output>,
+) -> Result<WasiCtxBuilder, String> {
+    let mut builder = WasiCtxBuilder::new();
+    builder.args(&plan.args);
+    builder.envs(&plan.env);
+    builder.initial_cwd(&plan.cwd);
+    if let Some(out) = stdout {
+        out.install_as_stdout(&mut builder);
+    }
+    if let Some(err) = stderr {
+        err.install_as_stderr(&mut builder);
+    }
+    for preopen in &plan.preopens.preopens {
+        let perms = if preopen.read_only {
+            FsPerms::ReadOnly
+        } else {
+            FsPerms::ReadWrite
+        };
+        builder
+            .preopened_dir(&preopen.host, &preopen.guest, perms)
+            .map_err(|e| {
+                format!(
+                    "preopening {} at {}: {e:#}",
+                    preopen.host.display(),
+                    preopen.guest
+                )
+            })?;
+    }
+    Ok(builder)
+}
+
 /// A store that accounts memory in the container's gauge and yields to the executor at
 /// every epoch tick, so a stop request is seen even in a loop that never calls the host.
-fn new_store<T: 'static>(
+pub(crate) fn new_store<T: 'static>(
     engine: &wasmtime::Engine,
     host: T,
     limits: fn(&mut T) -> &mut GaugeLimiter,

@@ -7,7 +7,16 @@ use tokio::sync::watch;
 /// Cloning gives another handle to the same program.
 #[derive(Clone, Debug)]
 pub struct Stopper {
-    sender: watch::Sender<Option<i32>>,
+    sender: watch::Sender<StopState>,
+}
+
+/// The first stop signal (the one the status reports) and whether SIGKILL has come since:
+/// a program that stops gracefully (an HTTP server draining) must still end at once on a
+/// later SIGKILL.
+#[derive(Clone, Copy, Debug, Default)]
+struct StopState {
+    first: Option<i32>,
+    killed: bool,
 }
 
 impl Default for Stopper {
@@ -19,7 +28,7 @@ impl Default for Stopper {
 impl Stopper {
     /// A stopper for a program that has not been asked to stop.
     pub fn new() -> Self {
-        let (sender, _) = watch::channel(None);
+        let (sender, _) = watch::channel(StopState::default());
         Stopper { sender }
     }
 
@@ -28,29 +37,46 @@ impl Stopper {
     /// already dying.
     pub fn stop(&self, signal: i32) {
         self.sender.send_if_modified(|current| {
-            if current.is_none() {
-                *current = Some(signal);
-                true
-            } else {
-                false
+            let mut changed = false;
+            if current.first.is_none() {
+                current.first = Some(signal);
+                changed = true;
             }
+            if signal == libc::SIGKILL && !current.killed {
+                current.killed = true;
+                changed = true;
+            }
+            changed
         });
     }
 
     /// The signal the program was asked to stop with, if any.
     pub fn requested(&self) -> Option<i32> {
-        *self.sender.borrow()
+        self.sender.borrow().first
     }
 
     /// Resolves with the signal once a stop is requested.
     pub(crate) async fn wait(&self) -> i32 {
         let mut receiver = self.sender.subscribe();
         loop {
-            if let Some(signal) = *receiver.borrow_and_update() {
+            if let Some(signal) = receiver.borrow_and_update().first {
                 return signal;
             }
             if receiver.changed().await.is_err() {
                 // The sender lives in `self`, so this cannot close while we wait.
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    /// Resolves once SIGKILL is requested, whatever signal came first.
+    pub(crate) async fn wait_for_kill(&self) {
+        let mut receiver = self.sender.subscribe();
+        loop {
+            if receiver.borrow_and_update().killed {
+                return;
+            }
+            if receiver.changed().await.is_err() {
                 std::future::pending::<()>().await;
             }
         }

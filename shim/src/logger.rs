@@ -40,9 +40,12 @@ impl Log for FifoLogger {
             Level::Debug => "debug",
             Level::Trace => "trace",
         };
+        // One record, one line: containerd copies the FIFO line by line into its own log, and
+        // a message with a wasm backtrace would otherwise lose its tags after the first line.
         let message = format!("{}", record.args())
             .replace('\\', "\\\\")
-            .replace('"', "\\\"");
+            .replace('"', "\\\"")
+            .replace('\n', "\\n");
         let line = format!(
             "time=\"{}\" level={level} msg=\"{message}\" namespace={} id={} runtime=io.containerd.wasmtime.v1\n",
             rfc3339(SystemTime::now()),

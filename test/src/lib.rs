@@ -6,6 +6,7 @@
 //! would, or through its CRI plugin, as a kubelet would ([`cri`]).
 
 pub mod cri;
+pub mod http;
 pub mod pod;
 
 use std::io::Read;

@@ -1,0 +1,421 @@
+//! Serving HTTP components (the `wasi:http/proxy` world), as `wasmtime serve` does.
+//!
+//! The component is compiled and linked once (at Create); every request then gets a fresh
+//! instance from that template in a store of its own, so requests share nothing and one that
+//! traps cannot affect the next. A request the component fails (trap, error, out of memory,
+//! no response) is answered with 500 and logged; the server keeps serving.
+//!
+//! All of a container's requests run on its program thread's executor, like its other
+//! programs: the thread sits in the container's network namespace (so the listener and every
+//! outgoing connection are made there), and a spinning request yields at each epoch tick
+//! rather than holding the thread.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::io::TokioIo;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+use crate::program::{new_store, GaugeLimiter};
+use crate::stdio::Output;
+use crate::{Controls, ExitStatus, RuntimeError};
+
+/// The container environment variable naming the address an HTTP component listens on:
+/// `HOST:PORT`, or a bare port for all IPv4 addresses.
+pub const LISTEN_ADDR_ENV: &str = "WASI_HTTP_ADDR";
+
+/// Where an HTTP component listens when the container does not say.
+pub const DEFAULT_LISTEN_ADDR: &str = "0.0.0.0:8080";
+
+/// The container environment variable bounding, in seconds, how long requests already in
+/// flight may take to finish after SIGTERM (or SIGINT) before the task ends anyway.
+pub const DRAIN_SECONDS_ENV: &str = "WASI_HTTP_DRAIN_SECONDS";
+
+/// The drain bound when the container does not set one: Kubernetes' default grace period, so
+/// a pod's SIGKILL, not this bound, is normally what cuts a drain short.
+pub const DEFAULT_DRAIN: Duration = Duration::from_secs(30);
+
+/// Per-request state: WASI for the component's stdio, clocks and random, wasi:http for the
+/// request itself, and the container's memory account.
+pub(crate) struct HttpHost {
+    ctx: WasiCtx,
+    http: WasiHttpCtx,
+    table: ResourceTable,
+    limits: GaugeLimiter,
+}
+
+impl WasiView for HttpHost {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.ctx,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for HttpHost {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: Default::default(),
+        }
+    }
+}
+
+/// Where and how a container's HTTP component is served, read from its environment at
+/// Create so a typo fails the container there rather than after Start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ServeSettings {
+    pub(crate) addr: SocketAddr,
+    pub(crate) drain: Duration,
+}
+
+impl ServeSettings {
+    pub(crate) fn from_env(env: &[(String, String)]) -> Result<Self, RuntimeError> {
+        let var = |name: &str| {
+            env.iter()
+                .rev()
+                .find(|(key, _)| key == name)
+                .map(|(_, value)| value.trim())
+        };
+        let addr_text = var(LISTEN_ADDR_ENV).unwrap_or(DEFAULT_LISTEN_ADDR);
+        let addr = match addr_text.parse::<u16>() {
+            Ok(port) => SocketAddr::from(([0, 0, 0, 0], port)),
+            Err(_) => addr_text.parse().map_err(|e| {
+                RuntimeError::InvalidSpec(format!(
+                    "{LISTEN_ADDR_ENV}={addr_text} is not HOST:PORT or a port: {e}"
+                ))
+            })?,
+        };
+        let drain = match var(DRAIN_SECONDS_ENV) {
+            None => DEFAULT_DRAIN,
+            Some(text) => text
+                .parse::<f64>()
+                .ok()
+                .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+                .ok_or_else(|| {
+                    RuntimeError::InvalidSpec(format!(
+                        "{DRAIN_SECONDS_ENV}={text} is not a number of seconds"
+                    ))
+                })?,
+        };
+        Ok(ServeSettings { addr, drain })
+    }
+}
+
+/// Whether a component is an HTTP handler: it exports `wasi:http/incoming-handler` and no
+/// `wasi:cli/run` (a component exporting both is run as a command, as `wasmtime run` would).
+///
+/// Read from the export section rather than from the compiled component because HTTP
+/// components are compiled for a different engine (see [`crate::engine::serving`]).
+pub(crate) fn is_http_handler(bytes: &[u8]) -> bool {
+    let mut depth = 0usize;
+    let (mut handler, mut command) = (false, false);
+    for payload in wasmparser::Parser::new(0).parse_all(bytes) {
+        // A malformed component is reported by the compiler with a better message.
+        let Ok(payload) = payload else { return false };
+        match payload {
+            wasmparser::Payload::ModuleSection { .. }
+            | wasmparser::Payload::ComponentSection { .. } => depth += 1,
+            wasmparser::Payload::End(_) => depth = depth.saturating_sub(1),
+            wasmparser::Payload::ComponentExportSection(exports) if depth == 0 => {
+                for export in exports.into_iter().flatten() {
+                    let name = export.name.name;
+                    handler |= name.starts_with("wasi:http/incoming-handler@");
+                    command |= name.starts_with("wasi:cli/run@");
+                }
+            }
+            _ => {}
+        }
+    }
+    handler && !command
+}
+
+/// Makes the WASI context of one request (args, env, preopens, the container's stdout and
+/// stderr).
+pub(crate) type ContextFactory = dyn Fn() -> Result<WasiCtx, String> + Send + Sync;
+
+/// What every request of one server needs.
+struct RequestHandler {
+    pre: ProxyPre<HttpHost>,
+    new_ctx: Box<ContextFactory>,
+    controls: Controls,
+    stderr: Option<Output>,
+    guest_path: String,
+}
+
+/// Serves `pre` until a stop request, then drains. Returns the task's status:
+/// 0 after a drain that finished in time, 128+signal when the bound cut it short, 137 on
+/// SIGKILL (immediate, in-flight requests are dropped).
+pub(crate) async fn serve(
+    pre: ProxyPre<HttpHost>,
+    settings: &ServeSettings,
+    new_ctx: Box<ContextFactory>,
+    stderr: Option<Output>,
+    controls: &Controls,
+    guest_path: &str,
+) -> ExitStatus {
+    let listener = match bind(settings.addr) {
+        Ok(listener) => listener,
+        Err(e) => {
+            return ExitStatus::Failed(format!(
+                "{guest_path}: listening on {} ({LISTEN_ADDR_ENV}): {e}",
+                settings.addr
+            ))
+        }
+    };
+    log::info!("{guest_path}: serving HTTP on {}", settings.addr);
+    let handler = Arc::new(RequestHandler {
+        pre,
+        new_ctx,
+        controls: controls.clone(),
+        stderr,
+        guest_path: guest_path.to_string(),
+    });
+    let (shutdown, shutdown_seen) = tokio::sync::watch::channel(false);
+    let mut connections = tokio::task::JoinSet::new();
+    let signal = loop {
+        tokio::select! {
+            biased;
+            signal = controls.stopper.wait() => break signal,
+            // Reaps finished connections so the set holds only live ones.
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            accepted = controls.pauser.gate(listener.accept()) => match accepted {
+                Ok((stream, peer)) => {
+                    let connection = serve_connection(
+                        handler.clone(),
+                        stream,
+                        shutdown_seen.clone(),
+                    );
+                    let pauser = controls.pauser.clone();
+                    connections.spawn(async move {
+                        if let Err(e) = pauser.gate(connection).await {
+                            log::debug!("HTTP connection from {peer}: {e}");
+                        }
+                    });
+                }
+                Err(e) => {
+                    // Out of descriptors and the like: retrying at once would spin.
+                    log::warn!("{guest_path}: accepting a connection: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    };
+    drop(listener);
+    if signal == libc::SIGKILL {
+        return ExitStatus::Signaled(signal);
+    }
+    let _ = shutdown.send(true);
+    log::info!(
+        "{guest_path}: signal {signal}: stopped accepting, draining {} connection(s) for up to {:?}",
+        connections.len(),
+        settings.drain
+    );
+    let drained = async { while connections.join_next().await.is_some() {} };
+    tokio::select! {
+        biased;
+        _ = controls.stopper.wait_for_kill() => ExitStatus::Signaled(libc::SIGKILL),
+        _ = drained => {
+            log::info!("{guest_path}: drained");
+            ExitStatus::Exited(0)
+        }
+        _ = tokio::time::sleep(settings.drain) => {
+            log::warn!(
+                "{guest_path}: {} connection(s) still open after the drain bound; stopping",
+                connections.len()
+            );
+            ExitStatus::Signaled(signal)
+        }
+    }
+}
+
+fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    // Made by the program thread, so the socket belongs to the container's network namespace.
+    let listener = std::net::TcpListener::bind(addr)?;
+    listener.set_nonblocking(true)?;
+    tokio::net::TcpListener::from_std(listener)
+}
+
+/// Serves one connection's requests until the client closes it or, after a shutdown, until
+/// the request in progress is answered.
+async fn serve_connection(
+    handler: Arc<RequestHandler>,
+    stream: tokio::net::TcpStream,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> hyper::Result<()> {
+    let service = hyper::service::service_fn(move |request| {
+        let handler = handler.clone();
+        async move { Ok::<_, Infallible>(handler.handle(request).await) }
+    });
+    let connection = http1::Builder::new()
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(stream), service);
+    let mut connection = std::pin::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => return result,
+        // Sender gone or shutdown: either way this connection should finish up.
+        _ = shutdown.wait_for(|stop| *stop) => {}
+    }
+    connection.as_mut().graceful_shutdown();
+    connection.await
+}
+
+impl RequestHandler {
+    async fn handle(
+        &self,
+        request: hyper::Request<Incoming>,
+    ) -> hyper::Response<HyperOutgoingBody> {
+        let method = request.method().clone();
+        let uri = request.uri().clone();
+        match self.call_guest(request).await {
+            Ok(response) => response,
+            Err(e) => {
+                log::warn!("{}: {method} {uri}: {e:?}", self.guest_path);
+                if let Some(stderr) = &self.stderr {
+                    stderr
+                        .write_message(&format!("Error: {method} {uri}: {e:?}\n"))
+                        .await;
+                }
+                internal_error()
+            }
+        }
+    }
+
+    async fn call_guest(
+        &self,
+        request: hyper::Request<Incoming>,
+    ) -> wasmtime::Result<hyper::Response<HyperOutgoingBody>> {
+        let host = HttpHost {
+            ctx: (self.new_ctx)().map_err(wasmtime::Error::msg)?,
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            limits: GaugeLimiter::new(self.controls.gauge.clone()),
+        };
+        let mut store = new_store(self.pre.engine(), host, |h| &mut h.limits);
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let request = store
+            .data_mut()
+            .http()
+            .new_incoming_request(Scheme::Http, request)?;
+        let out = store.data_mut().http().new_response_outparam(sender)?;
+        let pre = self.pre.clone();
+        let pauser = self.controls.pauser.clone();
+        // The guest keeps running after it has set the response: it writes the body while
+        // hyper sends it. So the call is a task of its own, not part of this future.
+        let call = tokio::spawn(async move {
+            pauser
+                .gate(async {
+                    let proxy = pre.instantiate_async(&mut store).await?;
+                    proxy
+                        .wasi_http_incoming_handler()
+                        .call_handle(&mut store, request, out)
+                        .await
+                })
+                .await
+        });
+        match receiver.await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(code)) => Err(wasmtime::format_err!(
+                "the component answered with the error {code:?}"
+            )),
+            // The outparam was dropped unset: the call ended (trap, error, or a return
+            // without a response); its result says which.
+            Err(_) => match call.await {
+                Ok(Ok(())) => Err(wasmtime::format_err!(
+                    "the component returned without setting a response"
+                )),
+                Ok(Err(e)) => Err(e),
+                Err(e) => Err(wasmtime::format_err!("the request's task failed: {e}")),
+            },
+        }
+    }
+}
+
+fn internal_error() -> hyper::Response<HyperOutgoingBody> {
+    let body = Full::new(Bytes::from_static(b"internal server error\n"))
+        .map_err(|never: Infallible| match never {})
+        .boxed_unsync();
+    let mut response = hyper::Response::new(body);
+    *response.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain"),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn settings_default_and_parse() {
+        let default = ServeSettings::from_env(&env(&[("PATH", "/")])).unwrap();
+        assert_eq!(default.addr, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(default.drain, DEFAULT_DRAIN);
+        let port = ServeSettings::from_env(&env(&[(LISTEN_ADDR_ENV, "9000")])).unwrap();
+        assert_eq!(port.addr, "0.0.0.0:9000".parse().unwrap());
+        let full = ServeSettings::from_env(&env(&[
+            (LISTEN_ADDR_ENV, "127.0.0.1:81"),
+            (DRAIN_SECONDS_ENV, "0.5"),
+        ]))
+        .unwrap();
+        assert_eq!(full.addr, "127.0.0.1:81".parse().unwrap());
+        assert_eq!(full.drain, Duration::from_millis(500));
+        for bad in [
+            (LISTEN_ADDR_ENV, "localhost"),
+            (DRAIN_SECONDS_ENV, "-1"),
+            (DRAIN_SECONDS_ENV, "soon"),
+        ] {
+            let err = ServeSettings::from_env(&env(&[bad]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(bad.0), "{err}");
+        }
+    }
+
+    #[test]
+    fn http_handlers_are_told_from_commands_by_their_exports() {
+        let handler = wat::parse_str(
+            r#"(component
+                (core module $m (func (export "f")))
+                (core instance $i (instantiate $m))
+                (func $f (canon lift (core func $i "f")))
+                (instance $h (export "handle" (func $f)))
+                (export "wasi:http/incoming-handler@0.2.12" (instance $h)))"#,
+        )
+        .unwrap();
+        assert!(is_http_handler(&handler));
+        let command = wat::parse_str(
+            r#"(component
+                (core module $m (func (export "f")))
+                (core instance $i (instantiate $m))
+                (func $f (canon lift (core func $i "f")))
+                (instance $h (export "run" (func $f)))
+                (export "wasi:cli/run@0.2.12" (instance $h)))"#,
+        )
+        .unwrap();
+        assert!(!is_http_handler(&command));
+        assert!(!is_http_handler(b"\0asm\x0d\0\x01\0garbage"));
+    }
+}
