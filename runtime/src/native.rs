@@ -28,7 +28,7 @@ pub struct NativeProgram {
 /// too broken to say — is `None`: the wasm path then reports the problem in its own words.
 pub fn native_entrypoint(spec: &Spec, rootfs: &Path) -> Option<NativeProgram> {
     let process = spec.process().as_ref()?;
-    let arg0 = process.args().as_ref()?.first()?;
+    let arg0 = crate::plan::past_init(process.args().as_deref()?).first()?;
     let entrypoint = Entrypoint::parse(arg0).ok()?;
     let env = process.env().clone().unwrap_or_default();
     let path_var = env

@@ -24,6 +24,28 @@ pub struct WasiPlan {
     pub entrypoint: Entrypoint,
 }
 
+/// The command an init wrapper would run: `docker run --init` puts docker's init (tini,
+/// bind-mounted from the host at `/sbin/docker-init`) in front of the command, as
+/// `[/sbin/docker-init, --, CMD...]`. A wasm program needs no init (there are no zombies to
+/// reap, and the shim delivers signals itself), so the command after `--` is what runs.
+/// A native command keeps its wrapper: the whole spec goes to runc unchanged.
+pub(crate) fn past_init(args: &[String]) -> &[String] {
+    let is_init = |path: &str| {
+        matches!(
+            Path::new(path).file_name().and_then(|n| n.to_str()),
+            Some("docker-init" | "tini")
+        )
+    };
+    match args {
+        [init, separator, command @ ..]
+            if is_init(init) && separator == "--" && !command.is_empty() =>
+        {
+            command
+        }
+        _ => args,
+    }
+}
+
 impl WasiPlan {
     /// Translates `spec`, whose root filesystem is (already mounted) at `rootfs`.
     pub fn from_spec(spec: &Spec, rootfs: &Path) -> Result<Self, RuntimeError> {
@@ -31,7 +53,7 @@ impl WasiPlan {
             .process()
             .as_ref()
             .ok_or_else(|| RuntimeError::InvalidSpec("the spec has no process".into()))?;
-        let args = process.args().clone().unwrap_or_default();
+        let args = past_init(process.args().as_deref().unwrap_or_default()).to_vec();
         let arg0 = args
             .first()
             .ok_or_else(|| RuntimeError::InvalidSpec("process.args is empty".into()))?;
@@ -137,6 +159,27 @@ mod tests {
                     assert!(msg.contains("No such file"), "{}: {msg}", path.display())
                 }
                 Err(e) => panic!("{}: {e}", path.display()),
+            }
+        }
+    }
+
+    #[test]
+    fn docker_init_is_looked_past() {
+        let args = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let wrapped = args(&["/sbin/docker-init", "--", "/app.wasm", "x"]);
+        assert_eq!(past_init(&wrapped), &args(&["/app.wasm", "x"])[..]);
+        for unchanged in [
+            args(&["/sbin/docker-init", "--"]),
+            args(&["/sbin/docker-init", "/app.wasm"]),
+            args(&["/app.wasm", "--", "x"]),
+        ] {
+            assert_eq!(past_init(&unchanged), &unchanged[..]);
+        }
+        if let Some(spec) = fixture("docker-init.json") {
+            let plan = WasiPlan::from_spec(&spec, Path::new("/rootfs"));
+            // The fixture's mount sources are host paths of the capture; only the args matter.
+            if let Ok(plan) = plan {
+                assert_eq!(plan.args, args(&["echo", "hi"]));
             }
         }
     }

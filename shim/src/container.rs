@@ -14,6 +14,7 @@ use runtime::{Controls, CpuUsage, WasiPlan};
 use crate::clock::timestamp;
 use crate::error::{ShimError, ShimResult};
 use crate::events::Publisher;
+use crate::hooks::{Hooks, Phase};
 use crate::lifecycle::{Exit, Lifecycle};
 use crate::mount::{self, RootfsMount};
 use crate::netns::NetworkPlan;
@@ -64,6 +65,8 @@ pub struct Container {
     controls: Controls,
     mounted_rootfs: Option<PathBuf>,
     publisher: Publisher,
+    /// The spec's OCI hooks, run at Create, Start and Delete.
+    hooks: Hooks,
 }
 
 /// The execs of a container. One lock covers the map, the ids being loaded and the end of
@@ -124,6 +127,19 @@ impl Container {
             },
             publisher.clone(),
         )?;
+        // The create-time hooks see the program thread's pid, already in the container's
+        // network namespace, and run before Create returns: nothing of the program has run.
+        let hooks = Hooks::from_spec(&spec, &params.id, &params.bundle);
+        for phase in [
+            Phase::Prestart,
+            Phase::CreateRuntime,
+            Phase::CreateContainer,
+        ] {
+            if let Err(e) = hooks.run(phase, init.pid) {
+                init.discard();
+                return Err(e);
+            }
+        }
         let container = Arc::new(Container {
             id: params.id,
             bundle: params.bundle,
@@ -135,6 +151,7 @@ impl Container {
             controls,
             mounted_rootfs: guard.keep(),
             publisher,
+            hooks,
         });
         let stdio = &container.init.stdio;
         container.publisher.publish(
@@ -161,16 +178,26 @@ impl Container {
     /// Runs the main program. When it ends, the execs still running are killed and their
     /// exits reported before its own: a Linux container's processes die with its init, and
     /// runc's shim reports the init's exit last.
+    ///
+    /// A failing startContainer hook fails Start, and the program never runs: it is ended as
+    /// if killed before Start (137), so containerd sees an exit it can clean up after.
     pub fn start(self: &Arc<Self>) -> ShimResult<u32> {
+        if let Err(e) = self.hooks.run(Phase::StartContainer, self.init.pid) {
+            let _ = self.init.kill(libc::SIGKILL as u32);
+            return Err(e);
+        }
         let me: Weak<Container> = Arc::downgrade(self);
-        self.init.start(Box::new(move || {
+        let pid = self.init.start(Box::new(move || {
             if let Some(container) = me.upgrade() {
                 for exec in container.close_execs() {
                     let _ = exec.kill(libc::SIGKILL as u32);
                     exec.wait();
                 }
             }
-        }))
+        }))?;
+        // Failures are logged inside: OCI lets poststart hooks fail without effect.
+        let _ = self.hooks.run(Phase::Poststart, pid);
+        Ok(pid)
     }
 
     /// Refuses further execs and returns the current ones.
@@ -399,6 +426,8 @@ impl Container {
         if let Some(rootfs) = &self.mounted_rootfs {
             mount::unmount_all(rootfs);
         }
+        // Logged inside on failure; the container is gone either way.
+        let _ = self.hooks.run(Phase::Poststop, self.init.pid);
         self.publisher.publish(
             "/tasks/delete",
             &TaskDelete {

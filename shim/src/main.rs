@@ -11,6 +11,7 @@ mod delete;
 mod error;
 mod events;
 mod flags;
+mod hooks;
 mod info;
 mod lifecycle;
 mod logger;
