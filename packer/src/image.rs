@@ -322,11 +322,9 @@ mod tests {
         documents
     }
 
-    fn archive_of(platform: Platform) -> std::collections::HashMap<String, serde_json::Value> {
-        let dir = tempfile::tempdir().unwrap();
-        let wasm = dir.path().join("app.wasm");
-        std::fs::write(&wasm, b"\0asm\x0d\0\x01\0").unwrap();
-        let spec = ImageSpec {
+    /// An image of one program, `/app.wasm` from `wasm`.
+    fn app_spec(wasm: std::path::PathBuf, platform: Platform) -> ImageSpec {
+        ImageSpec {
             name: "docker.io/library/app:latest".into(),
             platform,
             entrypoint: vec!["/app.wasm".into()],
@@ -338,7 +336,14 @@ mod tests {
                 destination: "/app.wasm".into(),
                 mode: 0o755,
             }],
-        };
+        }
+    }
+
+    fn archive_of(platform: Platform) -> std::collections::HashMap<String, serde_json::Value> {
+        let dir = tempfile::tempdir().unwrap();
+        let wasm = dir.path().join("app.wasm");
+        std::fs::write(&wasm, b"\0asm\x0d\0\x01\0").unwrap();
+        let spec = app_spec(wasm, platform);
         let mut archive = Vec::new();
         write_archive(&spec, &mut archive).unwrap();
         json_entries(&archive)
@@ -397,19 +402,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let wasm = dir.path().join("app.wasm");
         std::fs::write(&wasm, b"\0asm\x01\0\0\0").unwrap();
-        let spec = ImageSpec {
-            name: "docker.io/library/app:latest".into(),
-            platform: Platform::parse("wasi/wasm").unwrap(),
-            entrypoint: vec!["/app.wasm".into()],
-            cmd: vec![],
-            env: vec![],
-            workdir: "/".into(),
-            files: vec![LayerFile {
-                source: wasm,
-                destination: "/app.wasm".into(),
-                mode: 0o755,
-            }],
-        };
+        let spec = app_spec(wasm, Platform::parse("wasi/wasm").unwrap());
         let mut first = Vec::new();
         write_archive(&spec, &mut first).unwrap();
         let mut second = Vec::new();
