@@ -35,7 +35,24 @@ pub fn delete(
             Err(e) => log::warn!("{id}: {e}; cleaning up what we can"),
         }
     }
-    kill_stale_daemon(bundle);
+    let socket = std::fs::read_to_string(bundle.join("address"))
+        .ok()
+        .map(|a| std::path::PathBuf::from(a.trim().trim_start_matches("unix://")));
+    // A daemon that still answers serves other containers of its pod: leave it and its
+    // socket alone. One that does not is dead or hung: it goes, and so does its socket file,
+    // which nothing else removes.
+    let answering = socket
+        .as_ref()
+        .is_some_and(|s| UnixStream::connect(s).is_ok());
+    if !answering {
+        kill_stale_daemon(bundle);
+        if let Some(socket) = socket.filter(|s| is_socket(s)) {
+            match std::fs::remove_file(&socket) {
+                Ok(()) => log::info!("removed the dead shim's socket {}", socket.display()),
+                Err(e) => log::debug!("removing {}: {e}", socket.display()),
+            }
+        }
+    }
     let removed = mount::unmount_all(&bundle.join("rootfs"));
     if removed > 0 {
         log::info!("unmounted the rootfs of {}", bundle.display());
@@ -50,6 +67,12 @@ pub fn delete(
     reply::write(stdout, &reply::encode(&response)?, "DeleteResponse")
 }
 
+fn is_socket(path: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket())
+}
+
+/// Kills the daemon the bundle's pid file names, which no longer answers on its socket.
 fn kill_stale_daemon(bundle: &Path) {
     let Ok(text) = std::fs::read_to_string(bundle.join(SHIM_PID_FILE)) else {
         return;
@@ -60,22 +83,27 @@ fn kill_stale_daemon(bundle: &Path) {
     if pid <= 1 || pid == std::process::id() as i32 {
         return;
     }
-    // A daemon that still answers serves other containers of its pod: leave it alone.
-    let answering = std::fs::read_to_string(bundle.join("address"))
-        .map(|a| UnixStream::connect(a.trim().trim_start_matches("unix://")).is_ok())
-        .unwrap_or(false);
-    if answering {
-        return;
-    }
     // Only kill what is still our own binary: the pid may have been reused.
     let ours = std::env::current_exe().ok();
-    let theirs = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
-    if ours.is_some() && ours == theirs {
+    let is_ours = || ours.is_some() && ours == std::fs::read_link(format!("/proc/{pid}/exe")).ok();
+    // A daemon whose socket is gone but which still lives is usually shutting down: it
+    // unlinks its socket first, then delivers its last events (up to 5 s) and exits. A
+    // containerd that reloaded its shims after a restart runs this cleanup as soon as the
+    // connection closes; killing at once would lose those events.
+    let deadline = std::time::Instant::now() + SHUTDOWN_GRACE;
+    while is_ours() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    if is_ours() {
         log::warn!("killing unresponsive shim daemon {pid}");
         // SAFETY: plain kill(2) on a pid we just checked.
         unsafe { libc::kill(pid, libc::SIGKILL) };
     }
 }
+
+/// How long a daemon that stopped answering gets to finish on its own: a little more than
+/// the event flush a shutting-down daemon allows itself.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_millis(5500);
 
 #[cfg(test)]
 mod tests {

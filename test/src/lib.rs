@@ -146,27 +146,34 @@ impl Containerd {
             bin.display(),
             std::env::var("PATH").unwrap_or_default()
         );
-        let log = std::fs::File::create(dir.path().join("containerd.log"))?;
-        let child = Command::new("containerd")
-            .arg("--config")
-            .arg(dir.path().join("config.toml"))
-            .env("PATH", path)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("starting containerd (apt-get install containerd)")?;
+        std::fs::write(dir.path().join("path"), path)?;
+        let child = spawn_containerd(dir.path())?;
         let containerd = Containerd { dir, child, socket };
+        containerd.wait_until_answering()?;
+        Ok(containerd)
+    }
+
+    fn wait_until_answering(&self) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if containerd.ctr(&["version"]).code == 0 {
-                return Ok(containerd);
+            if self.ctr(&["version"]).code == 0 {
+                return Ok(());
             }
             if Instant::now() > deadline {
-                bail!("containerd did not start:\n{}", containerd.log());
+                bail!("containerd did not start:\n{}", self.log());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Stops containerd (SIGTERM, as a service manager does) and starts it again with the
+    /// same root and state, leaving its shims running, as an upgrade or a crash-restart does.
+    pub fn restart(&mut self) -> Result<()> {
+        // SAFETY: plain kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        self.child.wait()?;
+        self.child = spawn_containerd(self.dir.path())?;
+        self.wait_until_answering()
     }
 
     /// containerd's own log, for failure messages.
@@ -377,6 +384,24 @@ impl Containerd {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+/// Starts containerd with the config and PATH written in `dir`, appending to its log.
+fn spawn_containerd(dir: &Path) -> Result<Child> {
+    let path = std::fs::read_to_string(dir.join("path"))?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("containerd.log"))?;
+    Command::new("containerd")
+        .arg("--config")
+        .arg(dir.join("config.toml"))
+        .env("PATH", path)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .context("starting containerd (apt-get install containerd)")
 }
 
 /// Runs a `ctr` command with no stdin and collects its output.
