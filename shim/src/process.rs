@@ -17,6 +17,11 @@ use crate::netns::NetworkPlan;
 use crate::stdio::StdioPaths;
 use crate::tty::{OutputDone, Terminal};
 
+/// How long an ended program's exit waits for its client to read what is still in the
+/// stdout/stderr pipes: ctr reports the exit and stops reading, so output still in a pipe
+/// at the exit event can be lost. Bounded, for a client that reads nothing (`ctr run -d`).
+const OUTPUT_READ_BOUND: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// How long an exit report waits for a terminal's last output to reach the client.
 const TERMINAL_DRAIN: Duration = Duration::from_secs(2);
 
@@ -111,7 +116,11 @@ impl Process {
                 let Ok(Command::Start(on_exit)) = command_rx.recv() else {
                     return;
                 };
+                let pipes = crate::stdio::output_pipes(&stdio);
                 let status = program.run_blocking(stdio, &controls);
+                if status != ExitStatus::Signaled(libc::SIGKILL) {
+                    crate::stdio::wait_until_read(&pipes, OUTPUT_READ_BOUND);
+                }
                 on_exit(status, thread_cpu_usage(tid as i32));
             })
             .map_err(|e| ShimError::Internal(format!("starting the program thread: {e}")))?;

@@ -108,3 +108,43 @@ impl StdioPaths {
         Ok((files, None))
     }
 }
+
+/// Copies of the program's stdout and stderr when they are FIFOs, to see how much of its
+/// output the client has not read yet.
+pub fn output_pipes(files: &StdioFiles) -> Vec<std::fs::File> {
+    use std::os::unix::fs::FileTypeExt;
+    if files.terminal {
+        return Vec::new();
+    }
+    [files.stdout.as_ref(), files.stderr.as_ref()]
+        .into_iter()
+        .flatten()
+        .filter(|f| f.metadata().is_ok_and(|m| m.file_type().is_fifo()))
+        .filter_map(|f| f.try_clone().ok())
+        .collect()
+}
+
+/// Waits, at most `bound`, until nothing is left unread in `pipes`.
+pub fn wait_until_read(pipes: &[std::fs::File], bound: std::time::Duration) {
+    use std::os::fd::AsRawFd;
+    let deadline = std::time::Instant::now() + bound;
+    loop {
+        let unread: libc::c_int = pipes
+            .iter()
+            .map(|pipe| {
+                let mut n: libc::c_int = 0;
+                // SAFETY: FIONREAD writes one int: the bytes in the pipe (either end).
+                let rc = unsafe { libc::ioctl(pipe.as_raw_fd(), libc::FIONREAD, &mut n) };
+                if rc == 0 {
+                    n
+                } else {
+                    0
+                }
+            })
+            .sum();
+        if unread == 0 || std::time::Instant::now() >= deadline {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
