@@ -282,15 +282,7 @@ impl Program {
         bytes: &[u8],
     ) -> Result<Compiled, RuntimeError> {
         let linker = shared_component_linker().map_err(RuntimeError::Unsupported)?;
-        let compiled = match compile_cache() {
-            Some(cache) => cache.component(engine, bytes),
-            None => Component::new(engine, bytes),
-        };
-        let component = compiled.map_err(|e| {
-            RuntimeError::InvalidProgram(format!(
-                "{guest_path} is not a valid WebAssembly component: {e:#}"
-            ))
-        })?;
+        let component = compile_component(engine, guest_path, bytes)?;
         let pre = linker.instantiate_pre(&component).map_err(|e| {
             RuntimeError::InvalidProgram(format!("{guest_path} cannot be linked: {e:#}"))
         })?;
@@ -310,15 +302,7 @@ impl Program {
     ) -> Result<Compiled, RuntimeError> {
         let settings = ServeSettings::from_env(env)?;
         let serving = serving().map_err(RuntimeError::Unsupported)?;
-        let compiled = match compile_cache() {
-            Some(cache) => cache.component(&serving.engine, bytes),
-            None => Component::new(&serving.engine, bytes),
-        };
-        let component = compiled.map_err(|e| {
-            RuntimeError::InvalidProgram(format!(
-                "{guest_path} is not a valid WebAssembly component: {e:#}"
-            ))
-        })?;
+        let component = compile_component(&serving.engine, guest_path, bytes)?;
         let pre = serving.linker.instantiate_pre(&component).map_err(|e| {
             RuntimeError::InvalidProgram(format!(
                 "{guest_path} cannot be linked as an HTTP handler (wasi:http/proxy): {e:#}"
@@ -499,6 +483,23 @@ impl Program {
             Compiled::Http { .. } => Err("an HTTP component is served, not called".into()),
         }
     }
+}
+
+/// Compiles a component for `engine`, through the compile cache when there is one.
+fn compile_component(
+    engine: &wasmtime::Engine,
+    guest_path: &str,
+    bytes: &[u8],
+) -> Result<Component, RuntimeError> {
+    let compiled = match compile_cache() {
+        Some(cache) => cache.component(engine, bytes),
+        None => Component::new(engine, bytes),
+    };
+    compiled.map_err(|e| {
+        RuntimeError::InvalidProgram(format!(
+            "{guest_path} is not a valid WebAssembly component: {e:#}"
+        ))
+    })
 }
 
 /// The WASI context every kind of program starts from: the plan's args, env, cwd and

@@ -11,18 +11,31 @@ fn assert_fails_cleanly(
     entry: &str,
     needle: &str,
 ) {
-    let out = containerd.run_rootfs(&[], rootfs, id, &[entry]);
-    assert_ne!(out.code, 0, "{out:?}");
+    assert_run_fails_cleanly(containerd, rootfs, id, &[], &[entry], needle);
+}
+
+/// Runs `args` with `flags`, expecting Create to fail with `needle` in ctr's error and to
+/// leave no shim and no mount behind.
+fn assert_run_fails_cleanly(
+    containerd: &Containerd,
+    rootfs: &std::path::Path,
+    id: &str,
+    flags: &[&str],
+    args: &[&str],
+    needle: &str,
+) {
+    let out = containerd.run_rootfs(flags, rootfs, id, args);
+    assert_ne!(out.code, 0, "{id}: {out:?}");
     assert!(
         out.stderr.contains(needle),
-        "expected {needle:?} in: {}",
+        "{id}: expected {needle:?} in: {}",
         out.stderr
     );
     assert!(
         containerd
             .wait_for_no_shims(Duration::from_secs(5))
             .is_empty(),
-        "a shim outlived the failed create"
+        "{id}: a shim outlived the failed create"
     );
     assert!(containerd.mounts().is_empty(), "{:?}", containerd.mounts());
 }
@@ -104,20 +117,7 @@ fn assert_rootfs_fails(
     for (name, bytes) in files {
         std::fs::write(rootfs.path().join(name), bytes).unwrap();
     }
-    let out = containerd.run_rootfs(flags, rootfs.path(), id, args);
-    assert_ne!(out.code, 0, "{id}: {out:?}");
-    assert!(
-        out.stderr.contains(needle),
-        "{id}: expected {needle:?} in: {}",
-        out.stderr
-    );
-    assert!(
-        containerd
-            .wait_for_no_shims(Duration::from_secs(5))
-            .is_empty(),
-        "{id}: a shim outlived the failed create"
-    );
-    assert!(containerd.mounts().is_empty(), "{:?}", containerd.mounts());
+    assert_run_fails_cleanly(containerd, rootfs.path(), id, flags, args, needle);
 }
 
 /// A case of a bad program: its id, the rootfs files, the args and the expected message.
