@@ -161,20 +161,16 @@ struct RequestHandler {
 /// SIGKILL (immediate, in-flight requests are dropped).
 pub(crate) async fn serve(
     pre: ProxyPre<HttpHost>,
+    listener: std::net::TcpListener,
     settings: &ServeSettings,
     new_ctx: Box<ContextFactory>,
     stderr: Option<Output>,
     controls: &Controls,
     guest_path: &str,
 ) -> ExitStatus {
-    let listener = match bind(settings.addr) {
+    let listener = match tokio::net::TcpListener::from_std(listener) {
         Ok(listener) => listener,
-        Err(e) => {
-            return ExitStatus::Failed(format!(
-                "{guest_path}: listening on {} ({LISTEN_ADDR_ENV}): {e}",
-                settings.addr
-            ))
-        }
+        Err(e) => return ExitStatus::Failed(format!("{guest_path}: listening socket: {e}")),
     };
     log::info!("{guest_path}: serving HTTP on {}", settings.addr);
     let handler = Arc::new(RequestHandler {
@@ -242,11 +238,12 @@ pub(crate) async fn serve(
     }
 }
 
-fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    // Made by the program thread, so the socket belongs to the container's network namespace.
+/// Binds the handler's listening socket. Called by the program thread (so the socket belongs
+/// to the container's network namespace) before it gives up its privileges.
+pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     let listener = std::net::TcpListener::bind(addr)?;
     listener.set_nonblocking(true)?;
-    tokio::net::TcpListener::from_std(listener)
+    Ok(listener)
 }
 
 /// Serves one connection's requests until the client closes it or, after a shutdown, until

@@ -10,6 +10,7 @@
 //! [`Program::run`] (instantiate with WASI and run to an [`ExitStatus`], stoppable through a
 //! [`Stopper`]).
 
+mod access;
 mod cache;
 mod engine;
 mod entrypoint;
@@ -27,6 +28,7 @@ mod stop;
 mod terminal;
 mod usage;
 
+pub use access::{AccessPolicy, MOUNTS_ANNOTATION, ROOTFS_ANNOTATION};
 pub use cache::CompileCache;
 pub use engine::{set_compile_cache, shared_engine};
 pub use entrypoint::Entrypoint;
@@ -36,7 +38,7 @@ pub use http::{DEFAULT_DRAIN, DEFAULT_LISTEN_ADDR, DRAIN_SECONDS_ENV, LISTEN_ADD
 pub use native::{native_entrypoint, NativeProgram};
 pub use pause::Pauser;
 pub use plan::WasiPlan;
-pub use preopen::{Preopen, PreopenPlan};
+pub use preopen::{PinnedPreopens, Preopen, PreopenPlan};
 pub use program::{Controls, Program, ProgramKind};
 pub use stdio::StdioFiles;
 pub use stop::Stopper;

@@ -2,7 +2,7 @@ use std::path::Path;
 
 use oci_spec::runtime::Spec;
 
-use crate::{Entrypoint, PreopenPlan, RuntimeError};
+use crate::{AccessPolicy, Entrypoint, PreopenPlan, RuntimeError};
 
 /// What the OCI spec asks of a program, translated into WASI terms.
 ///
@@ -91,7 +91,8 @@ impl WasiPlan {
             .and_then(|r| r.readonly())
             .unwrap_or(false);
         let mounts = spec.mounts().clone().unwrap_or_default();
-        let preopens = PreopenPlan::from_mounts(rootfs, read_only, &mounts)?;
+        let mut preopens = PreopenPlan::from_mounts(rootfs, read_only, &mounts)?;
+        AccessPolicy::from_annotations(spec.annotations().as_ref())?.apply(&mut preopens)?;
         Ok(WasiPlan {
             args,
             env,

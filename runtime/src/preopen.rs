@@ -1,3 +1,5 @@
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
 
 use oci_spec::runtime::Mount;
@@ -27,6 +29,32 @@ pub struct PreopenPlan {
     pub preopens: Vec<Preopen>,
     /// Spec mounts left out, with the reason, for the host's debug log.
     pub skipped: Vec<(String, String)>,
+    /// The rootfs (the first preopen) is where the program is looked up, but the program
+    /// itself does not see it: an operator narrowed its view to the listed mounts.
+    pub rootfs_hidden: bool,
+}
+
+/// The preopened directories, held open from load to the program's end.
+///
+/// The program's WASI contexts are built on its own thread, which by then acts with the
+/// container's uid and no capabilities (HTTP handlers build one per request). Reaching the
+/// directories by their host path would make the bundle's permissions apply, which a Linux
+/// container never walks. Each directory is opened once here, with `O_PATH` (no access
+/// check on the directory itself, as a mount point has none), and reached later through
+/// `/proc/self/fd/N`: the program sees the directories that were there at load, and from
+/// there on only their own permissions apply.
+#[derive(Debug, Default)]
+pub struct PinnedPreopens {
+    /// One entry per visible preopen, in the plan's order: the path a WASI context opens.
+    paths: Vec<PathBuf>,
+    _fds: Vec<OwnedFd>,
+}
+
+impl PinnedPreopens {
+    /// The path a WASI context opens for each visible preopen, in order.
+    pub fn paths(&self) -> &[PathBuf] {
+        &self.paths
+    }
 }
 
 impl PreopenPlan {
@@ -44,6 +72,7 @@ impl PreopenPlan {
                 read_only: rootfs_read_only,
             }],
             skipped: Vec::new(),
+            rootfs_hidden: false,
         };
         for mount in mounts {
             let destination = normalize_destination(mount.destination())?;
@@ -93,6 +122,42 @@ impl PreopenPlan {
             });
         }
         Ok(plan)
+    }
+
+    /// What the program itself sees: every preopen, less the rootfs when it is hidden.
+    pub fn visible(&self) -> impl Iterator<Item = &Preopen> {
+        let skip = usize::from(self.rootfs_hidden);
+        self.preopens.iter().skip(skip)
+    }
+
+    /// Opens every visible preopen's directory; see [`PinnedPreopens`]. Without a `/proc`
+    /// (a host outside Linux containers' usual setup) the host paths are used as they are.
+    pub fn pin(&self) -> Result<PinnedPreopens, RuntimeError> {
+        let mut pinned = PinnedPreopens::default();
+        let proc_fds = Path::new("/proc/self/fd").is_dir();
+        for preopen in self.visible() {
+            if !proc_fds {
+                pinned.paths.push(preopen.host.clone());
+                continue;
+            }
+            let dir = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
+                .open(&preopen.host)
+                .map_err(|e| {
+                    RuntimeError::InvalidMount(format!(
+                        "{} (for {}): {e}",
+                        preopen.host.display(),
+                        preopen.guest
+                    ))
+                })?;
+            let fd = OwnedFd::from(dir);
+            pinned
+                .paths
+                .push(PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd())));
+            pinned._fds.push(fd);
+        }
+        Ok(pinned)
     }
 
     /// The preopen whose guest path is the longest prefix of `guest_path` (as wasi-libc picks

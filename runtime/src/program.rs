@@ -11,6 +11,7 @@ use crate::engine::{
     compile_cache, serving, shared_component_linker, shared_engine, shared_linker,
 };
 use crate::http::{HttpHost, ServeSettings};
+use crate::preopen::PinnedPreopens;
 use crate::stdio::{output_stream, stdin_stream, Output, Stdin};
 use crate::usage::OutOfMemory;
 use crate::{ExitStatus, MemoryGauge, Pauser, RuntimeError, StdioFiles, Stopper, WasiPlan};
@@ -111,6 +112,7 @@ impl ResourceLimiter for GaugeLimiter {
 /// exists.
 pub struct Program {
     plan: WasiPlan,
+    pinned: PinnedPreopens,
     guest_path: String,
     compiled: Compiled,
 }
@@ -218,8 +220,10 @@ impl Program {
                 }
             }
         };
+        let pinned = plan.preopens.pin()?;
         Ok(Program {
             plan,
+            pinned,
             guest_path,
             compiled,
         })
@@ -332,6 +336,40 @@ impl Program {
     /// Each program gets a thread and a single-threaded executor of its own so that one
     /// program computing cannot delay another, nor the host's own request handling.
     pub fn run_blocking(self, stdio: StdioFiles, controls: &Controls) -> ExitStatus {
+        self.run_blocking_confined(stdio, controls, || Ok(()))
+    }
+
+    /// [`Program::run_blocking`], with `confine` called on the calling thread once the host
+    /// needs no more privilege and before any guest code runs or any helper thread exists:
+    /// after an HTTP handler's listening socket is bound (a port below 1024 needs
+    /// privilege), before the executor and its blocking-I/O threads, which inherit the
+    /// thread's credentials and filters, are made. If `confine` fails, nothing runs.
+    pub fn run_blocking_confined(
+        self,
+        stdio: StdioFiles,
+        controls: &Controls,
+        confine: impl FnOnce() -> Result<(), String>,
+    ) -> ExitStatus {
+        let listener = match &self.compiled {
+            Compiled::Http { settings, .. } => match crate::http::bind(settings.addr) {
+                Ok(listener) => Some(listener),
+                Err(e) => {
+                    return failed_before_running(
+                        &stdio,
+                        format!(
+                            "{}: listening on {} ({}): {e}",
+                            self.guest_path,
+                            settings.addr,
+                            crate::http::LISTEN_ADDR_ENV
+                        ),
+                    )
+                }
+            },
+            _ => None,
+        };
+        if let Err(e) = confine() {
+            return failed_before_running(&stdio, format!("confining the program's thread: {e}"));
+        }
         let runtime = match tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -339,14 +377,19 @@ impl Program {
             Ok(rt) => rt,
             Err(e) => return ExitStatus::Failed(format!("creating the executor: {e}")),
         };
-        let status = runtime.block_on(self.run(stdio, controls));
+        let status = runtime.block_on(self.run(stdio, controls, listener));
         // Blocking host calls (file I/O) run on the executor's helper threads; a stopped
         // program may leave one waiting, which must not hold up the exit report.
         runtime.shutdown_timeout(Duration::from_millis(100));
         status
     }
 
-    async fn run(self, stdio: StdioFiles, controls: &Controls) -> ExitStatus {
+    async fn run(
+        self,
+        stdio: StdioFiles,
+        controls: &Controls,
+        listener: Option<std::net::TcpListener>,
+    ) -> ExitStatus {
         let stopper = &controls.stopper;
         let terminal = stdio.terminal;
         let outputs = output_stream(stdio.stdout, terminal)
@@ -362,6 +405,7 @@ impl Program {
                 stdout.clone(),
                 stderr.clone(),
                 controls,
+                listener,
             )
             .await
         {
@@ -405,15 +449,18 @@ impl Program {
         stdout: Option<Output>,
         stderr: Option<Output>,
         controls: &Controls,
+        listener: Option<std::net::TcpListener>,
     ) -> Result<ExitStatus, String> {
         if let Compiled::Http { pre, settings } = self.compiled {
-            let plan = self.plan;
+            let listener = listener.ok_or("no listening socket was bound")?;
+            let (plan, pinned) = (self.plan, self.pinned);
             let (out, err) = (stdout.clone(), stderr.clone());
             let new_ctx = Box::new(move || {
-                wasi_builder(&plan, out.as_ref(), err.as_ref()).map(|mut b| b.build())
+                wasi_builder(&plan, &pinned, out.as_ref(), err.as_ref()).map(|mut b| b.build())
             });
             return Ok(crate::http::serve(
                 pre,
+                listener,
                 &settings,
                 new_ctx,
                 stderr,
@@ -422,7 +469,7 @@ impl Program {
             )
             .await);
         }
-        let mut builder = wasi_builder(&self.plan, stdout.as_ref(), stderr.as_ref())?;
+        let mut builder = wasi_builder(&self.plan, &self.pinned, stdout.as_ref(), stderr.as_ref())?;
         match stdin_stream(stdin, terminal).map_err(|e| format!("opening stdin: {e}"))? {
             Stdin::Closed => {}
             Stdin::Terminal(tty) => {
@@ -502,10 +549,22 @@ fn compile_component(
     })
 }
 
+/// The status of a program that could not start; its stderr gets the reason first, as a
+/// Linux process's failed exec would show it (`ctr`, `kubectl logs` and `docker logs` show
+/// stderr, not the shim's log).
+fn failed_before_running(stdio: &StdioFiles, message: String) -> ExitStatus {
+    if let Some(mut stderr) = stdio.stderr.as_ref() {
+        use std::io::Write;
+        let _ = writeln!(stderr, "Error: {message}");
+    }
+    ExitStatus::Failed(message)
+}
+
 /// The WASI context every kind of program starts from: the plan's args, env, cwd and
 /// preopens, and the container's stdout and stderr (stdin is the caller's business).
 fn wasi_builder(
     plan: &WasiPlan,
+    pinned: &PinnedPreopens,
     stdout: Option<&Output>,
     stderr: Option<&Output>,
 ) -> Result<WasiCtxBuilder, String> {
@@ -519,14 +578,14 @@ fn wasi_builder(
     if let Some(err) = stderr {
         err.install_as_stderr(&mut builder);
     }
-    for preopen in &plan.preopens.preopens {
+    for (preopen, path) in plan.preopens.visible().zip(pinned.paths()) {
         let perms = if preopen.read_only {
             FsPerms::ReadOnly
         } else {
             FsPerms::ReadWrite
         };
         builder
-            .preopened_dir(&preopen.host, &preopen.guest, perms)
+            .preopened_dir(path, &preopen.guest, perms)
             .map_err(|e| {
                 format!(
                     "preopening {} at {}: {e:#}",

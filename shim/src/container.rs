@@ -12,6 +12,7 @@ use oci_spec::runtime::{LinuxResources, Process as SpecProcess, Spec};
 use runtime::{Controls, CpuUsage, WasiPlan};
 
 use crate::clock::timestamp;
+use crate::confine::Confinement;
 use crate::error::{ShimError, ShimResult};
 use crate::events::Publisher;
 use crate::hooks::{Hooks, Phase};
@@ -123,6 +124,7 @@ impl Container {
                 plan,
                 stdio: params.stdio,
                 network: network.clone(),
+                confinement: Confinement::from_process(spec.process().as_ref()),
                 controls: controls.clone(),
             },
             publisher.clone(),
@@ -279,6 +281,7 @@ impl Container {
                 plan,
                 stdio: params.stdio,
                 network,
+                confinement: Confinement::from_process(spec.process().as_ref()),
                 controls: Controls {
                     stopper: Default::default(),
                     ..self.controls.clone()

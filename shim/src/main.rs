@@ -6,6 +6,7 @@
 
 mod cache_config;
 mod clock;
+mod confine;
 mod container;
 mod delete;
 mod error;

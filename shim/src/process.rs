@@ -10,6 +10,7 @@ use containerd_shim_protos::events::task::{TaskExecStarted, TaskExit, TaskOOM, T
 use runtime::{thread_cpu_usage, Controls, CpuUsage, ExitStatus, Program, Stopper, WasiPlan};
 
 use crate::clock::timestamp;
+use crate::confine::Confinement;
 use crate::error::{ShimError, ShimResult};
 use crate::events::Publisher;
 use crate::lifecycle::{Exit, Lifecycle};
@@ -45,6 +46,8 @@ pub struct ProcessParams {
     pub stdio: StdioPaths,
     /// The network namespace its thread enters.
     pub network: NetworkPlan,
+    /// The identity and limits its thread takes on before the program runs.
+    pub confinement: Confinement,
     /// Pause and memory handles shared with the rest of the container; the stopper is the
     /// process's own.
     pub controls: Controls,
@@ -90,6 +93,7 @@ impl Process {
         let (ready_tx, ready_rx) = mpsc::channel::<ShimResult<u32>>();
         let (command_tx, command_rx) = mpsc::channel::<Command>();
         let network = params.network;
+        let confinement = params.confinement;
         let plan = params.plan;
         let name = display_name(&params.container_id, params.exec_id.as_deref());
         let thread = std::thread::Builder::new()
@@ -117,7 +121,8 @@ impl Process {
                     return;
                 };
                 let pipes = crate::stdio::output_pipes(&stdio);
-                let status = program.run_blocking(stdio, &controls);
+                let status =
+                    program.run_blocking_confined(stdio, &controls, || confinement.apply());
                 if status != ExitStatus::Signaled(libc::SIGKILL) {
                     crate::stdio::wait_until_read(&pipes, OUTPUT_READ_BOUND);
                 }

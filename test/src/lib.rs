@@ -181,6 +181,11 @@ impl Containerd {
         std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()
     }
 
+    /// The containerd daemon's pid, to watch its resources.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The private directory (root, state, sockets).
     pub fn dir(&self) -> &Path {
         self.dir.path()
@@ -238,6 +243,16 @@ impl Containerd {
     pub fn run_detached(&self, flags: &[&str], rootfs: &Path, id: &str, args: &[&str]) {
         let out = run_to_output(self.run_command("-d", flags, rootfs, id, args));
         assert_eq!(out.code, 0, "ctr run -d {id}: {out:?}");
+    }
+
+    /// The pid `ctr task ls` shows for task `id` (for a wasm task: its program thread).
+    pub fn task_pid(&self, id: &str) -> u32 {
+        let ls = self.ctr(&["task", "ls"]);
+        ls.stdout
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(id))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            .unwrap_or_else(|| panic!("no pid for {id} in {ls:?}"))
     }
 
     /// Kills task `id` with `signal`, waits for STOPPED and removes the task, asserting each
@@ -439,6 +454,16 @@ impl Drop for Containerd {
             let _ = Command::new("umount").arg("-l").arg(&mount).status();
         }
     }
+}
+
+/// The specs real clients (ctr, dockerd, CRI) handed to a shim, captured in
+/// ../shared/fixtures/specs (or `SPEC_FIXTURES_DIR`).
+pub fn fixtures_dir() -> PathBuf {
+    std::env::var_os("SPEC_FIXTURES_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/specs")
+        })
 }
 
 /// A rootfs directory holding the named programs at `/NAME.wasm`.

@@ -9,16 +9,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use integration::http::{request, serve_fixed, wait_until_listening};
-use integration::{rootfs_with, Containerd, CtrOutput, RUNTIME};
+use integration::{fixtures_dir, rootfs_with, Containerd, CtrOutput, RUNTIME};
 use serde_json::{json, Value};
-
-fn fixtures_dir() -> PathBuf {
-    std::env::var_os("SPEC_FIXTURES_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/specs")
-        })
-}
 
 fn docker_fixtures() -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(fixtures_dir())

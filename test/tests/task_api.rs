@@ -7,15 +7,6 @@ use std::time::{Duration, Instant};
 use integration::{rootfs_with, Containerd, EventWatch, RUNTIME};
 
 /// The pid `ctr task ls` shows for task `id`.
-fn task_pid(containerd: &Containerd, id: &str) -> u32 {
-    let ls = containerd.ctr(&["task", "ls"]);
-    ls.stdout
-        .lines()
-        .find(|l| l.split_whitespace().next() == Some(id))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or_else(|| panic!("no pid for {id} in {ls:?}"))
-}
-
 /// CPU time in ns of thread `tid` of process `pid` (a program thread of the shim).
 fn thread_cpu_ns(pid: u32, tid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/schedstat"))
@@ -106,7 +97,7 @@ fn exec_runs_another_wasm_program_of_the_container() {
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    let init_pid = task_pid(&containerd, "ex1").to_string();
+    let init_pid = containerd.task_pid("ex1").to_string();
     let pids: Vec<&str> = ps
         .stdout
         .lines()
@@ -148,7 +139,7 @@ fn pause_freezes_a_busy_program_and_resume_continues_it() {
     containerd
         .wait_for_status("pz", "RUNNING", Duration::from_secs(10))
         .unwrap();
-    let tid = task_pid(&containerd, "pz");
+    let tid = containerd.task_pid("pz");
     let shim = containerd.shim_pids()[0];
 
     let pause = containerd.ctr(&["task", "pause", "pz"]);
