@@ -40,7 +40,7 @@ find_wasi_wit = $(or $(patsubst %/Cargo.toml,%/wit,$(shell $(CARGO) metadata --f
   --quiet --manifest-path $(CURDIR)/Cargo.toml | jq -r '[.packages[] | select(.name == "wasmtime-wasi-http")][0].manifest_path // empty')),\
   $(error cannot locate the wasmtime-wasi-http crate with cargo metadata and jq))
 
-.PHONY: all deps build examples images install demo test check bench bench-tools clean
+.PHONY: all deps build examples images install demo test check bench bench-soak bench-tools clean bench-density fuzz
 
 all: build examples
 
@@ -153,6 +153,13 @@ bench: deps examples
 	$(CARGO) test --profile $(PROFILE) --workspace --no-run
 	WASM_EXAMPLES_DIR=$(CURDIR)/$(WASM_OUT) SHIM_BIN_DIR=$(BIN_DIR) scripts/bench.sh
 
+# The soak test at bench scale: 5,000 sequential `ctr run --rm` (`make test` runs 200).
+SOAK_RUNS ?= 5000
+bench-soak: deps examples
+	$(CARGO) test --profile $(PROFILE) --workspace --no-run
+	SOAK_RUNS=$(SOAK_RUNS) WASM_EXAMPLES_DIR=$(CURDIR)/$(WASM_OUT) SHIM_BIN_DIR=$(BIN_DIR) \
+	  $(CARGO) test --profile $(PROFILE) --workspace --test soak -- --nocapture
+
 # Optional tools for `make bench`'s extra columns: the wasmtime CLI (`wasmtime serve`), from
 # crates.io, of the same wasmtime line as the shim. About 10 minutes to build; not needed
 # otherwise.
@@ -162,3 +169,55 @@ bench-tools:
 clean:
 	$(CARGO) clean
 	rm -rf $(WASM_OUT) $(TOOLS_TARGET_DIR)
+
+# Density: DENSITY_COUNT http-hello components (default 1000), each in a shim of its own
+# (`ctr run -d --net-host`, no pod grouping) on its own port, on a private containerd.
+# Checks that every one answers GET /, reports the time to start them and the total and
+# per-container PSS, then removes them all and checks that no shim is left. Built like
+# `make bench`.
+DENSITY_COUNT ?= 1000
+bench-density: deps examples
+	$(CARGO) test --profile $(PROFILE) --workspace --no-run
+	WASM_EXAMPLES_DIR=$(CURDIR)/$(WASM_OUT) SHIM_BIN_DIR=$(BIN_DIR) DENSITY_COUNT=$(DENSITY_COUNT) \
+	  $(BIN_DIR)/density-bench
+
+# Fuzzing: the cargo-fuzz targets of fuzz/ (a workspace and lock file of its own), on the
+# spec → WASI mapping (spec_to_wasi: config.json bytes; spec_structured: fuzzed args, cwd,
+# env, mounts and access annotations over captured specs) and on the packer's inputs and
+# archive (image_pack). Each target runs FUZZ_SECONDS; the corpus grows in
+# target/fuzz-corpus/, crash inputs go to target/fuzz-artifacts/, logs to target/fuzz-logs/.
+# cargo-fuzz builds with -Zsanitizer=address, a nightly-only flag: RUSTC_BOOTSTRAP=1 lets the
+# stable compiler take it, for this build only (own target dir, nothing shared with `make
+# build`). fuzz/rustc-wrapper.sh leaves wasmtime and the rest of what no target runs out of
+# the coverage instrumentation. -timeout: an input running 10 s counts as a failure (a hang).
+FUZZ_SECONDS   ?= 600
+FUZZ_TARGETS   ?= spec_to_wasi spec_structured image_pack
+FUZZ_SANITIZER ?= address
+FUZZ_ARGS      ?=
+FUZZ_TOOLS     := $(TARGET_DIR)/fuzz-tools
+CARGO_FUZZ     := $(FUZZ_TOOLS)/bin/cargo-fuzz
+FUZZ_BIN_DIR   := $(TARGET_DIR)/fuzz/x86_64-unknown-linux-gnu/release
+
+$(CARGO_FUZZ):
+	$(CARGO) install --locked --root $(FUZZ_TOOLS) cargo-fuzz@0.13.2
+
+fuzz: $(CARGO_FUZZ)
+	RUSTC_BOOTSTRAP=1 RUSTC_WRAPPER=$(CURDIR)/fuzz/rustc-wrapper.sh $(CARGO_FUZZ) fuzz build \
+	  --fuzz-dir fuzz --target-dir $(TARGET_DIR)/fuzz --sanitizer $(FUZZ_SANITIZER)
+	@failed=""; for t in $(FUZZ_TARGETS); do \
+	  corpus=$(TARGET_DIR)/fuzz-corpus/$$t; artifacts=$(TARGET_DIR)/fuzz-artifacts/$$t; \
+	  log=$(TARGET_DIR)/fuzz-logs/$$t.log; dict=; \
+	  [ ! -f fuzz/dicts/$$t.dict ] || dict=-dict=fuzz/dicts/$$t.dict; \
+	  mkdir -p $$corpus $$artifacts $(TARGET_DIR)/fuzz-logs; \
+	  echo "fuzz: $$t for $(FUZZ_SECONDS) s (log: $$log)"; \
+	  if ASAN_OPTIONS=detect_odr_violation=0 $(FUZZ_BIN_DIR)/$$t $$corpus fuzz/seeds/$$t $$dict \
+	       -max_total_time=$(FUZZ_SECONDS) -timeout=10 -artifact_prefix=$$artifacts/ \
+	       $(FUZZ_ARGS) >$$log 2>&1; then \
+	    grep -E '^#[0-9]+[[:space:]]+DONE|^Done [0-9]+ runs' $$log | sed "s/^/  $$t: /"; \
+	  else \
+	    failed="$$failed $$t"; \
+	    grep -E -A1 'panicked at|^==[0-9]+== ERROR|^SUMMARY|Test unit written' $$log | \
+	      head -12 | sed "s/^/  $$t: /"; \
+	  fi; \
+	done; \
+	[ -z "$$failed" ] || { echo "fuzz: failed:$$failed (inputs in $(TARGET_DIR)/fuzz-artifacts/)"; exit 1; }

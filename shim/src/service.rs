@@ -146,11 +146,7 @@ impl TaskService {
         };
         let bundle = PathBuf::from(&req.bundle);
         let spec_path = bundle.join("config.json");
-        let spec = Spec::load(&spec_path)
-            .map_err(|e| {
-                ShimError::InvalidArgument(format!("reading {}: {e}", spec_path.display()))
-            })
-            .inspect_err(|e| log::error!("create {id}: {e}"))?;
+        let spec = load_spec(&spec_path).inspect_err(|e| log::error!("create {id}: {e}"))?;
         let pod = PodMembership::from_annotations(&spec.annotations().clone().unwrap_or_default());
         let result = if pod.is_sandbox {
             log::info!("{id}: the pod's sandbox container runs under runc");
@@ -608,6 +604,16 @@ impl Task for TaskService {
         }
         Ok(Empty::new())
     }
+}
+
+/// Reads a bundle's spec. Parsed with serde_json directly rather than `Spec::load`, whose
+/// error says only "serde failed": the user needs the line, column and what was wrong.
+fn load_spec(path: &std::path::Path) -> Result<Spec, ShimError> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| ShimError::InvalidArgument(format!("reading {}: {e}", path.display())))?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        ShimError::InvalidArgument(format!("{} is not a valid OCI spec: {e}", path.display()))
+    })
 }
 
 #[cfg(test)]

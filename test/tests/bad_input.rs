@@ -278,3 +278,79 @@ fn huge_args_env_and_modules_run() {
         .wait_for_no_shims(Duration::from_secs(5))
         .is_empty());
 }
+
+/// containerd writes the spec bytes a client sends into the bundle's config.json as they
+/// are, but `ctr` cannot send invalid JSON (it parses the spec itself). So this drives the
+/// shim the way containerd does: `start` from the bundle directory, then Create over ttrpc.
+#[test]
+fn invalid_json_in_config_json_fails_create_with_invalid_argument() {
+    use containerd_shim_protos::api::{ConnectRequest, CreateTaskRequest, ShutdownRequest};
+    use containerd_shim_protos::TaskClient;
+
+    let containerd = Containerd::start().unwrap();
+    let bundle = tempfile::tempdir().unwrap();
+    std::fs::create_dir(bundle.path().join("rootfs")).unwrap();
+    std::fs::write(
+        bundle.path().join("config.json"),
+        br#"{"ociVersion": "1.0.2", "process": {"args": ["/hello.wasm"], "cwd": "/""#,
+    )
+    .unwrap();
+    let ttrpc_address = format!("{}.ttrpc", containerd.address().display());
+    let start =
+        std::process::Command::new(integration::bin_dir().join("containerd-shim-wasmtime-v1"))
+            .current_dir(bundle.path())
+            .env("TTRPC_ADDRESS", &ttrpc_address)
+            .args(["-namespace", "default", "-id", "badjson", "-address"])
+            .arg(containerd.address())
+            .args(["-publish-binary", "containerd", "start"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+    assert!(start.status.success(), "{start:?}");
+    let address = String::from_utf8_lossy(&start.stdout).trim().to_string();
+    let socket = address.trim_start_matches("unix://").to_string();
+
+    let task = TaskClient::new(ttrpc::Client::connect(&address).unwrap());
+    let context = || ttrpc::context::with_timeout(10_000_000_000);
+    let request = CreateTaskRequest {
+        id: "badjson".into(),
+        bundle: bundle.path().display().to_string(),
+        ..Default::default()
+    };
+    match task.create(context(), &request) {
+        Err(ttrpc::Error::RpcStatus(status)) => {
+            assert_eq!(status.code(), ttrpc::Code::INVALID_ARGUMENT, "{status:?}");
+            assert!(
+                status.message().contains("config.json")
+                    && status.message().contains("EOF while parsing")
+                    && status.message().contains("line 1"),
+                "{status:?}"
+            );
+        }
+        other => panic!("Create with invalid JSON: {other:?}"),
+    }
+
+    // The shim still answers, and goes away when told to.
+    let connected = task
+        .connect(
+            context(),
+            &ConnectRequest {
+                id: "badjson".into(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert!(connected.shim_pid > 0);
+    let _ = task.shutdown(
+        context(),
+        &ShutdownRequest {
+            id: "badjson".into(),
+            now: true,
+            ..Default::default()
+        },
+    );
+    assert!(containerd
+        .wait_for_no_shims(Duration::from_secs(10))
+        .is_empty());
+    assert!(!std::path::Path::new(&socket).exists(), "{socket} left");
+}
