@@ -136,8 +136,11 @@ fn digest(bytes: &[u8]) -> String {
 fn layer(files: &[LayerFile]) -> Result<Vec<u8>> {
     let mut builder = tar::Builder::new(Vec::new());
     let mut dirs = std::collections::BTreeSet::new();
-    for file in files {
-        let path = file.destination.trim_start_matches('/');
+    let paths = files
+        .iter()
+        .map(|f| layer_path(&f.destination))
+        .collect::<Result<Vec<_>>>()?;
+    for path in &paths {
         let mut prefix = String::new();
         for part in path
             .split('/')
@@ -160,7 +163,7 @@ fn layer(files: &[LayerFile]) -> Result<Vec<u8>> {
         header.set_size(0);
         builder.append_data(&mut header, dir, std::io::empty())?;
     }
-    for file in files {
+    for (file, path) in files.iter().zip(&paths) {
         let data = std::fs::read(&file.source)
             .with_context(|| format!("reading {}", file.source.display()))?;
         let mut header = tar::Header::new_ustar();
@@ -168,13 +171,37 @@ fn layer(files: &[LayerFile]) -> Result<Vec<u8>> {
         header.set_mode(file.mode);
         header.set_mtime(0);
         header.set_size(data.len() as u64);
-        builder.append_data(
-            &mut header,
-            file.destination.trim_start_matches('/'),
-            &data[..],
-        )?;
+        builder.append_data(&mut header, path, &data[..])?;
     }
     Ok(builder.into_inner()?)
+}
+
+/// The layer path of a file's destination: its plain components joined, so `/a//b` and
+/// `/./a/b` name the same entry. A destination that names no file (empty, ending in `/`,
+/// or climbing with `..`) is an error: written as given, tar readers would take it for a
+/// directory or put it outside the image's root. (Found by the image_pack fuzz target.)
+fn layer_path(destination: &str) -> Result<String> {
+    use std::path::Component;
+    if destination.ends_with('/') {
+        anyhow::bail!("destination {destination:?} names a directory, not a file");
+    }
+    let mut parts = Vec::new();
+    for component in std::path::Path::new(destination).components() {
+        match component {
+            Component::Normal(part) => parts.push(
+                part.to_str()
+                    .ok_or_else(|| anyhow::anyhow!("destination {destination:?} is not UTF-8"))?,
+            ),
+            Component::RootDir | Component::CurDir => {}
+            Component::ParentDir | Component::Prefix(_) => {
+                anyhow::bail!("destination {destination:?} leaves the image's root")
+            }
+        }
+    }
+    if parts.is_empty() {
+        anyhow::bail!("destination {destination:?} names no file");
+    }
+    Ok(parts.join("/"))
 }
 
 fn append(builder: &mut tar::Builder<impl Write>, path: &str, data: &[u8]) -> Result<()> {
@@ -269,6 +296,14 @@ pub fn write_archive(spec: &ImageSpec, out: impl Write) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn destinations_are_normalised_and_non_files_refused() {
+        assert_eq!(layer_path("/a//./b.wasm").unwrap(), "a/b.wasm");
+        for bad in ["/", "", "/dir/", "/../x", "/a/../../x"] {
+            assert!(layer_path(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn names_expand_like_docker() {
