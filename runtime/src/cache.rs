@@ -12,7 +12,7 @@
 
 use std::fs::File;
 use std::hash::{Hash, Hasher};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -26,6 +26,9 @@ const HEADER: usize = MAGIC.len() + 32;
 const EXTENSION: &str = "cwasm";
 /// A temporary file this old was left by a shim that died while writing it.
 const ABANDONED: Duration = Duration::from_secs(3600);
+/// An entry whose last use was marked this recently is not marked again on a hit: finer
+/// recency than this does not change which entries eviction picks in practice.
+const RECENT_USE: Duration = Duration::from_secs(10);
 
 /// A directory of compiled modules with a size bound.
 #[derive(Debug, Clone)]
@@ -154,9 +157,16 @@ impl CompileCache {
         path: &Path,
         deserialize: impl FnOnce(&Engine, &[u8]) -> wasmtime::Result<T>,
     ) -> (Lookup, Option<T>) {
-        let Ok(bytes) = std::fs::read(path) else {
+        let Ok(mut file) = File::open(path) else {
             return (Lookup::Miss, None);
         };
+        let meta = file.metadata().ok();
+        let modified = meta.as_ref().and_then(|m| m.modified().ok());
+        let mut bytes = Vec::with_capacity(meta.map_or(0, |m| m.len() as usize));
+        if file.read_to_end(&mut bytes).is_err() {
+            return (Lookup::Miss, None);
+        }
+        drop(file);
         let sound = bytes.len() > HEADER
             && &bytes[..MAGIC.len()] == MAGIC
             && Sha256::digest(&bytes[HEADER..])[..] == bytes[MAGIC.len()..HEADER];
@@ -166,8 +176,16 @@ impl CompileCache {
         }
         match deserialize(engine, &bytes[HEADER..]) {
             Ok(module) => {
-                if let Ok(file) = File::options().write(true).open(path) {
-                    let _ = file.set_modified(SystemTime::now());
+                // A hit marks the entry as recently used, for eviction. One marked moments
+                // ago needs no new mark: that saves each start of a busy program a write
+                // (a journaled inode update, on the disk containerd's state is on).
+                let now = SystemTime::now();
+                let stale =
+                    modified.is_none_or(|m| now.duration_since(m).unwrap_or_default() > RECENT_USE);
+                if stale {
+                    if let Ok(file) = File::options().write(true).open(path) {
+                        let _ = file.set_modified(now);
+                    }
                 }
                 (Lookup::Hit, Some(module))
             }

@@ -1,7 +1,7 @@
 //! The daemon: serves the task API on the socket `start` created, until containerd asks it
 //! to shut down with no task left.
 
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, IntoRawFd};
 use std::os::unix::net::UnixListener;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -25,6 +25,13 @@ const LISTENER_FD: i32 = 3;
 
 /// Launches the daemon as a new session (so it outlives `start` and is not hit by signals
 /// sent to containerd's process group) with the listening socket as descriptor 3.
+///
+/// The daemon is a fork of `start` that goes on to serve, not a new execution of the binary:
+/// `start` has done nothing the daemon must not inherit (one thread, no logger, no engine),
+/// and executing the 40 MB binary again (mapping, relocating, initialising) was a few
+/// milliseconds of every container's start-up. Should `start` ever have more than one
+/// thread, forking would be unsafe (only the forking thread survives, with whatever locks
+/// the others held), and the daemon is executed as before.
 pub struct DaemonLauncher;
 
 impl Launcher for DaemonLauncher {
@@ -35,44 +42,158 @@ impl Launcher for DaemonLauncher {
         listener: UnixListener,
         address: &str,
     ) -> Result<(), String> {
-        let exe = std::env::current_exe().map_err(|e| format!("finding our own binary: {e}"))?;
-        let fd = listener.as_raw_fd();
-        let mut command = Command::new(exe);
-        command
-            .args(["-namespace", &flags.namespace, "-id", &flags.id])
-            .args(["-address", &params.grpc_address, "-socket", address])
-            .args(["-publish-binary", &flags.publish_binary])
-            .env("TTRPC_ADDRESS", &params.ttrpc_address)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        if params.debug {
-            command.arg("-debug");
+        let daemon_flags = Flags {
+            namespace: flags.namespace.clone(),
+            id: flags.id.clone(),
+            address: params.grpc_address.clone(),
+            publish_binary: flags.publish_binary.clone(),
+            socket: address.to_string(),
+            debug: params.debug,
+            ..Default::default()
+        };
+        if !single_threaded() {
+            return exec_daemon(&daemon_flags, &params.ttrpc_address, listener);
         }
-        // SAFETY: only async-signal-safe calls (setsid, dup2, fcntl) between fork and exec.
-        unsafe {
-            command.pre_exec(move || {
-                if libc::setsid() < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                // dup2 clears close-on-exec on the copy; if the socket already is fd 3,
-                // clear the flag by hand.
-                let result = if fd == LISTENER_FD {
-                    libc::fcntl(fd, libc::F_SETFD, 0)
-                } else {
-                    libc::dup2(fd, LISTENER_FD)
+        // SAFETY: this process has one thread (checked above), so the child is a complete
+        // copy of it; the child never returns from here (it serves, then `_exit`s).
+        match unsafe { libc::fork() } {
+            -1 => Err(format!(
+                "forking the shim daemon: {}",
+                std::io::Error::last_os_error()
+            )),
+            0 => {
+                let code = match become_daemon(listener, &params.ttrpc_address) {
+                    Ok(()) => match std::env::current_dir() {
+                        Ok(bundle) => match serve(&daemon_flags, &bundle) {
+                            Ok(()) => 0,
+                            Err(e) => {
+                                log::error!("{e}");
+                                1
+                            }
+                        },
+                        Err(_) => 1,
+                    },
+                    // Nothing to tell it to: stdio is gone or going. containerd sees the
+                    // socket refuse connections and fails the task.
+                    Err(_) => 1,
                 };
-                if result < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
+                // SAFETY: ends this process without running exit handlers or flushing
+                // buffers inherited from `start`, which are `start`'s to finish.
+                unsafe { libc::_exit(code) }
+            }
+            // The parent's copy of the listener closes here; the daemon's stays open.
+            _ => Ok(()),
         }
-        command
-            .spawn()
-            .map(|_| ())
-            .map_err(|e| format!("spawning the shim daemon: {e}"))
     }
+}
+
+/// Whether this process has exactly one thread, so that forking it is safe.
+fn single_threaded() -> bool {
+    std::fs::read_dir("/proc/self/task").is_ok_and(|tasks| tasks.count() == 1)
+}
+
+/// In the forked child: a session of its own, stdio away from containerd's pipes (containerd
+/// reads `start`'s output until every copy of them closes), the listener at descriptor 3, and
+/// containerd's ttrpc address where the daemon looks for it, as an executed daemon has them.
+fn become_daemon(listener: UnixListener, ttrpc_address: &str) -> std::io::Result<()> {
+    // SAFETY: plain system calls on descriptors this process owns.
+    unsafe {
+        if libc::setsid() < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // The listener first: in a `start` run without stdio it may sit at 0-2, where
+        // /dev/null is about to go.
+        let fd = listener.into_raw_fd();
+        if fd != LISTENER_FD {
+            if libc::dup2(fd, LISTENER_FD) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::close(fd);
+        }
+        // Close-on-exec, so the runc shims and hooks the daemon starts do not inherit it.
+        if libc::fcntl(LISTENER_FD, libc::F_SETFD, libc::FD_CLOEXEC) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let null = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/null")?
+            .into_raw_fd();
+        for fd in 0..=2 {
+            // dup2 leaves the copy inheritable; /dev/null opened right at 0-2 is made so
+            // by hand.
+            let result = if fd == null {
+                libc::fcntl(fd, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(null, fd)
+            };
+            if result < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        if null > 2 {
+            libc::close(null);
+        }
+    }
+    // Still one thread: nothing can read the environment concurrently.
+    std::env::set_var("TTRPC_ADDRESS", ttrpc_address);
+    Ok(())
+}
+
+/// Starts the daemon as a new execution of this binary (the daemon action), for a `start`
+/// that cannot fork.
+fn exec_daemon(
+    daemon_flags: &Flags,
+    ttrpc_address: &str,
+    listener: UnixListener,
+) -> Result<(), String> {
+    let exe = std::env::current_exe().map_err(|e| format!("finding our own binary: {e}"))?;
+    let fd = listener.as_raw_fd();
+    let mut command = Command::new(exe);
+    command
+        .args([
+            "-namespace",
+            &daemon_flags.namespace,
+            "-id",
+            &daemon_flags.id,
+        ])
+        .args([
+            "-address",
+            &daemon_flags.address,
+            "-socket",
+            &daemon_flags.socket,
+        ])
+        .args(["-publish-binary", &daemon_flags.publish_binary])
+        .env("TTRPC_ADDRESS", ttrpc_address)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if daemon_flags.debug {
+        command.arg("-debug");
+    }
+    // SAFETY: only async-signal-safe calls (setsid, dup2, fcntl) between fork and exec.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // dup2 clears close-on-exec on the copy; if the socket already is fd 3,
+            // clear the flag by hand.
+            let result = if fd == LISTENER_FD {
+                libc::fcntl(fd, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(fd, LISTENER_FD)
+            };
+            if result < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    command
+        .spawn()
+        .map(|_| ())
+        .map_err(|e| format!("spawning the shim daemon: {e}"))
 }
 
 /// Runs the daemon until Shutdown.
@@ -95,9 +216,21 @@ pub fn serve(flags: &Flags, bundle: &Path) -> Result<(), String> {
         log::debug!("compile cache in {}", cache.dir().display());
     }
     runtime::set_compile_cache(cache);
-    // Compile-time work that every Create needs: do it before the first request arrives.
-    if let Err(e) = runtime::shared_engine() {
-        log::error!("{e}");
+    // Compile-time work that every Create needs (the engine and its WASI linkers, the
+    // costliest step of a daemon's start-up): done beside the server rather than before it,
+    // so containerd's Create, already waiting on the socket, is read and its rootfs mounted
+    // meanwhile. Loading the program waits for the engine if it is not ready yet.
+    let warm_up = || {
+        if let Err(e) = runtime::shared_engine() {
+            log::error!("{e}");
+        }
+    };
+    if std::thread::Builder::new()
+        .name("engine-init".into())
+        .spawn(warm_up)
+        .is_err()
+    {
+        warm_up();
     }
     let (shutdown_tx, shutdown_rx) = mpsc::channel();
     let socket = std::path::PathBuf::from(flags.socket.trim_start_matches("unix://"));
@@ -138,10 +271,14 @@ pub fn serve(flags: &Flags, bundle: &Path) -> Result<(), String> {
 
     let _ = shutdown_rx.recv();
     log::info!("shutting down: no task left");
+    // containerd runs `shim delete` as soon as Shutdown has returned, and `delete` waits for
+    // the daemon the pid file names to exit (one that lingers might be hung, and is killed).
+    // This one exits by itself from here on, within the flush bound below; left in place
+    // until then, the file made every task's end wait for the flush and the sleep.
+    let _ = std::fs::remove_file(bundle.join(SHIM_PID_FILE));
     publisher.flush(std::time::Duration::from_secs(5));
     // Let the Shutdown reply reach containerd before the process goes away. The server is
     // not shut down gracefully: that would wait on workers parked in Wait.
     std::thread::sleep(std::time::Duration::from_millis(20));
-    let _ = std::fs::remove_file(bundle.join(SHIM_PID_FILE));
     Ok(())
 }
