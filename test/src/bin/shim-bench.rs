@@ -1,18 +1,113 @@
-//! `make bench`: start-up time of `ctr run --rm` hello under this shim, beside runc running a
-//! native busybox `echo`, and beside the floor (the same module loaded and run in-process by
-//! the `runtime` crate, no containerd). One run, interleaved, medians and ratios; JSON goes to
-//! `target/bench/startup.json`.
+//! `make bench`: this shim beside runc and beside the in-process floor, in one run.
+//!
+//! - Start-up: `ctr run --rm` hello under this shim, runc running a native busybox `echo`, and
+//!   the floor (the same module loaded and run in-process by the `runtime` crate, no
+//!   containerd); interleaved runs, medians and ratios.
+//! - Throughput (item 4d): `BENCH_TASKS` (200) `ctr run --rm` of each at `BENCH_WORKERS` (2)
+//!   at a time; tasks per second and the ratio.
+//! - Memory (item 4c): PSS of one long-running container and the marginal PSS per container
+//!   at `BENCH_MEMORY_COUNT` (100): wasm with a shim each, wasm in one pod's shim, runc.
+//!
+//! JSON goes to `target/bench/startup.json`, a bar chart of the medians to
+//! `target/bench/startup.svg`.
+
+#[path = "bench/chart.rs"]
+mod chart;
+#[path = "bench/fleet.rs"]
+mod fleet;
+#[path = "bench/memory.rs"]
+mod memory;
+#[path = "bench/pss.rs"]
+mod pss;
+#[path = "bench/throughput.rs"]
+mod throughput;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use integration::{program, Containerd, RUNTIME};
+use integration::{example_file, program, Containerd, RUNTIME};
 use runtime::{Controls, Program, StdioFiles, WasiPlan};
 
-fn median(samples: &mut [Duration]) -> Duration {
-    samples.sort();
-    samples[samples.len() / 2]
+use chart::{Bar, Kind, Panel};
+use fleet::env_or;
+use memory::Scenario;
+use throughput::Throughput;
+
+/// What the environment asks for; the defaults are the full `make bench`.
+struct Settings {
+    /// Start-up runs of each (`BENCH_RUNS`).
+    runs: usize,
+    /// Throughput tasks of each runtime (`BENCH_TASKS`).
+    tasks: usize,
+    /// Concurrent ctr workers for throughput and for starting many containers
+    /// (`BENCH_WORKERS`).
+    workers: usize,
+    /// Containers per memory scenario (`BENCH_MEMORY_COUNT`).
+    memory_count: usize,
+    /// Wait before reading PSS (`BENCH_SETTLE_MS`).
+    settle: Duration,
+}
+
+impl Settings {
+    fn from_env() -> Result<Settings> {
+        let settings = Settings {
+            runs: env_or("BENCH_RUNS", 20),
+            tasks: env_or("BENCH_TASKS", 200),
+            workers: env_or("BENCH_WORKERS", 2),
+            memory_count: env_or("BENCH_MEMORY_COUNT", 100),
+            settle: Duration::from_millis(env_or("BENCH_SETTLE_MS", 2000) as u64),
+        };
+        if settings.runs == 0 || settings.tasks == 0 || settings.memory_count < 2 {
+            bail!("BENCH_RUNS and BENCH_TASKS must be > 0, BENCH_MEMORY_COUNT >= 2");
+        }
+        Ok(settings)
+    }
+}
+
+/// Root filesystems for `ctr run --rootfs`, shared by all containers of a kind, as an image
+/// layer would be (so the binary's page-cache pages are shared, as on a real node).
+struct Roots {
+    busybox: tempfile::TempDir,
+    hello: tempfile::TempDir,
+    ticker: tempfile::TempDir,
+    pause: tempfile::TempDir,
+}
+
+impl Roots {
+    fn new() -> Result<Roots> {
+        let busybox = tempfile::tempdir()?;
+        std::fs::create_dir(busybox.path().join("bin"))?;
+        std::fs::copy("/bin/busybox", busybox.path().join("bin/busybox"))
+            .context("copying /bin/busybox (apt-get install busybox-static)")?;
+        let pause = tempfile::tempdir()?;
+        std::fs::copy(example_file("pause"), pause.path().join("pause"))?;
+        Ok(Roots {
+            busybox,
+            hello: integration::rootfs_with(&["hello"])?,
+            ticker: integration::rootfs_with(&["ticker"])?,
+            pause,
+        })
+    }
+}
+
+/// Start-up samples, warm-up excluded.
+struct Startup {
+    shim: Vec<Duration>,
+    runc: Vec<Duration>,
+    floor: Vec<Duration>,
+}
+
+impl Startup {
+    fn medians(&self) -> (Duration, Duration, Duration) {
+        (median(&self.shim), median(&self.runc), median(&self.floor))
+    }
+}
+
+fn median(samples: &[Duration]) -> Duration {
+    let mut sorted = samples.to_vec();
+    sorted.sort();
+    sorted.get(sorted.len() / 2).copied().unwrap_or_default()
 }
 
 fn ms(d: Duration) -> f64 {
@@ -62,76 +157,168 @@ fn timed(containerd: &Containerd, args: &[&str], expect: &str) -> Result<Duratio
     let out = containerd.ctr(args);
     let elapsed = started.elapsed();
     if out.code != 0 || out.stdout != expect {
-        bail!("{args:?} failed: {out:?}");
+        bail!(
+            "{args:?} failed: {out:?}\ncontainerd log:\n{}",
+            containerd.log_tail(20)
+        );
     }
     Ok(elapsed)
 }
 
-fn main() -> Result<()> {
-    let runs: usize = std::env::var("BENCH_RUNS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(20);
-    let containerd = Containerd::start()?;
-    let image = containerd.import_program(&program("hello"), "bench-hello:latest")?;
-    let busybox = tempfile::tempdir()?;
-    std::fs::create_dir(busybox.path().join("bin"))?;
-    std::fs::copy("/bin/busybox", busybox.path().join("bin/busybox"))
-        .context("copying /bin/busybox (apt-get install busybox-static)")?;
-    let busybox_root = busybox.path().display().to_string();
-    let wasm_root = tempfile::tempdir()?;
-    std::fs::copy(program("hello"), wasm_root.path().join("hello.wasm"))?;
+/// `ctr run --rm` arguments (after `--rm`) of the wasm hello image as container `id`.
+fn shim_hello(image: &str, id: &str) -> Vec<String> {
+    ["--runtime", RUNTIME, image, id]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
 
-    let load_before = load_average();
-    // One warm-up of each, not counted: page cache, containerd's first snapshot.
-    let (mut shim, mut runc, mut floor) = (Vec::new(), Vec::new(), Vec::new());
+/// `ctr run --rm` arguments (after `--rm`) of runc's busybox echo as container `id`.
+fn runc_echo(busybox_root: &Path, id: &str) -> Vec<String> {
+    let root = busybox_root.display().to_string();
+    [
+        "--rootfs",
+        &root,
+        id,
+        "/bin/busybox",
+        "echo",
+        "hello from wasm",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// Start-up: one warm-up of each (page cache, containerd's first snapshot), then `runs`
+/// interleaved rounds of shim, runc and floor, so all see the same machine load.
+fn startup(containerd: &Containerd, image: &str, roots: &Roots, runs: usize) -> Result<Startup> {
+    let mut samples = Startup {
+        shim: Vec::new(),
+        runc: Vec::new(),
+        floor: Vec::new(),
+    };
     for i in 0..=runs {
-        let id = format!("b{i}");
-        let s = timed(
-            &containerd,
-            &[
-                "run",
-                "--rm",
-                "--runtime",
-                RUNTIME,
-                &image,
-                &format!("w{id}"),
-            ],
-            "hello from wasm\n",
-        )?;
-        let r = timed(
-            &containerd,
-            &[
-                "run",
-                "--rm",
-                "--rootfs",
-                &busybox_root,
-                &format!("r{id}"),
-                "/bin/busybox",
-                "echo",
-                "hello from wasm",
-            ],
-            "hello from wasm\n",
-        )?;
-        let f = floor_once(wasm_root.path())?;
+        let shim_args = shim_hello(image, &format!("wb{i}"));
+        let runc_args = runc_echo(roots.busybox.path(), &format!("rb{i}"));
+        let run = |args: &[String]| {
+            let mut argv = vec!["run", "--rm"];
+            argv.extend(args.iter().map(String::as_str));
+            timed(containerd, &argv, "hello from wasm\n")
+        };
+        let s = run(&shim_args)?;
+        let r = run(&runc_args)?;
+        let f = floor_once(roots.hello.path())?;
         if i > 0 {
-            shim.push(s);
-            runc.push(r);
-            floor.push(f);
+            samples.shim.push(s);
+            samples.runc.push(r);
+            samples.floor.push(f);
         }
     }
-    let load_after = load_average();
-    let (shim_m, runc_m, floor_m) = (median(&mut shim), median(&mut runc), median(&mut floor));
+    Ok(samples)
+}
 
-    println!("ctr run --rm hello, {runs} runs each, interleaved (load average {load_before} -> {load_after})");
-    println!("{:<44} {:>12} {:>12}", "", "median ms", "vs runc");
+/// Throughput of the shim, then of runc, with the same task count and workers.
+fn throughput_pair(
+    containerd: &Containerd,
+    image: &str,
+    roots: &Roots,
+    settings: &Settings,
+) -> Result<(Throughput, Throughput)> {
+    let expect = "hello from wasm\n";
+    let shim = throughput::run(
+        containerd,
+        settings.tasks,
+        settings.workers,
+        |i| shim_hello(image, &format!("wt{i}")),
+        expect,
+    )?;
+    let runc = throughput::run(
+        containerd,
+        settings.tasks,
+        settings.workers,
+        |i| runc_echo(roots.busybox.path(), &format!("rt{i}")),
+        expect,
+    )?;
+    Ok((shim, runc))
+}
+
+/// Everything one run measured.
+struct Report {
+    settings: Settings,
+    load_before: String,
+    load_after: String,
+    startup: Startup,
+    shim_tasks: Throughput,
+    runc_tasks: Throughput,
+    memory: Vec<Scenario>,
+}
+
+fn main() -> Result<()> {
+    let settings = Settings::from_env()?;
+    let containerd = Containerd::start()?;
+    let image = containerd.import_program(&program("hello"), "bench-hello:latest")?;
+    let roots = Roots::new()?;
+    let load_before = load_average();
+    let startup = startup(&containerd, &image, &roots, settings.runs)?;
+    let (shim_tasks, runc_tasks) = throughput_pair(&containerd, &image, &roots, &settings)?;
+    let memory = memory::measure_all(
+        &containerd,
+        &memory::Setup {
+            ticker_root: roots.ticker.path(),
+            pause_root: roots.pause.path(),
+            busybox_root: roots.busybox.path(),
+            count: settings.memory_count,
+            workers: settings.workers,
+            settle: settings.settle,
+        },
+    )?;
+    let report = Report {
+        settings,
+        load_before,
+        load_after: load_average(),
+        startup,
+        shim_tasks,
+        runc_tasks,
+        memory,
+    };
+    print_table(&report);
+    let out_dir = integration::bin_dir().join("../bench");
+    std::fs::create_dir_all(&out_dir)?;
+    let json_path = out_dir.join("startup.json");
+    std::fs::write(&json_path, serde_json::to_string_pretty(&json(&report))?)?;
+    let svg_path = out_dir.join("startup.svg");
+    std::fs::write(&svg_path, svg(&report))?;
+    println!("wrote {} and {}", json_path.display(), svg_path.display());
+    Ok(())
+}
+
+/// The table, all sections, with the load average before and after.
+fn print_table(report: &Report) {
+    println!(
+        "shim-bench (load average {} -> {})",
+        report.load_before, report.load_after
+    );
+    print_startup(report);
+    print_throughput(report);
+    print_memory(report);
+}
+
+/// Start-up medians, each against runc's, and the shim against the floor.
+fn print_startup(report: &Report) {
+    let (shim_m, runc_m, floor_m) = report.startup.medians();
+    let heading = format!(
+        "start-up: ctr run --rm hello, {} runs, interleaved",
+        report.settings.runs
+    );
+    println!();
+    println!("{heading:<52} {:>12} {:>10}", "median ms", "vs runc");
     for (name, m) in [
         ("wasmtime shim: ctr run --rm wasm-hello", shim_m),
         ("runc: ctr run --rm busybox echo", runc_m),
         ("floor: runtime crate in-process (no ctr)", floor_m),
     ] {
         println!(
-            "{name:<44} {:>12.2} {:>11.2}x",
+            "{name:<52} {:>12.2} {:>9.2}x",
             ms(m),
             m.as_secs_f64() / runc_m.as_secs_f64()
         );
@@ -140,23 +327,147 @@ fn main() -> Result<()> {
         "shim / floor: {:.1}x",
         shim_m.as_secs_f64() / floor_m.as_secs_f64()
     );
+}
 
-    let out_dir = integration::bin_dir().join("../bench");
-    std::fs::create_dir_all(&out_dir)?;
-    let json = serde_json::json!({
-        "runs": runs,
-        "load_average": { "before": load_before, "after": load_after },
+/// Tasks per second of each runtime, against runc's.
+fn print_throughput(report: &Report) {
+    let heading = format!(
+        "throughput: {} x ctr run --rm, {} at a time",
+        report.settings.tasks, report.settings.workers
+    );
+    println!();
+    println!("{heading:<52} {:>12} {:>10}", "tasks/s", "vs runc");
+    let runc_rate = report.runc_tasks.per_second();
+    for (name, t) in [
+        ("wasmtime shim: wasm-hello", &report.shim_tasks),
+        ("runc: busybox echo", &report.runc_tasks),
+    ] {
+        println!(
+            "{name:<52} {:>12.1} {:>9.2}x",
+            t.per_second(),
+            t.per_second() / runc_rate
+        );
+    }
+}
+
+/// PSS with one container, per further container, and with N, and the shims counted at N
+/// (which the layout check has already verified).
+fn print_memory(report: &Report) {
+    println!();
+    println!(
+        "memory: PSS of shims + container processes, N = {}",
+        report.settings.memory_count
+    );
+    println!(
+        "{:<40} {:>10} {:>14} {:>12} {:>6} {:>6}",
+        "", "1 ctr MiB", "marginal MiB", "N ctrs MiB", "shims", "runc"
+    );
+    for row in &report.memory {
+        println!(
+            "{:<40} {:>10.1} {:>14.1} {:>12.1} {:>6} {:>6}",
+            row.label,
+            row.one.mib(),
+            row.marginal_mib(),
+            row.at_count.mib(),
+            row.at_count.wasm_shims,
+            row.at_count.runc_shims
+        );
+    }
+}
+
+/// startup.json: the original start-up fields, plus throughput and memory.
+fn json(report: &Report) -> serde_json::Value {
+    let (shim_m, runc_m, floor_m) = report.startup.medians();
+    let samples = |d: &[Duration]| d.iter().map(|d| ms(*d)).collect::<Vec<_>>();
+    let memory: serde_json::Map<String, serde_json::Value> = report
+        .memory
+        .iter()
+        .map(|row| (row.key.to_string(), row.json()))
+        .collect();
+    serde_json::json!({
+        "runs": report.settings.runs,
+        "load_average": { "before": report.load_before, "after": report.load_after },
         "median_ms": { "shim": ms(shim_m), "runc_busybox": ms(runc_m), "floor": ms(floor_m) },
         "ratio": { "shim_vs_runc": shim_m.as_secs_f64() / runc_m.as_secs_f64(),
                    "shim_vs_floor": shim_m.as_secs_f64() / floor_m.as_secs_f64() },
         "samples_ms": {
-            "shim": shim.iter().map(|d| ms(*d)).collect::<Vec<_>>(),
-            "runc_busybox": runc.iter().map(|d| ms(*d)).collect::<Vec<_>>(),
-            "floor": floor.iter().map(|d| ms(*d)).collect::<Vec<_>>(),
+            "shim": samples(&report.startup.shim),
+            "runc_busybox": samples(&report.startup.runc),
+            "floor": samples(&report.startup.floor),
         },
-    });
-    let path = out_dir.join("startup.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&json)?)?;
-    println!("wrote {}", path.display());
-    Ok(())
+        "throughput": {
+            "shim": report.shim_tasks.json(),
+            "runc_busybox": report.runc_tasks.json(),
+            "shim_vs_runc": report.shim_tasks.per_second() / report.runc_tasks.per_second(),
+        },
+        "memory": {
+            "count": report.settings.memory_count,
+            "settle_ms": report.settings.settle.as_millis() as u64,
+            "pss_of": "shim daemons and all their descendant processes",
+            "scenarios": memory,
+        },
+    })
+}
+
+/// startup.svg: start-up medians, throughput, PSS of one container and marginal PSS.
+fn svg(report: &Report) -> String {
+    let (shim_m, runc_m, floor_m) = report.startup.medians();
+    let bar = |label: &str, value: f64, kind: Kind| Bar {
+        label: label.to_string(),
+        value,
+        kind,
+    };
+    let memory_bars = |value: fn(&Scenario) -> f64| {
+        report
+            .memory
+            .iter()
+            .map(|row| match row.layout {
+                memory::Layout::WasmSeparate => bar("wasm", value(row), Kind::Wasm),
+                memory::Layout::WasmPod => bar("wasm pod", value(row), Kind::Wasm),
+                memory::Layout::Runc => bar("runc", value(row), Kind::Runc),
+            })
+            .collect()
+    };
+    let s = &report.settings;
+    let panels = [
+        Panel {
+            title: "hello start-up, median".into(),
+            note: format!("ms, {} runs (lower is better)", s.runs),
+            decimals: 1,
+            bars: vec![
+                bar("shim", ms(shim_m), Kind::Wasm),
+                bar("runc", ms(runc_m), Kind::Runc),
+                bar("floor", ms(floor_m), Kind::Floor),
+            ],
+        },
+        Panel {
+            title: "ctr run --rm throughput".into(),
+            note: format!("tasks/s, {} at {} (higher is better)", s.tasks, s.workers),
+            decimals: 1,
+            bars: vec![
+                bar("shim", report.shim_tasks.per_second(), Kind::Wasm),
+                bar("runc", report.runc_tasks.per_second(), Kind::Runc),
+            ],
+        },
+        Panel {
+            title: "PSS of one container".into(),
+            note: "MiB, pod includes its sandbox".into(),
+            decimals: 1,
+            bars: memory_bars(|row| row.one.mib()),
+        },
+        Panel {
+            title: "marginal PSS per container".into(),
+            note: format!("MiB, 1 -> {} containers", s.memory_count),
+            decimals: 1,
+            bars: memory_bars(Scenario::marginal_mib),
+        },
+    ];
+    chart::render(
+        "containerd-shim-wasmtime vs runc",
+        &format!(
+            "load average {} -> {}; PSS = shims + container processes",
+            report.load_before, report.load_after
+        ),
+        &panels,
+    )
 }
