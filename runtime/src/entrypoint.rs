@@ -96,7 +96,10 @@ impl Entrypoint {
                 .map_err(|e| RuntimeError::io(format!("opening {}", preopen.host.display()), e))?;
             let relative = if relative.is_empty() { "." } else { relative };
             let how = OpenHow::new()
-                .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOCTTY)
+                // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer
+                // forever (and Create with it); this way it opens and is refused below as
+                // not a regular file. Reads of a regular file ignore the flag.
+                .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOCTTY | OFlag::O_NONBLOCK)
                 .mode(Mode::empty())
                 .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
             let fd = match nix::fcntl::openat2(root.as_fd_raw(), relative, how) {
@@ -205,5 +208,18 @@ mod tests {
             .read(&plan, "/", None)
             .unwrap_err();
         assert!(err.to_string().contains("is a directory"), "{err}");
+    }
+
+    /// Found by the spec_structured fuzz target: a FIFO entrypoint hung Create.
+    #[test]
+    fn a_fifo_entrypoint_is_refused_without_waiting_for_a_writer() {
+        let rootfs = tempfile::tempdir().unwrap();
+        nix::unistd::mkfifo(&rootfs.path().join("fifo"), Mode::from_bits_truncate(0o644)).unwrap();
+        let plan = PreopenPlan::from_mounts(rootfs.path(), false, &[]).unwrap();
+        let err = Entrypoint::parse("/fifo")
+            .unwrap()
+            .read(&plan, "/", None)
+            .unwrap_err();
+        assert!(err.to_string().contains("not a regular file"), "{err}");
     }
 }
