@@ -64,20 +64,20 @@ impl Confinement {
         // SAFETY: raw per-thread system calls with valid arguments (see the module comment
         // for why not the libc wrappers).
         unsafe {
-            check_syscall(libc::syscall(
+            check(libc::syscall(
                 libc::SYS_setgroups,
                 gids.len(),
                 gids.as_ptr(),
             ))
             .map_err(|e| format!("setgroups {gids:?}: {e}"))?;
-            check_syscall(libc::syscall(
+            check(libc::syscall(
                 libc::SYS_setresgid,
                 self.gid,
                 self.gid,
                 self.gid,
             ))
             .map_err(|e| format!("setresgid {}: {e}", self.gid))?;
-            check_syscall(libc::syscall(
+            check(libc::syscall(
                 libc::SYS_setresuid,
                 self.uid,
                 self.uid,
@@ -96,16 +96,9 @@ impl Confinement {
     }
 }
 
-fn check(rc: libc::c_int) -> io::Result<()> {
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
-
-fn check_syscall(rc: libc::c_long) -> io::Result<()> {
-    if rc < 0 {
+/// The result of a libc call or raw system call: negative means `errno` holds the reason.
+fn check(rc: impl Into<i64>) -> io::Result<()> {
+    if rc.into() < 0 {
         Err(io::Error::last_os_error())
     } else {
         Ok(())
@@ -164,7 +157,7 @@ fn drop_capabilities() -> Result<(), String> {
             data.as_ptr(),
         )
     };
-    check_syscall(rc).map_err(|e| format!("capset: {e}"))
+    check(rc).map_err(|e| format!("capset: {e}"))
 }
 
 /// The filters, built once per shim, in the order they are installed: first one that makes

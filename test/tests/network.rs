@@ -5,15 +5,10 @@ use std::time::Duration;
 use integration::{rootfs_with, Containerd};
 
 fn task_netns(containerd: &Containerd, id: &str) -> String {
-    let ls = containerd
+    containerd
         .wait_for_status(id, "RUNNING", Duration::from_secs(5))
         .unwrap();
-    let pid: u32 = ls
-        .lines()
-        .find(|l| l.split_whitespace().next() == Some(id))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|p| p.parse().ok())
-        .unwrap();
+    let pid = containerd.task_pid(id);
     std::fs::read_link(format!("/proc/{pid}/ns/net"))
         .unwrap()
         .display()
