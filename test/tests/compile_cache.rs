@@ -31,7 +31,15 @@ fn the_second_start_loads_what_the_first_compiled() {
     let entry = stored[0].clone();
     assert!(entry.to_string_lossy().ends_with(".cwasm"), "{entry:?}");
     let artifact = std::fs::read(&entry).unwrap();
-    assert!(artifact.starts_with(b"wshimc1\n"));
+    // The compiled code first (wasmtime maps it from the file), then the trailer: magic,
+    // length, checksum.
+    assert!(artifact.starts_with(b"\x7fELF"), "{:?}", &artifact[..16]);
+    let trailer = &artifact[artifact.len() - 24..];
+    assert_eq!(&trailer[..8], b"wshimc2\n");
+    assert_eq!(
+        u64::from_le_bytes(trailer[8..16].try_into().unwrap()),
+        artifact.len() as u64 - 24
+    );
 
     let second = containerd.run_rootfs(&[], rootfs.path(), "cache2", &["/hello.wasm"]);
     assert_eq!(second.code, 0, "{second:?}");
