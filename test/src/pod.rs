@@ -128,9 +128,25 @@ impl<'a> Pod<'a> {
                 Err(e) => report.push_str(&format!("{e:#}\n")),
             }
         }
-        let pids = self.cgroup_pids();
+        // The pod's shim is in the pod's cgroup and exits a moment after answering
+        // Shutdown (it flushes its last events first), so RemovePodSandbox can return while
+        // it is still there. What is still there after this grace time is left behind.
+        let grace = Instant::now() + Duration::from_secs(3);
+        let mut pids = self.cgroup_pids();
+        while !pids.is_empty() && Instant::now() < grace {
+            std::thread::sleep(Duration::from_millis(50));
+            pids = self.cgroup_pids();
+        }
         if !pids.is_empty() {
-            report.push_str(&format!("killed pids {pids:?} left in the pod's cgroup\n"));
+            let names: Vec<String> = pids
+                .iter()
+                .map(|pid| {
+                    let comm =
+                        std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+                    format!("{pid} ({})", comm.trim())
+                })
+                .collect();
+            report.push_str(&format!("killed pids {names:?} left in the pod's cgroup\n"));
             for pid in pids {
                 // SAFETY: plain kill(2) on a process of this test's pod.
                 unsafe { libc::kill(pid as i32, libc::SIGKILL) };
