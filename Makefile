@@ -108,6 +108,34 @@ $(WASM_OUT)/http-hello.wasm: $(CORE_OUT)/http-hello.wasm $(WASM_COMPONENT)
 $(WASM_OUT)/cli-exit.wasm: $(CORE_OUT)/cli-exit.wasm $(WASM_COMPONENT)
 	$(WASM_COMPONENT) new --adapter command $< -o $@
 
+# The large program of `make bench` (item b): examples/python-hello/app.py as a WASI 0.2
+# command component, CPython and its standard library included (about 18 MB of wasm), built
+# by componentize-py from PyPI, pinned, in a virtualenv under target/. Only the benchmark
+# needs it, so `make examples` (and `make test`) never reach PyPI.
+COMPONENTIZE_PY_VERSION ?= 0.25.1
+BENCH_VENV   := $(TARGET_DIR)/bench/venv
+COMPONENTIZE_PY := $(BENCH_VENV)/bin/componentize-py
+BENCH_DEB_PACKAGES := python3-venv
+
+$(COMPONENTIZE_PY):
+	@missing=""; for p in $(BENCH_DEB_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	python3 -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install --quiet componentize-py==$(COMPONENTIZE_PY_VERSION)
+
+# componentize-py leaves a __pycache__ beside the app it packs, so it packs a copy in the
+# build directory and the source tree stays clean.
+$(WASM_OUT)/python-hello.wasm: examples/python-hello/app.py $(COMPONENTIZE_PY) | $(WASM_OUT)
+	@mkdir -p $(WASM_OUT)/python-hello
+	cp examples/python-hello/app.py $(WASM_OUT)/python-hello/app.py
+	cd $(WASM_OUT)/python-hello && $(COMPONENTIZE_PY) --quiet -d $(WASI_WIT) \
+	  -w wasi:cli/command@0.2.12 componentize app -o $(CURDIR)/$@
+
 examples: $(addprefix $(WASM_OUT)/,$(addsuffix .wasm,$(EXAMPLES) $(TEST_PROGRAMS) $(COMPONENTS))) \
           $(WASM_OUT)/pause
 
@@ -149,7 +177,7 @@ check:
 
 # Built the way `make test` builds (cargo test --no-run): same features, so wasmtime is not
 # compiled a second time; that also builds the shim, the packer and shim-bench.
-bench: deps examples
+bench: deps examples $(WASM_OUT)/python-hello.wasm
 	$(CARGO) test --profile $(PROFILE) --workspace --no-run
 	WASM_EXAMPLES_DIR=$(CURDIR)/$(WASM_OUT) SHIM_BIN_DIR=$(BIN_DIR) scripts/bench.sh
 

@@ -5,6 +5,7 @@
 //! containerd and removes everything it left. Tests talk to it through `ctr`, as a user
 //! would, or through its CRI plugin, as a kubelet would ([`cri`]).
 
+pub mod bench;
 pub mod cri;
 pub mod http;
 pub mod pod;
@@ -37,13 +38,17 @@ pub fn program(name: &str) -> PathBuf {
     example_file(&format!("{name}.wasm"))
 }
 
+/// Where `make examples` puts what it builds: `WASM_EXAMPLES_DIR`, else examples/build.
+pub fn examples_dir() -> PathBuf {
+    std::env::var("WASM_EXAMPLES_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/build"))
+}
+
 /// A file `make examples` builds (`WASM_EXAMPLES_DIR`, else examples/build), such as the
 /// native `pause`.
 pub fn example_file(file: &str) -> PathBuf {
-    let dir = std::env::var("WASM_EXAMPLES_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/build"));
-    let path = dir.join(file);
+    let path = examples_dir().join(file);
     assert!(
         path.exists(),
         "{} is missing: run `make examples` (or `make test`)",

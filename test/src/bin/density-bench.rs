@@ -9,17 +9,13 @@
 //! port tried (below Linux's ephemeral range, so client connections never take one),
 //! `DENSITY_SETTLE_MS` (2000) wait before reading PSS.
 
-#[path = "bench/fleet.rs"]
-mod fleet;
-#[path = "bench/pss.rs"]
-mod pss;
-
 use std::collections::BTreeSet;
 use std::net::TcpListener;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
+use integration::bench::{fleet, pss};
 use integration::http::request;
 use integration::{Containerd, RUNTIME};
 

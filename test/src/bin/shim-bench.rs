@@ -5,20 +5,19 @@
 //!   containerd); interleaved runs, medians and ratios.
 //! - Throughput (item 4d): `BENCH_TASKS` (200) `ctr run --rm` of each at `BENCH_WORKERS` (2)
 //!   at a time; tasks per second and the ratio.
+//! - Large program (item 4b): first (compile) and second (cached) start of CPython as a
+//!   component, `BENCH_LARGE_FIRSTS` (3) never-seen variants, then `BENCH_RUNS` cached starts
+//!   interleaved with hello.
 //! - Memory (item 4c): PSS of one long-running container and the marginal PSS per container
 //!   at `BENCH_MEMORY_COUNT` (100): wasm with a shim each, wasm in one pod's shim, runc.
 //!
 //! JSON goes to `target/bench/startup.json`, a bar chart of the medians to
 //! `target/bench/startup.svg`.
 
-#[path = "bench/chart.rs"]
-mod chart;
-#[path = "bench/fleet.rs"]
-mod fleet;
+#[path = "bench/large.rs"]
+mod large;
 #[path = "bench/memory.rs"]
 mod memory;
-#[path = "bench/pss.rs"]
-mod pss;
 #[path = "bench/throughput.rs"]
 mod throughput;
 
@@ -26,11 +25,13 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use integration::bench::{chart, fleet, pss};
 use integration::{example_file, program, Containerd, RUNTIME};
 use runtime::{Controls, Program, StdioFiles, WasiPlan};
 
 use chart::{Bar, Kind, Panel};
 use fleet::env_or;
+use large::LargeStart;
 use memory::Scenario;
 use throughput::Throughput;
 
@@ -47,6 +48,9 @@ struct Settings {
     memory_count: usize,
     /// Wait before reading PSS (`BENCH_SETTLE_MS`).
     settle: Duration,
+    /// First starts of the large program, each of bytes the cache has not seen
+    /// (`BENCH_LARGE_FIRSTS`).
+    large_firsts: usize,
 }
 
 impl Settings {
@@ -57,6 +61,7 @@ impl Settings {
             workers: env_or("BENCH_WORKERS", 2),
             memory_count: env_or("BENCH_MEMORY_COUNT", 100),
             settle: Duration::from_millis(env_or("BENCH_SETTLE_MS", 2000) as u64),
+            large_firsts: env_or("BENCH_LARGE_FIRSTS", 3),
         };
         if settings.runs == 0 || settings.tasks == 0 || settings.memory_count < 2 {
             bail!("BENCH_RUNS and BENCH_TASKS must be > 0, BENCH_MEMORY_COUNT >= 2");
@@ -248,6 +253,7 @@ struct Report {
     load_before: String,
     load_after: String,
     startup: Startup,
+    large: LargeStart,
     shim_tasks: Throughput,
     runc_tasks: Throughput,
     memory: Vec<Scenario>,
@@ -260,6 +266,14 @@ fn main() -> Result<()> {
     let roots = Roots::new()?;
     let load_before = load_average();
     let startup = startup(&containerd, &image, &roots, settings.runs)?;
+    let large = large::measure(
+        &containerd,
+        &integration::examples_dir().join("python-hello.wasm"),
+        &image,
+        "hello from wasm\n",
+        settings.large_firsts,
+        settings.runs,
+    )?;
     let (shim_tasks, runc_tasks) = throughput_pair(&containerd, &image, &roots, &settings)?;
     let memory = memory::measure_all(
         &containerd,
@@ -277,6 +291,7 @@ fn main() -> Result<()> {
         load_before,
         load_after: load_average(),
         startup,
+        large,
         shim_tasks,
         runc_tasks,
         memory,
@@ -299,6 +314,7 @@ fn print_table(report: &Report) {
         report.load_before, report.load_after
     );
     print_startup(report);
+    print_large(report);
     print_throughput(report);
     print_memory(report);
 }
@@ -327,6 +343,43 @@ fn print_startup(report: &Report) {
         "shim / floor: {:.1}x",
         shim_m.as_secs_f64() / floor_m.as_secs_f64()
     );
+}
+
+/// The large program's first and second start, each against hello's in the same rounds.
+fn print_large(report: &Report) {
+    let large = &report.large;
+    let hello = median(&large.hello);
+    println!();
+    println!(
+        "{:<52} {:>12} {:>10}",
+        format!(
+            "large program: CPython component, {:.1} MB of wasm",
+            large.wasm_bytes as f64 / 1e6
+        ),
+        "median ms",
+        "vs hello"
+    );
+    for (name, samples) in [
+        (
+            format!("first start (compile), {} runs", large.first.len()),
+            &large.first,
+        ),
+        (
+            format!("second start (cached), {} runs", large.second.len()),
+            &large.second,
+        ),
+        (
+            format!("hello, interleaved, {} runs", large.hello.len()),
+            &large.hello,
+        ),
+    ] {
+        let m = median(samples);
+        println!(
+            "{name:<52} {:>12.2} {:>9.2}x",
+            ms(m),
+            m.as_secs_f64() / hello.as_secs_f64()
+        );
+    }
 }
 
 /// Tasks per second of each runtime, against runc's.
@@ -395,6 +448,21 @@ fn json(report: &Report) -> serde_json::Value {
             "runc_busybox": samples(&report.startup.runc),
             "floor": samples(&report.startup.floor),
         },
+        "large_program": {
+            "wasm_bytes": report.large.wasm_bytes,
+            "median_ms": {
+                "first_start": ms(median(&report.large.first)),
+                "second_start": ms(median(&report.large.second)),
+                "hello_interleaved": ms(median(&report.large.hello)),
+            },
+            "second_vs_hello": median(&report.large.second).as_secs_f64()
+                / median(&report.large.hello).as_secs_f64(),
+            "samples_ms": {
+                "first_start": samples(&report.large.first),
+                "second_start": samples(&report.large.second),
+                "hello_interleaved": samples(&report.large.hello),
+            },
+        },
         "throughput": {
             "shim": report.shim_tasks.json(),
             "runc_busybox": report.runc_tasks.json(),
@@ -438,6 +506,19 @@ fn svg(report: &Report) -> String {
                 bar("shim", ms(shim_m), Kind::Wasm),
                 bar("runc", ms(runc_m), Kind::Runc),
                 bar("floor", ms(floor_m), Kind::Floor),
+            ],
+        },
+        Panel {
+            title: "large program start, median".into(),
+            note: format!(
+                "ms, CPython component, {:.0} MB",
+                report.large.wasm_bytes as f64 / 1e6
+            ),
+            decimals: 0,
+            bars: vec![
+                bar("first", ms(median(&report.large.first)), Kind::Wasm),
+                bar("second", ms(median(&report.large.second)), Kind::Wasm),
+                bar("hello", ms(median(&report.large.hello)), Kind::Wasm),
             ],
         },
         Panel {

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use integration::Containerd;
+use crate::Containerd;
 
 /// The PSS of a set of processes.
 #[derive(Debug, Clone, Default, PartialEq)]

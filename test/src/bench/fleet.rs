@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::Containerd;
 use anyhow::{anyhow, bail, Result};
-use integration::Containerd;
 
 /// How many ids one `ctr task rm` / `ctr containers rm` call takes: ctr accepts several, and
 /// one ctr process per chunk instead of per container makes removing a thousand quick.

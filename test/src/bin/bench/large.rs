@@ -1,0 +1,109 @@
+//! The large program (issue item 4b): first versus second start of a real program of many
+//! megabytes, CPython as a WASI 0.2 command component (`make bench` builds it from
+//! examples/python-hello with componentize-py).
+//!
+//! A first start compiles the component and writes the shim's compile cache; a second start
+//! of the same bytes loads the compiled artifact. Each first start gets bytes the cache has
+//! never seen (the component plus a custom section naming the round), so it measures a real
+//! compile each time, not a leftover entry of an earlier round or an earlier `make bench`.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use integration::{Containerd, RUNTIME};
+
+/// What the program prints first; the Python version follows.
+pub const GREETING: &str = "hello from python ";
+
+/// Samples of the large program, warm-up excluded.
+#[derive(Debug, Clone)]
+pub struct LargeStart {
+    /// Size of the component as built, in bytes.
+    pub wasm_bytes: u64,
+    /// One start per never-seen variant: compile and cache write included.
+    pub first: Vec<Duration>,
+    /// Starts of variants already in the cache.
+    pub second: Vec<Duration>,
+    /// The hello image's starts, interleaved with `second` so the ratio sees one load.
+    pub hello: Vec<Duration>,
+}
+
+/// `wasm` plus a custom section (id 0) named `bench` holding `round`: the same program under
+/// a new cache key. A custom section may follow any section of a module or a component.
+fn variant(wasm: &[u8], round: usize) -> Vec<u8> {
+    let name = b"bench";
+    let payload = round.to_le_bytes();
+    let size = 1 + name.len() + payload.len();
+    let mut bytes = wasm.to_vec();
+    bytes.push(0);
+    bytes.push(size as u8);
+    bytes.push(name.len() as u8);
+    bytes.extend_from_slice(name);
+    bytes.extend_from_slice(&payload);
+    bytes
+}
+
+/// One `ctr run --rm` of `image`, checked by `ok` on its stdout.
+fn run_once(
+    containerd: &Containerd,
+    image: &str,
+    id: &str,
+    ok: impl Fn(&str) -> bool,
+) -> Result<Duration> {
+    let started = Instant::now();
+    let out = containerd.ctr(&["run", "--rm", "--runtime", RUNTIME, image, id]);
+    let elapsed = started.elapsed();
+    if out.code != 0 || !ok(&out.stdout) {
+        bail!(
+            "ctr run {image} failed: {out:?}\ncontainerd log:\n{}",
+            containerd.log_tail(20)
+        );
+    }
+    Ok(elapsed)
+}
+
+/// `firsts` variants, each started once cold; then `runs` rounds of one cached variant
+/// (round-robin) beside one hello (`hello_image`, printing `hello_expect`).
+pub fn measure(
+    containerd: &Containerd,
+    component: &Path,
+    hello_image: &str,
+    hello_expect: &str,
+    firsts: usize,
+    runs: usize,
+) -> Result<LargeStart> {
+    let wasm = std::fs::read(component)
+        .with_context(|| format!("{} is missing: `make bench` builds it", component.display()))?;
+    let dir = tempfile::tempdir()?;
+    let mut images = Vec::new();
+    let mut first = Vec::new();
+    for round in 0..firsts.max(1) {
+        let path = dir.path().join(format!("python-{round}.wasm"));
+        std::fs::write(&path, variant(&wasm, round))?;
+        let image = containerd.import_program(&path, &format!("bench-python-{round}:latest"))?;
+        let greets = |out: &str| out.starts_with(GREETING);
+        first.push(run_once(containerd, &image, &format!("pf{round}"), greets)?);
+        images.push(image);
+    }
+    let mut second = Vec::new();
+    let mut hello = Vec::new();
+    for round in 0..runs {
+        let image = &images[round % images.len()];
+        let greets = |out: &str| out.starts_with(GREETING);
+        second.push(run_once(containerd, image, &format!("ps{round}"), greets)?);
+        let says_hello = |out: &str| out == hello_expect;
+        hello.push(run_once(
+            containerd,
+            hello_image,
+            &format!("ph{round}"),
+            says_hello,
+        )?);
+    }
+    Ok(LargeStart {
+        wasm_bytes: wasm.len() as u64,
+        first,
+        second,
+        hello,
+    })
+}
