@@ -1,16 +1,10 @@
 use std::sync::OnceLock;
-use std::time::Duration;
 
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, Linker, PoolingAllocationConfig};
 
 use crate::cache::CompileCache;
 use crate::http::HttpHost;
 use crate::program::{ComponentHost, Host};
-
-/// How often the engine's epoch advances. Every running program yields to its executor at each
-/// tick, which is what lets a stop request interrupt a busy loop that makes no host calls; the
-/// tick bounds how long a signal can go unnoticed.
-pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 struct Shared {
     engine: Engine,
@@ -68,16 +62,6 @@ fn base_config() -> Config {
     config
 }
 
-fn spawn_epoch_ticker(engine: Engine) -> std::io::Result<()> {
-    std::thread::Builder::new()
-        .name("wasm-epoch".into())
-        .spawn(move || loop {
-            std::thread::sleep(EPOCH_TICK);
-            engine.increment_epoch();
-        })
-        .map(drop)
-}
-
 fn build() -> wasmtime::Result<Shared> {
     let engine = Engine::new(&base_config())?;
 
@@ -86,7 +70,7 @@ fn build() -> wasmtime::Result<Shared> {
     let mut component_linker = wasmtime::component::Linker::new(&engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut component_linker)?;
 
-    spawn_epoch_ticker(engine.clone())?;
+    crate::ticker::tick(engine.clone())?;
     Ok(Shared {
         engine,
         linker,
@@ -146,6 +130,6 @@ fn build_serving() -> wasmtime::Result<Serving> {
     let mut linker = wasmtime::component::Linker::new(&engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
-    spawn_epoch_ticker(engine.clone())?;
+    crate::ticker::tick(engine.clone())?;
     Ok(Serving { engine, linker })
 }

@@ -26,6 +26,7 @@ mod program;
 mod stdio;
 mod stop;
 mod terminal;
+mod ticker;
 mod usage;
 
 pub use access::{AccessPolicy, MOUNTS_ANNOTATION, ROOTFS_ANNOTATION};

@@ -605,7 +605,13 @@ pub(crate) fn new_store<T: 'static>(
     limits: fn(&mut T) -> &mut GaugeLimiter,
 ) -> Store<T> {
     let mut store = Store::new(engine, host);
-    store.limiter(move |host| limits(host));
+    // The limiter closure lives exactly as long as the store, so it holds the store's
+    // claim on the epoch ticker (see ticker.rs): ticks run while any store exists.
+    let running = crate::ticker::Running::start();
+    store.limiter(move |host| {
+        let _ = &running;
+        limits(host)
+    });
     store.set_epoch_deadline(1);
     store.epoch_deadline_async_yield_and_update(1);
     store

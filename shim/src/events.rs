@@ -99,9 +99,31 @@ fn type_url<M: MessageFull>() -> String {
     format!("{EVENTS_PACKAGE}.{}", M::NAME)
 }
 
+/// How long the connection to containerd stays open with no event to send. ttrpc's client
+/// wakes its receiver thread every 10 ms while a connection is open, so a shim whose
+/// containers run for days would spend 100 wake-ups a second on a connection that carries
+/// nothing; a container's events come in bursts (create, start; exit, delete), each of which
+/// fits one connection.
+const IDLE_CONNECTION: Duration = Duration::from_secs(1);
+
 fn forward_all(address: &str, namespace: &str, messages: mpsc::Receiver<Message>) {
     let mut client: Option<EventsClient> = None;
-    for message in messages {
+    loop {
+        let message = if client.is_some() {
+            match messages.recv_timeout(IDLE_CONNECTION) {
+                Ok(message) => message,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    client = None;
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            }
+        } else {
+            match messages.recv() {
+                Ok(message) => message,
+                Err(_) => return,
+            }
+        };
         let event = match message {
             Message::Event(event) => event,
             Message::Flush(done) => {
