@@ -45,6 +45,23 @@ pub fn examples_dir() -> PathBuf {
         .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/build"))
 }
 
+/// `wasm` (a module or a component: a custom section may follow any section of either) plus
+/// a custom section `name` holding `round`: the same program under a new sha256, so the
+/// compile cache meets bytes it has never seen. `name` must be short (the section size is
+/// written as one LEB128 byte).
+pub fn with_custom_section(wasm: &[u8], name: &str, round: usize) -> Vec<u8> {
+    let payload = round.to_le_bytes();
+    let size = 1 + name.len() + payload.len();
+    assert!(size < 0x80, "custom section name {name:?} is too long");
+    let mut bytes = wasm.to_vec();
+    bytes.push(0);
+    bytes.push(size as u8);
+    bytes.push(name.len() as u8);
+    bytes.extend_from_slice(name.as_bytes());
+    bytes.extend_from_slice(&payload);
+    bytes
+}
+
 /// A file `make examples` builds (`WASM_EXAMPLES_DIR`, else examples/build), such as the
 /// native `pause`.
 pub fn example_file(file: &str) -> PathBuf {

@@ -7,25 +7,10 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use integration::{program, Containerd};
+use integration::{program, with_custom_section, Containerd};
 
 /// The cache's bound for this test: small, so eviction is exercised many times.
 const CACHE_MAX_BYTES: u64 = 4 << 20;
-
-/// `hello.wasm` with a custom section naming `run`: a distinct module (and cache key) per
-/// run that behaves the same.
-fn variant(hello: &[u8], run: usize) -> Vec<u8> {
-    let name = b"soak";
-    let payload = run.to_le_bytes();
-    let size = 1 + name.len() + payload.len();
-    let mut module = hello.to_vec();
-    module.push(0);
-    module.push(size as u8);
-    module.push(name.len() as u8);
-    module.extend_from_slice(name);
-    module.extend_from_slice(&payload);
-    module
-}
 
 fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
@@ -66,7 +51,11 @@ fn sequential_runs_leave_no_shim_no_mount_and_bounded_descriptors_and_cache() {
     let mut largest_cache = 0;
     let started = Instant::now();
     for run in 0..runs {
-        std::fs::write(rootfs.path().join("hello.wasm"), variant(&hello, run)).unwrap();
+        std::fs::write(
+            rootfs.path().join("hello.wasm"),
+            with_custom_section(&hello, "soak", run),
+        )
+        .unwrap();
         let id = format!("soak{run}");
         let out = containerd.run_rootfs(&[], rootfs.path(), &id, &["/hello.wasm"]);
         assert_eq!(

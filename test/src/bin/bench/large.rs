@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use integration::{Containerd, RUNTIME};
+use integration::{with_custom_section, Containerd, RUNTIME};
 
 /// What the program prints first; the Python version follows.
 pub const GREETING: &str = "hello from python ";
@@ -27,21 +27,6 @@ pub struct LargeStart {
     pub second: Vec<Duration>,
     /// The hello image's starts, interleaved with `second` so the ratio sees one load.
     pub hello: Vec<Duration>,
-}
-
-/// `wasm` plus a custom section (id 0) named `bench` holding `round`: the same program under
-/// a new cache key. A custom section may follow any section of a module or a component.
-fn variant(wasm: &[u8], round: usize) -> Vec<u8> {
-    let name = b"bench";
-    let payload = round.to_le_bytes();
-    let size = 1 + name.len() + payload.len();
-    let mut bytes = wasm.to_vec();
-    bytes.push(0);
-    bytes.push(size as u8);
-    bytes.push(name.len() as u8);
-    bytes.extend_from_slice(name);
-    bytes.extend_from_slice(&payload);
-    bytes
 }
 
 /// One `ctr run --rm` of `image`, checked by `ok` on its stdout.
@@ -77,12 +62,12 @@ pub fn measure(
         .with_context(|| format!("{} is missing: `make bench` builds it", component.display()))?;
     let dir = tempfile::tempdir()?;
     let mut images = Vec::new();
+    let greets = |out: &str| out.starts_with(GREETING);
     let mut first = Vec::new();
     for round in 0..firsts.max(1) {
         let path = dir.path().join(format!("python-{round}.wasm"));
-        std::fs::write(&path, variant(&wasm, round))?;
+        std::fs::write(&path, with_custom_section(&wasm, "bench", round))?;
         let image = containerd.import_program(&path, &format!("bench-python-{round}:latest"))?;
-        let greets = |out: &str| out.starts_with(GREETING);
         first.push(run_once(containerd, &image, &format!("pf{round}"), greets)?);
         images.push(image);
     }
@@ -90,7 +75,6 @@ pub fn measure(
     let mut hello = Vec::new();
     for round in 0..runs {
         let image = &images[round % images.len()];
-        let greets = |out: &str| out.starts_with(GREETING);
         second.push(run_once(containerd, image, &format!("ps{round}"), greets)?);
         let says_hello = |out: &str| out == hello_expect;
         hello.push(run_once(
