@@ -4,12 +4,12 @@
 //! An entry is keyed by the sha256 of the wasm bytes and by wasmtime's engine compatibility
 //! hash (wasmtime version, target, compiler settings), so a different engine never sees it.
 //! Loading compiled code runs it without validation, so an entry is never trusted as found:
-//! each file ends with a trailer holding the artifact's length and 64-bit xxh3 checksum,
-//! checked before use; a corrupt, truncated or stale entry is removed and the program
-//! compiled again. Entries are written to a temporary file and renamed into place (readers
-//! see whole entries or none, and concurrent shims may race harmlessly), and the directory is
-//! kept under a size bound by removing the least recently used entries (a hit refreshes an
-//! entry's modification time).
+//! each file ends with a trailer holding the artifact's length and xxh3 checksums, checked
+//! before use; a corrupt, truncated or stale entry is removed and the program compiled again.
+//! Entries are written to a temporary file and renamed into place (readers see whole entries
+//! or none, and concurrent shims may race harmlessly), and the directory is kept under a size
+//! bound by removing the least recently used entries (a hit refreshes an entry's modification
+//! time).
 //!
 //! The artifact comes first in the file and the trailer after it, so wasmtime maps a hit
 //! straight from the file (`deserialize_file`): no copy of the code, and a program's initial
@@ -17,28 +17,35 @@
 //! checksum is xxh3 rather than sha256 because it runs at memory speed: integrity against
 //! torn or damaged files is what it is for, and anyone able to write the cache directory
 //! could rewrite any checksum there anyway. For CPython as a component (a 35 MB artifact)
-//! a sha256 took about 33 ms of every start.
+//! a sha256 took about 33 ms of every start. The check reads the entry through a mapping
+//! (no copy into a buffer) and sums its two halves on two threads, each half with its own
+//! checksum: for that artifact, about 2 ms instead of 5.
+//!
+//! Beside the entries, `digests/` remembers the digest of large program files by their
+//! identity (see [`crate::digest_memo`]), so their hits need not read the wasm at all.
 
 use std::fs::File;
 use std::hash::{Hash, Hasher};
 use std::io::Write;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 use wasmtime::{Engine, Module};
-use xxhash_rust::xxh3::{xxh3_64, Xxh3};
+use xxhash_rust::xxh3::xxh3_64;
+
+use crate::digest_memo::{DigestMemo, WasmDigest};
 
 /// Starts every entry's trailer: the format, so a future layout is never misread.
-const MAGIC: &[u8; 8] = b"wshimc2\n";
-/// The trailer after the artifact: magic, the artifact's length, its xxh3 (little endian).
-const TRAILER: usize = MAGIC.len() + 8 + 8;
-/// Read size while checksumming an entry: large enough for few system calls, small enough to
-/// stay in the CPU's cache between the copy and the hash.
-const CHECK_CHUNK: usize = 256 << 10;
+const MAGIC: &[u8; 8] = b"wshimc3\n";
+/// The trailer after the artifact: magic, the artifact's length, the xxh3 of its first and
+/// of its second half (little endian).
+const TRAILER: usize = MAGIC.len() + 8 + 8 + 8;
+/// Artifacts at least this large are checked on two threads; for smaller ones starting a
+/// thread costs more than it saves.
+const PARALLEL_CHECK_FROM: usize = 4 << 20;
 const EXTENSION: &str = "cwasm";
 /// A temporary file this old was left by a shim that died while writing it.
 const ABANDONED: Duration = Duration::from_secs(3600);
@@ -95,72 +102,120 @@ impl CompileCache {
         &self.dir
     }
 
-    /// The entry for `wasm` compiled by `engine`.
-    fn entry(&self, engine: &Engine, wasm: &[u8]) -> PathBuf {
+    /// Where program digests are remembered by file identity.
+    pub(crate) fn digests(&self) -> DigestMemo {
+        DigestMemo::new(self.dir.join("digests"))
+    }
+
+    /// The entry for the wasm with sha256 `digest` compiled by `engine`.
+    fn entry(&self, engine: &Engine, digest: &WasmDigest) -> PathBuf {
         let mut hasher = Sha256Hasher(Sha256::new());
         engine.precompile_compatibility_hash().hash(&mut hasher);
         let engine_hash = hasher.0.finalize();
-        let wasm_hash = Sha256::digest(wasm);
         self.dir.join(format!(
             "{}-{}.{EXTENSION}",
-            hex(&wasm_hash),
+            hex(digest),
             hex(&engine_hash[..8])
         ))
     }
 
-    /// The compiled module for `wasm`: from the cache when a sound entry is there, else
-    /// compiled and stored. A cache that cannot be read or written only costs the compile.
-    pub(crate) fn module(&self, engine: &Engine, wasm: &[u8]) -> wasmtime::Result<Module> {
+    /// The compiled module for `wasm` (whose sha256 is `digest`): from the cache when a
+    /// sound entry is there, else compiled and stored. A cache that cannot be read or written
+    /// only costs the compile.
+    pub(crate) fn module(
+        &self,
+        engine: &Engine,
+        digest: &WasmDigest,
+        wasm: &[u8],
+    ) -> wasmtime::Result<Module> {
         self.cached(
             engine,
+            digest,
             wasm,
             |engine, bytes| Module::new(engine, bytes),
             Module::serialize,
-            // SAFETY: `load` only passes a file holding what `Module::serialize` wrote
-            // (checked against its stored checksum); wasmtime refuses an artifact from
-            // another version or configuration. Entries are never changed in place (only
-            // renamed over or removed), so the mapping stays what was checked.
-            |engine, file| unsafe { Module::deserialize_open_file(engine, file) },
+            // SAFETY: `load` passes only entries it checked.
+            |engine, file| unsafe { deserialize_module(engine, file) },
         )
     }
 
+    /// The module compiled from the wasm with sha256 `digest`, if a sound entry holds it.
+    pub(crate) fn cached_module(&self, engine: &Engine, digest: &WasmDigest) -> Option<Module> {
+        // SAFETY: `load` passes only entries it checked.
+        self.hit(engine, digest, |engine, file| unsafe {
+            deserialize_module(engine, file)
+        })
+    }
+
     /// [`CompileCache::module`] for a component.
-    pub(crate) fn component(&self, engine: &Engine, wasm: &[u8]) -> wasmtime::Result<Component> {
+    pub(crate) fn component(
+        &self,
+        engine: &Engine,
+        digest: &WasmDigest,
+        wasm: &[u8],
+    ) -> wasmtime::Result<Component> {
         self.cached(
             engine,
+            digest,
             wasm,
             |engine, bytes| Component::new(engine, bytes),
             Component::serialize,
-            // SAFETY: as for modules above. Components have no `deserialize_open_file`;
-            // opening the checked file's /proc/self/fd link maps that same file, never one
-            // renamed over its name since.
-            |engine, file| unsafe {
-                Component::deserialize_file(engine, format!("/proc/self/fd/{}", file.as_raw_fd()))
-            },
+            // SAFETY: `load` passes only entries it checked.
+            |engine, file| unsafe { deserialize_component(engine, file) },
         )
+    }
+
+    /// [`CompileCache::cached_module`] for a component.
+    pub(crate) fn cached_component(
+        &self,
+        engine: &Engine,
+        digest: &WasmDigest,
+    ) -> Option<Component> {
+        // SAFETY: `load` passes only entries it checked.
+        self.hit(engine, digest, |engine, file| unsafe {
+            deserialize_component(engine, file)
+        })
+    }
+
+    /// The compiled program stored under `digest`, if a sound entry holds it; an unsound one
+    /// is removed (and logged), so the caller compiles again.
+    fn hit<T>(
+        &self,
+        engine: &Engine,
+        digest: &WasmDigest,
+        deserialize: impl FnOnce(&Engine, File) -> wasmtime::Result<T>,
+    ) -> Option<T> {
+        let path = self.entry(engine, digest);
+        match self.load(engine, &path, deserialize) {
+            (_, Some(compiled)) => {
+                log::debug!("compiled module from the cache: {}", path.display());
+                Some(compiled)
+            }
+            (Lookup::Rejected, None) => {
+                log::warn!(
+                    "discarded a bad cache entry {}; compiling again",
+                    path.display()
+                );
+                None
+            }
+            _ => None,
+        }
     }
 
     fn cached<T>(
         &self,
         engine: &Engine,
+        digest: &WasmDigest,
         wasm: &[u8],
         compile: impl FnOnce(&Engine, &[u8]) -> wasmtime::Result<T>,
         serialize: impl FnOnce(&T) -> wasmtime::Result<Vec<u8>>,
         deserialize: impl FnOnce(&Engine, File) -> wasmtime::Result<T>,
     ) -> wasmtime::Result<T> {
-        let path = self.entry(engine, wasm);
-        let (lookup, compiled) = self.load(engine, &path, deserialize);
-        if let Some(compiled) = compiled {
-            log::debug!("compiled module from the cache: {}", path.display());
+        if let Some(compiled) = self.hit(engine, digest, deserialize) {
             return Ok(compiled);
         }
-        if lookup == Lookup::Rejected {
-            log::warn!(
-                "discarded a bad cache entry {}; compiling again",
-                path.display()
-            );
-        }
         let module = compile(engine, wasm)?;
+        let path = self.entry(engine, digest);
         match serialize(&module) {
             Ok(artifact) => {
                 if let Err(e) = self.store(&path, &artifact) {
@@ -184,7 +239,7 @@ impl CompileCache {
         let meta = file.metadata().ok();
         let modified = meta.as_ref().and_then(|m| m.modified().ok());
         let len = meta.map_or(0, |m| m.len());
-        if !matches!(checked_artifact_len(&file, len), Ok(true)) {
+        if !matches!(entry_is_sound(&file, len), Ok(true)) {
             let _ = std::fs::remove_file(path);
             return (Lookup::Rejected, None);
         }
@@ -212,26 +267,7 @@ impl CompileCache {
     }
 
     fn store(&self, path: &Path, artifact: &[u8]) -> std::io::Result<()> {
-        std::fs::create_dir_all(&self.dir)?;
-        let nanos = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos();
-        // SAFETY: gettid has no preconditions.
-        let tid = unsafe { libc::gettid() };
-        let temp = self
-            .dir
-            .join(format!(".tmp-{}-{tid}-{nanos:x}", std::process::id()));
-        let written = (|| {
-            let mut file = File::create(&temp)?;
-            file.write_all(artifact)?;
-            file.write_all(&trailer(artifact))?;
-            std::fs::rename(&temp, path)
-        })();
-        if written.is_err() {
-            let _ = std::fs::remove_file(&temp);
-        }
-        written?;
+        write_atomically(&self.dir, path, &[artifact, &trailer(artifact)])?;
         self.evict(path);
         Ok(())
     }
@@ -277,41 +313,151 @@ impl CompileCache {
     }
 }
 
+/// Writes `parts` to `path` through a temporary file in `dir` renamed into place, so readers
+/// see the whole file or none of it.
+pub(crate) fn write_atomically(dir: &Path, path: &Path, parts: &[&[u8]]) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    // SAFETY: gettid has no preconditions.
+    let tid = unsafe { libc::gettid() };
+    let temp = dir.join(format!(".tmp-{}-{tid}-{nanos:x}", std::process::id()));
+    let written = (|| {
+        let mut file = File::create(&temp)?;
+        for part in parts {
+            file.write_all(part)?;
+        }
+        std::fs::rename(&temp, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    written
+}
+
+/// # Safety
+/// `file` must be an entry [`entry_is_sound`] accepted, which is what `Module::serialize`
+/// wrote; wasmtime itself refuses an artifact of another version or configuration. Entries
+/// are never changed in place (only renamed over or removed), so the mapping stays what was
+/// checked.
+unsafe fn deserialize_module(engine: &Engine, file: File) -> wasmtime::Result<Module> {
+    // SAFETY: as the caller promises.
+    unsafe { Module::deserialize_open_file(engine, file) }
+}
+
+/// # Safety
+/// As for [`deserialize_module`]. Components have no `deserialize_open_file`; opening the
+/// checked file's /proc/self/fd link maps that same file, never one renamed over its name
+/// since.
+unsafe fn deserialize_component(engine: &Engine, file: File) -> wasmtime::Result<Component> {
+    // SAFETY: as the caller promises.
+    unsafe { Component::deserialize_file(engine, format!("/proc/self/fd/{}", file.as_raw_fd())) }
+}
+
+/// Where the artifact is split for its two checksums.
+fn halves(artifact: &[u8]) -> (&[u8], &[u8]) {
+    artifact.split_at(artifact.len() / 2)
+}
+
 /// The trailer written after `artifact`.
 fn trailer(artifact: &[u8]) -> [u8; TRAILER] {
+    let (first, second) = halves(artifact);
     let mut bytes = [0u8; TRAILER];
     bytes[..MAGIC.len()].copy_from_slice(MAGIC);
     bytes[MAGIC.len()..MAGIC.len() + 8].copy_from_slice(&(artifact.len() as u64).to_le_bytes());
-    bytes[MAGIC.len() + 8..].copy_from_slice(&xxh3_64(artifact).to_le_bytes());
+    bytes[MAGIC.len() + 8..MAGIC.len() + 16].copy_from_slice(&xxh3_64(first).to_le_bytes());
+    bytes[MAGIC.len() + 16..].copy_from_slice(&xxh3_64(second).to_le_bytes());
     bytes
 }
 
 /// Whether `file` (`len` bytes) is an artifact followed by a trailer that matches it: the
-/// magic, the length (so a truncated or extended file fails) and the checksum of every byte.
-fn checked_artifact_len(file: &File, len: u64) -> std::io::Result<bool> {
-    let Some(artifact_len) = len.checked_sub(TRAILER as u64).filter(|&n| n > 0) else {
+/// magic, the length (so a truncated or extended file fails) and the checksums of every byte.
+fn entry_is_sound(file: &File, len: u64) -> std::io::Result<bool> {
+    if len <= TRAILER as u64 {
         return Ok(false);
+    }
+    let mapped = ReadOnlyMap::new(file, len)?;
+    let (artifact, tail) = mapped.bytes().split_at(mapped.bytes().len() - TRAILER);
+    if tail[..MAGIC.len()] != MAGIC[..] {
+        return Ok(false);
+    }
+    let (first, second) = halves(artifact);
+    let sums = if artifact.len() >= PARALLEL_CHECK_FROM {
+        std::thread::scope(|scope| {
+            let helper = std::thread::Builder::new()
+                .name("cache-check".into())
+                .spawn_scoped(scope, || xxh3_64(second));
+            let first_sum = xxh3_64(first);
+            let second_sum = match helper.map(|h| h.join()) {
+                Ok(Ok(sum)) => sum,
+                // No thread to be had: sum it here.
+                _ => xxh3_64(second),
+            };
+            (first_sum, second_sum)
+        })
+    } else {
+        (xxh3_64(first), xxh3_64(second))
     };
-    let mut tail = [0u8; TRAILER];
-    file.read_exact_at(&mut tail, artifact_len)?;
+    Ok(trailer_fields(tail) == (artifact.len() as u64, sums.0, sums.1))
+}
+
+/// The length and the two checksums a trailer records.
+fn trailer_fields(tail: &[u8]) -> (u64, u64, u64) {
     let word = |at: usize| {
         let mut bytes = [0u8; 8];
         bytes.copy_from_slice(&tail[at..at + 8]);
         u64::from_le_bytes(bytes)
     };
-    if &tail[..MAGIC.len()] != MAGIC || word(MAGIC.len()) != artifact_len {
-        return Ok(false);
+    (
+        word(MAGIC.len()),
+        word(MAGIC.len() + 8),
+        word(MAGIC.len() + 16),
+    )
+}
+
+/// A read-only mapping of a whole file, so checking an entry reads the page cache in place
+/// instead of copying 35 MB through a buffer.
+struct ReadOnlyMap {
+    addr: *mut libc::c_void,
+    len: usize,
+}
+
+impl ReadOnlyMap {
+    fn new(file: &File, len: u64) -> std::io::Result<Self> {
+        let len = usize::try_from(len).map_err(|_| std::io::ErrorKind::InvalidData)?;
+        // SAFETY: a fresh private read-only mapping of an open file; nothing aliases it.
+        let addr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        if addr == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(ReadOnlyMap { addr, len })
     }
-    let mut hasher = Xxh3::new();
-    let mut chunk = vec![0u8; CHECK_CHUNK];
-    let mut offset = 0u64;
-    while offset < artifact_len {
-        let want = (artifact_len - offset).min(CHECK_CHUNK as u64) as usize;
-        file.read_exact_at(&mut chunk[..want], offset)?;
-        hasher.update(&chunk[..want]);
-        offset += want as u64;
+
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: `addr` maps `len` readable bytes until drop. Entries are never written in
+        // place, so the bytes do not change while borrowed. (Someone truncating an entry
+        // behind the cache's back would fault the reader with SIGBUS, as it would fault
+        // wasmtime's own mapping of the entry; the old checks through read(2) could not.)
+        unsafe { std::slice::from_raw_parts(self.addr.cast::<u8>(), self.len) }
     }
-    Ok(hasher.digest() == word(MAGIC.len() + 8))
+}
+
+impl Drop for ReadOnlyMap {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly what `new` mapped, once.
+        unsafe { libc::munmap(self.addr, self.len) };
+    }
 }
 
 #[cfg(test)]
@@ -320,9 +466,13 @@ mod tests {
 
     const MODULE: &str = r#"(module (func (export "_start")))"#;
 
-    fn deserialize_module(engine: &Engine, file: File) -> wasmtime::Result<Module> {
-        // SAFETY: only for entries the cache itself wrote and checked, as in `module`.
-        unsafe { Module::deserialize_open_file(engine, file) }
+    fn load_module(engine: &Engine, file: File) -> wasmtime::Result<Module> {
+        // SAFETY: `load` passes only entries it checked.
+        unsafe { deserialize_module(engine, file) }
+    }
+
+    fn digest(wasm: &[u8]) -> WasmDigest {
+        Sha256::digest(wasm).into()
     }
 
     fn engine() -> &'static Engine {
@@ -344,16 +494,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cache = CompileCache::new(dir.path().join("c"), 1 << 30);
         let wasm = wat::parse_str(MODULE).unwrap();
-        cache.module(engine(), &wasm).unwrap();
+        cache.module(engine(), &digest(&wasm), &wasm).unwrap();
         let stored = entries(cache.dir());
         assert_eq!(stored.len(), 1, "{stored:?}");
         let path = &stored[0];
-        assert_eq!(*path, cache.entry(engine(), &wasm));
-        assert_eq!(
-            cache.load(engine(), path, deserialize_module).0,
-            Lookup::Hit
-        );
-        let module = cache.module(engine(), &wasm).unwrap();
+        assert_eq!(*path, cache.entry(engine(), &digest(&wasm)));
+        assert_eq!(cache.load(engine(), path, load_module).0, Lookup::Hit);
+        let module = cache.module(engine(), &digest(&wasm), &wasm).unwrap();
         assert!(module.get_export("_start").is_some());
     }
 
@@ -362,15 +509,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cache = CompileCache::new(dir.path(), 1 << 30);
         let wasm = wat::parse_str(r#"(component (core module (func (export "f"))))"#).unwrap();
-        cache.component(engine(), &wasm).unwrap();
-        let path = cache.entry(engine(), &wasm);
-        let deserialize = |engine: &Engine, file: File| unsafe {
-            // SAFETY: an entry the cache wrote and checked, as in `component`.
-            Component::deserialize_file(engine, format!("/proc/self/fd/{}", file.as_raw_fd()))
-        };
+        cache.component(engine(), &digest(&wasm), &wasm).unwrap();
+        let path = cache.entry(engine(), &digest(&wasm));
+        // SAFETY: `load` passes only entries it checked.
+        let deserialize =
+            |engine: &Engine, file: File| unsafe { deserialize_component(engine, file) };
         assert_eq!(cache.load(engine(), &path, deserialize).0, Lookup::Hit);
         // The hit is the same entry, not a second compile.
-        cache.component(engine(), &wasm).unwrap();
+        cache.component(engine(), &digest(&wasm), &wasm).unwrap();
         assert_eq!(entries(dir.path()), vec![path]);
     }
 
@@ -379,8 +525,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cache = CompileCache::new(dir.path(), 1 << 30);
         let wasm = wat::parse_str(MODULE).unwrap();
-        cache.module(engine(), &wasm).unwrap();
-        let path = cache.entry(engine(), &wasm);
+        cache.module(engine(), &digest(&wasm), &wasm).unwrap();
+        let path = cache.entry(engine(), &digest(&wasm));
         let good = std::fs::read(&path).unwrap();
 
         let mut flipped = good.clone();
@@ -407,14 +553,46 @@ mod tests {
             foreign,
         ] {
             std::fs::write(&path, &bad).unwrap();
-            assert_eq!(
-                cache.load(engine(), &path, deserialize_module).0,
-                Lookup::Rejected
-            );
+            assert_eq!(cache.load(engine(), &path, load_module).0, Lookup::Rejected);
             assert!(!path.exists(), "a rejected entry is removed");
             // The next lookup compiles and stores a sound entry again.
-            cache.module(engine(), &wasm).unwrap();
+            cache.module(engine(), &digest(&wasm), &wasm).unwrap();
             assert_eq!(std::fs::read(&path).unwrap(), good);
+        }
+    }
+
+    #[test]
+    fn a_hit_needs_only_the_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = CompileCache::new(dir.path(), 1 << 30);
+        let wasm = wat::parse_str(MODULE).unwrap();
+        assert!(cache.cached_module(engine(), &digest(&wasm)).is_none());
+        cache.module(engine(), &digest(&wasm), &wasm).unwrap();
+        let module = cache.cached_module(engine(), &digest(&wasm)).unwrap();
+        assert!(module.get_export("_start").is_some());
+        let other = wat::parse_str(r#"(module (func (export "other")))"#).unwrap();
+        assert!(cache.cached_module(engine(), &digest(&other)).is_none());
+    }
+
+    #[test]
+    fn large_entries_are_checked_in_both_halves() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big");
+        let artifact: Vec<u8> = (0..PARALLEL_CHECK_FROM + 1)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let mut good = artifact.clone();
+        good.extend_from_slice(&trailer(&artifact));
+        let check = |bytes: &[u8]| {
+            std::fs::write(&path, bytes).unwrap();
+            entry_is_sound(&File::open(&path).unwrap(), bytes.len() as u64).unwrap()
+        };
+        assert!(check(&good));
+        let middle = artifact.len() / 2;
+        for at in [0, middle - 1, middle, artifact.len() - 1, good.len() - 1] {
+            let mut bad = good.clone();
+            bad[at] ^= 0x40;
+            assert!(!check(&bad), "a flipped byte at {at} went unnoticed");
         }
     }
 
@@ -425,8 +603,10 @@ mod tests {
             .map(|i| wat::parse_str(format!(r#"(module (func (export "f{i}")))"#)).unwrap())
             .collect();
         let unbounded = CompileCache::new(dir.path(), u64::MAX);
-        unbounded.module(engine(), &modules[0]).unwrap();
-        let size = std::fs::metadata(unbounded.entry(engine(), &modules[0]))
+        unbounded
+            .module(engine(), &digest(&modules[0]), &modules[0])
+            .unwrap();
+        let size = std::fs::metadata(unbounded.entry(engine(), &digest(&modules[0])))
             .unwrap()
             .len();
         // Room for two entries (all three are about the same size).
@@ -434,22 +614,28 @@ mod tests {
         let old = SystemTime::now() - Duration::from_secs(60);
         File::options()
             .write(true)
-            .open(cache.entry(engine(), &modules[0]))
+            .open(cache.entry(engine(), &digest(&modules[0])))
             .unwrap()
             .set_modified(old)
             .unwrap();
-        cache.module(engine(), &modules[1]).unwrap();
+        cache
+            .module(engine(), &digest(&modules[1]), &modules[1])
+            .unwrap();
         // A hit makes entry 0 the most recently used again.
-        cache.module(engine(), &modules[0]).unwrap();
+        cache
+            .module(engine(), &digest(&modules[0]), &modules[0])
+            .unwrap();
         File::options()
             .write(true)
-            .open(cache.entry(engine(), &modules[1]))
+            .open(cache.entry(engine(), &digest(&modules[1])))
             .unwrap()
             .set_modified(old)
             .unwrap();
-        cache.module(engine(), &modules[2]).unwrap();
-        assert!(cache.entry(engine(), &modules[0]).exists());
-        assert!(!cache.entry(engine(), &modules[1]).exists());
-        assert!(cache.entry(engine(), &modules[2]).exists());
+        cache
+            .module(engine(), &digest(&modules[2]), &modules[2])
+            .unwrap();
+        assert!(cache.entry(engine(), &digest(&modules[0])).exists());
+        assert!(!cache.entry(engine(), &digest(&modules[1])).exists());
+        assert!(cache.entry(engine(), &digest(&modules[2])).exists());
     }
 }

@@ -1,5 +1,4 @@
 use std::fs::File;
-use std::io::Read;
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
@@ -72,10 +71,8 @@ impl Entrypoint {
         cwd: &str,
         path_var: Option<&str>,
     ) -> Result<(String, Vec<u8>), RuntimeError> {
-        let (guest_path, mut file, size) = self.open(preopens, cwd, path_var)?;
-        let mut bytes = Vec::with_capacity(size as usize);
-        file.read_to_end(&mut bytes)
-            .map_err(|e| RuntimeError::io(format!("reading {guest_path}"), e))?;
+        let (guest_path, file, _) = self.open(preopens, cwd, path_var)?;
+        let bytes = crate::source::read_capped(&file, &guest_path)?;
         Ok((guest_path, bytes))
     }
 

@@ -12,17 +12,20 @@
 
 mod access;
 mod cache;
+mod digest_memo;
 mod engine;
 mod entrypoint;
 mod error;
 mod exit;
 mod fifo_output;
+mod file_identity;
 mod http;
 mod native;
 mod pause;
 mod plan;
 mod preopen;
 mod program;
+mod source;
 mod stdio;
 mod stop;
 mod terminal;

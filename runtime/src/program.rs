@@ -7,11 +7,14 @@ use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
+use crate::cache::CompileCache;
+use crate::digest_memo::WasmDigest;
 use crate::engine::{
-    compile_cache, serving, shared_component_linker, shared_engine, shared_linker,
+    compile_cache, serving, shared_component_linker, shared_engine, shared_linker, Serving,
 };
 use crate::http::{HttpHost, ServeSettings};
 use crate::preopen::PinnedPreopens;
+use crate::source::ProgramSource;
 use crate::stdio::{output_stream, stdin_stream, Output, Stdin};
 use crate::usage::OutOfMemory;
 use crate::{ExitStatus, MemoryGauge, Pauser, RuntimeError, StdioFiles, Stopper, WasiPlan};
@@ -197,29 +200,33 @@ pub fn classify(guest_path: &str, bytes: &[u8]) -> Result<ProgramKind, RuntimeEr
 
 impl Program {
     /// Finds, reads, validates, compiles and links the program the plan names.
+    ///
+    /// A large program already compiled and remembered by the digest memo is not read at
+    /// all: its kind comes from its first bytes and the rest from the memo and the cache.
     pub fn load(plan: WasiPlan) -> Result<Self, RuntimeError> {
-        let (guest_path, bytes) =
-            plan.entrypoint
-                .read(&plan.preopens, &plan.cwd, plan.path_var())?;
-        let engine = shared_engine().map_err(RuntimeError::Unsupported)?;
-        let compiled = match classify(&guest_path, &bytes)? {
-            ProgramKind::Module => {
-                Self::link_module(engine, &guest_path, &bytes, plan.entrypoint.export.clone())?
-            }
-            ProgramKind::Component => {
-                if let Some(export) = &plan.entrypoint.export {
-                    return Err(RuntimeError::InvalidProgram(format!(
-                        "{guest_path}#{export}: a component runs its wasi:cli/run export; \
-                         #NAME selects a function of a core module only"
-                    )));
-                }
-                if crate::http::is_http_handler(&bytes) {
-                    Self::link_http(&guest_path, &bytes, &plan.env)?
-                } else {
-                    Self::link_component(engine, &guest_path, &bytes)?
-                }
+        let cache = compile_cache();
+        let mut source = ProgramSource::open(
+            &plan.entrypoint,
+            &plan.preopens,
+            &plan.cwd,
+            plan.path_var(),
+            cache.map(CompileCache::digests),
+        )?;
+        let compiled = match Self::compile_and_link(&mut source, &plan)? {
+            Some(compiled) => compiled,
+            // Remembered, but its compiled form is gone: from the bytes, start to finish.
+            None => {
+                source.forget()?;
+                Self::compile_and_link(&mut source, &plan)?.ok_or_else(|| {
+                    RuntimeError::Unsupported(format!(
+                        "{}: compiled from its bytes, yet not compiled",
+                        source.guest_path()
+                    ))
+                })?
             }
         };
+        let guest_path = source.guest_path().to_string();
+        source.remember();
         let pinned = plan.preopens.pin()?;
         Ok(Program {
             plan,
@@ -229,22 +236,54 @@ impl Program {
         })
     }
 
+    /// The linked program, or `None` when the memo gave its digest and the cache no longer
+    /// has what it names (never for a program whose bytes were read).
+    fn compile_and_link(
+        source: &mut ProgramSource,
+        plan: &WasiPlan,
+    ) -> Result<Option<Compiled>, RuntimeError> {
+        let guest_path = source.guest_path().to_string();
+        let engine = shared_engine().map_err(RuntimeError::Unsupported)?;
+        let compiled = match classify(&guest_path, source.head())? {
+            ProgramKind::Module => match compile_module(engine, source)? {
+                Some(module) => {
+                    Self::link_module(&guest_path, module, plan.entrypoint.export.clone())?
+                }
+                None => return Ok(None),
+            },
+            ProgramKind::Component => {
+                if let Some(export) = &plan.entrypoint.export {
+                    return Err(RuntimeError::InvalidProgram(format!(
+                        "{guest_path}#{export}: a component runs its wasi:cli/run export; \
+                         #NAME selects a function of a core module only"
+                    )));
+                }
+                if source.is_http_handler()? {
+                    let settings = ServeSettings::from_env(&plan.env)?;
+                    let serving = serving().map_err(RuntimeError::Unsupported)?;
+                    match compile_component(&serving.engine, source)? {
+                        Some(component) => {
+                            Self::link_http(&guest_path, component, serving, settings)?
+                        }
+                        None => return Ok(None),
+                    }
+                } else {
+                    match compile_component(engine, source)? {
+                        Some(component) => Self::link_component(&guest_path, component)?,
+                        None => return Ok(None),
+                    }
+                }
+            }
+        };
+        Ok(Some(compiled))
+    }
+
     fn link_module(
-        engine: &wasmtime::Engine,
         guest_path: &str,
-        bytes: &[u8],
+        module: Module,
         named_export: Option<String>,
     ) -> Result<Compiled, RuntimeError> {
         let linker = shared_linker().map_err(RuntimeError::Unsupported)?;
-        let compiled = match compile_cache() {
-            Some(cache) => cache.module(engine, bytes),
-            None => Module::new(engine, bytes),
-        };
-        let module = compiled.map_err(|e| {
-            RuntimeError::InvalidProgram(format!(
-                "{guest_path} is not a valid WebAssembly module: {e:#}"
-            ))
-        })?;
         let export = named_export.clone().unwrap_or_else(|| "_start".to_string());
         match module.get_export(&export) {
             Some(wasmtime::ExternType::Func(ty)) if ty.params().len() == 0 => {}
@@ -280,13 +319,8 @@ impl Program {
         })
     }
 
-    fn link_component(
-        engine: &wasmtime::Engine,
-        guest_path: &str,
-        bytes: &[u8],
-    ) -> Result<Compiled, RuntimeError> {
+    fn link_component(guest_path: &str, component: Component) -> Result<Compiled, RuntimeError> {
         let linker = shared_component_linker().map_err(RuntimeError::Unsupported)?;
-        let component = compile_component(engine, guest_path, bytes)?;
         let pre = linker.instantiate_pre(&component).map_err(|e| {
             RuntimeError::InvalidProgram(format!("{guest_path} cannot be linked: {e:#}"))
         })?;
@@ -301,12 +335,10 @@ impl Program {
 
     fn link_http(
         guest_path: &str,
-        bytes: &[u8],
-        env: &[(String, String)],
+        component: Component,
+        serving: &Serving,
+        settings: ServeSettings,
     ) -> Result<Compiled, RuntimeError> {
-        let settings = ServeSettings::from_env(env)?;
-        let serving = serving().map_err(RuntimeError::Unsupported)?;
-        let component = compile_component(&serving.engine, guest_path, bytes)?;
         let pre = serving.linker.instantiate_pre(&component).map_err(|e| {
             RuntimeError::InvalidProgram(format!(
                 "{guest_path} cannot be linked as an HTTP handler (wasi:http/proxy): {e:#}"
@@ -532,19 +564,61 @@ impl Program {
     }
 }
 
-/// Compiles a component for `engine`, through the compile cache when there is one.
+/// Compiles a module for `engine`, through the compile cache when there is one; `None` as
+/// [`compile`] says.
+fn compile_module(
+    engine: &wasmtime::Engine,
+    source: &mut ProgramSource,
+) -> Result<Option<Module>, RuntimeError> {
+    compile(
+        source,
+        "module",
+        |cache, digest| cache.cached_module(engine, digest),
+        |cache, digest, bytes| cache.module(engine, digest, bytes),
+        |bytes| Module::new(engine, bytes),
+    )
+}
+
+/// Compiles a component for `engine`, through the compile cache when there is one; `None`
+/// as [`compile`] says.
 fn compile_component(
     engine: &wasmtime::Engine,
-    guest_path: &str,
-    bytes: &[u8],
-) -> Result<Component, RuntimeError> {
-    let compiled = match compile_cache() {
-        Some(cache) => cache.component(engine, bytes),
-        None => Component::new(engine, bytes),
+    source: &mut ProgramSource,
+) -> Result<Option<Component>, RuntimeError> {
+    compile(
+        source,
+        "component",
+        |cache, digest| cache.cached_component(engine, digest),
+        |cache, digest, bytes| cache.component(engine, digest, bytes),
+        |bytes| Component::new(engine, bytes),
+    )
+}
+
+/// The compiled program: straight from the cache when the memo gave its digest (`None` if
+/// the cache has nothing under it: the caller starts over from the bytes), else from its
+/// bytes through the cache, else compiled from its bytes.
+fn compile<T>(
+    source: &mut ProgramSource,
+    what: &str,
+    cached: impl FnOnce(&CompileCache, &WasmDigest) -> Option<T>,
+    through_cache: impl FnOnce(&CompileCache, &WasmDigest, &[u8]) -> wasmtime::Result<T>,
+    uncached: impl FnOnce(&[u8]) -> wasmtime::Result<T>,
+) -> Result<Option<T>, RuntimeError> {
+    let cache = compile_cache();
+    if let Some(digest) = source.remembered_digest() {
+        return Ok(cache.and_then(|cache| cached(cache, &digest)));
+    }
+    let compiled = match cache {
+        Some(cache) => {
+            let digest = source.digest()?;
+            through_cache(cache, &digest, source.bytes()?)
+        }
+        None => uncached(source.bytes()?),
     };
-    compiled.map_err(|e| {
+    compiled.map(Some).map_err(|e| {
         RuntimeError::InvalidProgram(format!(
-            "{guest_path} is not a valid WebAssembly component: {e:#}"
+            "{} is not a valid WebAssembly {what}: {e:#}",
+            source.guest_path()
         ))
     })
 }

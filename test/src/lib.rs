@@ -47,18 +47,33 @@ pub fn examples_dir() -> PathBuf {
 
 /// `wasm` (a module or a component: a custom section may follow any section of either) plus
 /// a custom section `name` holding `round`: the same program under a new sha256, so the
-/// compile cache meets bytes it has never seen. `name` must be short (the section size is
-/// written as one LEB128 byte).
+/// compile cache meets bytes it has never seen.
 pub fn with_custom_section(wasm: &[u8], name: &str, round: usize) -> Vec<u8> {
-    let payload = round.to_le_bytes();
-    let size = 1 + name.len() + payload.len();
-    assert!(size < 0x80, "custom section name {name:?} is too long");
+    with_custom_payload(wasm, name, &round.to_le_bytes())
+}
+
+/// `wasm` with a custom section `name` holding `payload` appended: the same program, other
+/// bytes (and, with a large payload, a large program).
+pub fn with_custom_payload(wasm: &[u8], name: &str, payload: &[u8]) -> Vec<u8> {
+    fn leb128(mut value: usize, out: &mut Vec<u8>) {
+        loop {
+            let byte = (value & 0x7f) as u8;
+            value >>= 7;
+            if value == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    let mut name_field = Vec::new();
+    leb128(name.len(), &mut name_field);
+    name_field.extend_from_slice(name.as_bytes());
     let mut bytes = wasm.to_vec();
     bytes.push(0);
-    bytes.push(size as u8);
-    bytes.push(name.len() as u8);
-    bytes.extend_from_slice(name.as_bytes());
-    bytes.extend_from_slice(&payload);
+    leb128(name_field.len() + payload.len(), &mut bytes);
+    bytes.extend_from_slice(&name_field);
+    bytes.extend_from_slice(payload);
     bytes
 }
 

@@ -3,7 +3,9 @@
 
 use std::path::PathBuf;
 
-use integration::{rootfs_with, Containerd};
+use std::time::Duration;
+
+use integration::{rootfs_with, with_custom_payload, Containerd, RUNTIME};
 
 /// The default cache directory under the private containerd's state.
 fn cache_dir(containerd: &Containerd) -> PathBuf {
@@ -34,11 +36,11 @@ fn the_second_start_loads_what_the_first_compiled() {
     // The compiled code first (wasmtime maps it from the file), then the trailer: magic,
     // length, checksum.
     assert!(artifact.starts_with(b"\x7fELF"), "{:?}", &artifact[..16]);
-    let trailer = &artifact[artifact.len() - 24..];
-    assert_eq!(&trailer[..8], b"wshimc2\n");
+    let trailer = &artifact[artifact.len() - 32..];
+    assert_eq!(&trailer[..8], b"wshimc3\n");
     assert_eq!(
         u64::from_le_bytes(trailer[8..16].try_into().unwrap()),
-        artifact.len() as u64 - 24
+        artifact.len() as u64 - 32
     );
 
     let second = containerd.run_rootfs(&[], rootfs.path(), "cache2", &["/hello.wasm"]);
@@ -64,4 +66,109 @@ fn the_second_start_loads_what_the_first_compiled() {
         containerd.shim_log()
     );
     assert_eq!(std::fs::read(&entry).unwrap(), artifact);
+}
+
+/// A module printing the 4-letter `word` and a newline, padded to over 1 MiB: large enough
+/// that the shim remembers its digest by file identity instead of hashing it at every start.
+fn large_program(word: &str) -> Vec<u8> {
+    assert_eq!(word.len(), 4);
+    let module = wat::parse_str(format!(
+        r#"(module
+            (import "wasi_snapshot_preview1" "fd_write"
+                (func $fd_write (param i32 i32 i32 i32) (result i32)))
+            (memory (export "memory") 1)
+            (data (i32.const 0) "\10\00\00\00\05\00\00\00")
+            (data (i32.const 16) "{word}\0a")
+            (func (export "_start")
+                (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 32)))))"#
+    ))
+    .unwrap();
+    with_custom_payload(&module, "padding", &vec![0x5a; 1_200_000])
+}
+
+/// The image-layer files named `name` in the private containerd's overlay snapshots.
+fn layer_files(containerd: &Containerd, name: &str) -> Vec<PathBuf> {
+    let snapshots = containerd
+        .dir()
+        .join("root/io.containerd.snapshotter.v1.overlayfs/snapshots");
+    std::fs::read_dir(snapshots)
+        .map(|dir| {
+            dir.flatten()
+                .map(|snapshot| snapshot.path().join("fs").join(name))
+                .filter(|file| file.is_file())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_large_program_is_known_by_its_identity_until_it_changes() {
+    let containerd = Containerd::start().expect("containerd");
+    let dir = tempfile::tempdir().unwrap();
+    let program = dir.path().join("big.wasm");
+    let (first, second) = (large_program("AAAA"), large_program("BBBB"));
+    assert_eq!(first.len(), second.len());
+    std::fs::write(&program, &first).unwrap();
+    let image = containerd.import_program(&program, "big:test").unwrap();
+    // A layer file is remembered once its last change is settled (50 ms; 2 s where ctimes
+    // are whole seconds) before the read and before the container's upper layer is made.
+    std::thread::sleep(Duration::from_millis(2200));
+    let remembered = |containerd: &Containerd| {
+        containerd
+            .shim_log()
+            .matches("remembered by its identity")
+            .count()
+    };
+    let run = |id: &str| {
+        let out = containerd.ctr(&["run", "--rm", "--runtime", RUNTIME, &image, id]);
+        assert_eq!(out.code, 0, "{out:?}\n{}", containerd.log_tail(30));
+        out.stdout
+    };
+
+    assert_eq!(run("big1"), "AAAA\n");
+    assert_eq!(remembered(&containerd), 0);
+    let digests = cache_dir(&containerd).join("digests");
+    let memo: Vec<_> = std::fs::read_dir(&digests)
+        .map(|dir| dir.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert_eq!(memo.len(), 1, "nothing remembered in {}", digests.display());
+
+    assert_eq!(run("big2"), "AAAA\n");
+    assert_eq!(remembered(&containerd), 1, "{}", containerd.shim_log());
+
+    // Remembered, but the compiled form evicted: compiled again from the bytes.
+    let compiled: Vec<PathBuf> = entries(&containerd)
+        .into_iter()
+        .filter(|e| e.extension().is_some_and(|x| x == "cwasm"))
+        .collect();
+    assert_eq!(compiled.len(), 1, "{compiled:?}");
+    std::fs::remove_file(&compiled[0]).unwrap();
+    assert_eq!(run("big2b"), "AAAA\n");
+    assert_eq!(remembered(&containerd), 2, "{}", containerd.shim_log());
+    assert!(
+        compiled[0].exists(),
+        "the compiled form was not stored again"
+    );
+    assert_eq!(run("big2c"), "AAAA\n");
+    assert_eq!(remembered(&containerd), 3, "{}", containerd.shim_log());
+
+    // The layer file rewritten in place behind containerd's back, same size: read, hashed
+    // and run anew, never taken for the program remembered.
+    let layers = layer_files(&containerd, "big.wasm");
+    assert_eq!(layers.len(), 1, "{layers:?}");
+    std::fs::write(&layers[0], &second).unwrap();
+    assert_eq!(run("big3"), "BBBB\n");
+    assert_eq!(remembered(&containerd), 3, "{}", containerd.shim_log());
+    // Once settled, the new file is remembered in turn (by big3 or big4, depending on how
+    // soon after the write big3's container was made) and found by the next start.
+    std::thread::sleep(Duration::from_millis(2200));
+    assert_eq!(run("big4"), "BBBB\n");
+    let before = remembered(&containerd);
+    assert_eq!(run("big5"), "BBBB\n");
+    assert_eq!(
+        remembered(&containerd),
+        before + 1,
+        "{}",
+        containerd.shim_log()
+    );
 }
