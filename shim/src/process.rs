@@ -96,6 +96,10 @@ impl Process {
         let confinement = params.confinement;
         let plan = params.plan;
         let name = display_name(&params.container_id, params.exec_id.as_deref());
+        let (program_tx, program_rx) = mpsc::channel::<Program>();
+        // The thread enters its network namespace (creating one takes about half a
+        // millisecond in the kernel) while this one loads the program, which needs no
+        // namespace; the program is handed over once both are done.
         let thread = std::thread::Builder::new()
             .name("wasm".into())
             .spawn(move || {
@@ -105,18 +109,14 @@ impl Process {
                     let _ = ready_tx.send(Err(e));
                     return;
                 }
-                let program = match Program::load(plan) {
-                    Ok(program) => program,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e.into()));
-                        return;
-                    }
-                };
-                log::debug!("{name}: loaded {}", program.guest_path());
                 if ready_tx.send(Ok(tid)).is_err() {
                     return;
                 }
                 drop(ready_tx);
+                // No program: loading it failed and Create reports why.
+                let Ok(program) = program_rx.recv() else {
+                    return;
+                };
                 let Ok(Command::Start(on_exit)) = command_rx.recv() else {
                     return;
                 };
@@ -129,17 +129,30 @@ impl Process {
                 on_exit(status, thread_cpu_usage(tid as i32));
             })
             .map_err(|e| ShimError::Internal(format!("starting the program thread: {e}")))?;
-        let pid = match ready_rx.recv() {
-            Ok(Ok(pid)) => pid,
-            Ok(Err(e)) => {
-                let _ = thread.join();
-                return Err(e);
+        let loaded = Program::load(plan);
+        let entered = ready_rx.recv();
+        let pid = match (entered, loaded) {
+            (Ok(Ok(pid)), Ok(program)) => {
+                log::debug!("{name}: loaded {}", program.guest_path());
+                if program_tx.send(program).is_err() {
+                    let _ = thread.join();
+                    return Err(ShimError::Internal(
+                        "the program thread ended before its program was loaded".to_string(),
+                    ));
+                }
+                pid
             }
-            Err(_) => {
+            (entered, loaded) => {
+                // The thread sees the channel close and ends.
+                drop(program_tx);
                 let _ = thread.join();
-                return Err(ShimError::Internal(
-                    "the program thread ended while loading".to_string(),
-                ));
+                return Err(match (entered, loaded) {
+                    (Ok(Err(e)), _) => e,
+                    (_, Err(e)) => e.into(),
+                    _ => ShimError::Internal(
+                        "the program thread ended while entering its namespace".to_string(),
+                    ),
+                });
             }
         };
         Ok(Arc::new(Process {
