@@ -1,8 +1,8 @@
 //! `make bench`: this shim beside runc and beside the in-process floor, in one run.
 //!
 //! - Start-up: `ctr run --rm` hello under this shim, runc running a native busybox `echo`, and
-//!   the floor (the same module loaded and run in-process by the `runtime` crate, no
-//!   containerd); interleaved runs, medians and ratios.
+//!   the floor (the same module loaded from a compile cache and run in-process by the
+//!   `runtime` crate, no containerd); interleaved runs, medians and ratios.
 //! - Throughput (item 4d): `BENCH_TASKS` (200) `ctr run --rm` of each at `BENCH_WORKERS` (2)
 //!   at a time; tasks per second and the ratio.
 //! - Large program (item 4b): first (compile) and second (cached) start of CPython as a
@@ -197,6 +197,16 @@ fn runc_echo(busybox_root: &Path, id: &str) -> Vec<String> {
 /// Start-up: one warm-up of each (page cache, containerd's first snapshot), then `runs`
 /// interleaved rounds of shim, runc and floor, so all see the same machine load.
 fn startup(containerd: &Containerd, image: &str, roots: &Roots, runs: usize) -> Result<Startup> {
+    // The floor loads its module from a compile cache, as the shim does: the warm-up round
+    // compiles and stores it, the measured rounds load it (compiling each time would make
+    // the floor a compile benchmark, several times slower than the shim's own load).
+    let floor_cache = tempfile::tempdir()?;
+    if !runtime::set_compile_cache(Some(runtime::CompileCache::new(
+        floor_cache.path(),
+        1 << 30,
+    ))) {
+        bail!("the floor's compile cache must be set before its first load");
+    }
     let mut samples = Startup {
         shim: Vec::new(),
         runc: Vec::new(),
