@@ -80,13 +80,27 @@ impl FileIdentity {
             changed: (meta.ctime(), meta.ctime_nsec()),
         };
         // Changed since the container's upper layer was made: written or copied up by the
-        // container, not the layer's file.
+        // container, not the layer's file. Both times come from the same kernel clock, so a
+        // change in the very tick the directory was made has an equal time and is refused.
         if let Some(upper_born) = layers.upper_born {
-            if !identity.settled_before(upper_born) {
+            if identity.changed_since(upper_born) != Some(false) {
                 return None;
             }
         }
         Some(identity)
+    }
+
+    /// When the file last changed, as a time.
+    pub(crate) fn changed_at(&self) -> Option<SystemTime> {
+        let (secs, nanos) = self.changed;
+        let secs = u64::try_from(secs).ok()?;
+        let nanos = u32::try_from(nanos).ok().filter(|&n| n < 1_000_000_000)?;
+        SystemTime::UNIX_EPOCH.checked_add(Duration::new(secs, nanos))
+    }
+
+    /// Whether the file last changed at or after `time` (`None` if its ctime is no time).
+    fn changed_since(&self, time: SystemTime) -> Option<bool> {
+        Some(self.changed_at()? >= time)
     }
 
     /// Whether `file` still has this identity's inode, size and times (the device cannot
@@ -103,20 +117,14 @@ impl FileIdentity {
     /// Whether the file's last change was long enough before `read_at` that any later one
     /// is bound to show in its ctime.
     pub(crate) fn settled_before(&self, read_at: SystemTime) -> bool {
-        let Ok(since_epoch) = read_at.duration_since(SystemTime::UNIX_EPOCH) else {
-            return false;
-        };
-        let (secs, nanos) = self.changed;
-        let Ok(secs) = u64::try_from(secs) else {
-            return false;
-        };
-        let changed = Duration::new(secs, nanos.clamp(0, 999_999_999) as u32);
-        let margin = if nanos == 0 {
+        let margin = if self.changed.1 == 0 {
             SETTLED_WHOLE_SECONDS
         } else {
             SETTLED
         };
-        changed + margin < since_epoch
+        self.changed_at()
+            .and_then(|changed| changed.checked_add(margin))
+            .is_some_and(|settled| settled < read_at)
     }
 
     /// An identity made up for tests: `inode` and the change time, the rest fixed.
@@ -434,6 +442,15 @@ mod tests {
         assert!(!identity.settled_before(changed_at + Duration::from_millis(40)));
         assert!(identity.settled_before(changed_at + Duration::from_millis(60)));
         assert!(!identity.settled_before(SystemTime::UNIX_EPOCH));
+        assert_eq!(identity.changed_since(changed_at), Some(true));
+        assert_eq!(
+            identity.changed_since(changed_at + Duration::from_nanos(1)),
+            Some(false)
+        );
+        assert_eq!(
+            FileIdentity::for_test(2, (-1, 0)).changed_since(changed_at),
+            None
+        );
         let whole_seconds = FileIdentity::for_test(2, (1_700_000_000, 0));
         let second = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         assert!(!whole_seconds.settled_before(second + Duration::from_secs(1)));

@@ -6,7 +6,7 @@
 //! remembered for next time once the program has loaded.
 
 use std::fs::File;
-use std::io::Read;
+use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::time::SystemTime;
 
@@ -165,15 +165,41 @@ impl ProgramSource {
     /// file was settled before the read and has not changed since. Called once the program
     /// has loaded (a program that fails to is not worth remembering), so everything the
     /// memo holds has been worked out: HTTP-ness is asked of components only.
-    pub(crate) fn remember(mut self) {
+    ///
+    /// A file read too soon after its last change (the first start of an image pulled a
+    /// moment before) is read and hashed once more if it has settled since, and remembered
+    /// if that read finds the same bytes: a write the ctime could have hidden would show
+    /// there. That read is one more hash after a compile that took seconds, and it spares
+    /// the second start the read and hash it would otherwise pay.
+    pub(crate) fn remember(self) {
+        self.remember_at(SystemTime::now());
+    }
+
+    /// [`ProgramSource::remember`] at time `now`.
+    fn remember_at(mut self, now: SystemTime) {
         let (Some(memo), Some((identity, read_at))) = (self.memo.take(), self.identity) else {
             return;
         };
         if self.remembered.is_some() || !self.head().starts_with(b"\0asm") {
             return;
         }
-        if !identity.settled_before(read_at) || !identity.still_matches(&self.file) {
+        if !identity.still_matches(&self.file) {
             return;
+        }
+        if !identity.settled_before(read_at) {
+            if !identity.settled_before(now) {
+                return;
+            }
+            let (Ok(digest), Ok(again)) =
+                (self.digest(), read_capped(&self.file, &self.guest_path))
+            else {
+                return;
+            };
+            if <WasmDigest>::from(Sha256::digest(&again)) != digest
+                || !identity.still_matches(&self.file)
+            {
+                return;
+            }
         }
         if let Ok(digest) = self.digest() {
             let http_handler = self.http_handler.unwrap_or(false);
@@ -206,6 +232,10 @@ pub(crate) fn read_capped(file: &File, guest_path: &str) -> Result<Vec<u8>, Runt
     if size > MAX_PROGRAM_BYTES {
         return Err(too_large());
     }
+    // From the start, whatever earlier reads of this descriptor consumed.
+    let mut file = file;
+    file.seek(SeekFrom::Start(0))
+        .map_err(|e| RuntimeError::io(format!("reading {guest_path}"), e))?;
     let mut bytes = Vec::with_capacity(size as usize);
     // The cap holds even for a file that grows while it is read.
     file.take(MAX_PROGRAM_BYTES + 1)
@@ -221,6 +251,7 @@ pub(crate) fn read_capped(file: &File, guest_path: &str) -> Result<Vec<u8>, Runt
 mod tests {
     use super::*;
     use crate::file_identity::test_overlay::{TestLayer, TestOverlay};
+    use std::time::Duration;
 
     /// A large "program": a module header and padding.
     fn program_bytes(fill: u8) -> Vec<u8> {
@@ -300,6 +331,31 @@ mod tests {
     }
 
     #[test]
+    fn a_program_read_too_soon_is_read_again_once_settled_and_then_remembered() {
+        let bytes = program_bytes(2);
+        let layer = TestLayer::with(&[("app.wasm", &bytes)]);
+        let Some(container) = TestOverlay::over(&layer) else {
+            return;
+        };
+        let memo_dir = tempfile::tempdir().unwrap();
+        let memo = DigestMemo::new(memo_dir.path().join("digests"));
+        let mut first = open(&container.merged(), "/app.wasm", &memo);
+        assert!(
+            first.identity.is_some(),
+            "a settled layer file has an identity"
+        );
+        first.digest().unwrap();
+        // Read in the instant of its last change, but settled by now (the layer was made
+        // 200 ms ago): read again, found the same, remembered.
+        let Some((identity, read_at)) = first.identity.as_mut() else {
+            return;
+        };
+        *read_at = identity.changed_at().unwrap();
+        first.remember();
+        assert!(!open(&container.merged(), "/app.wasm", &memo).was_read());
+    }
+
+    #[test]
     fn a_program_not_settled_before_its_read_is_not_remembered() {
         let layer = TestLayer::with(&[("app.wasm", &program_bytes(1))]);
         let Some(container) = TestOverlay::over(&layer) else {
@@ -313,11 +369,13 @@ mod tests {
             "a settled layer file has an identity"
         );
         first.digest().unwrap();
-        // As if read in the same instant as its last change.
-        if let Some((_, read_at)) = first.identity.as_mut() {
-            *read_at = SystemTime::UNIX_EPOCH;
-        }
-        first.remember();
+        // As if read in the instant of its last change, and that instant were still now.
+        let Some((identity, read_at)) = first.identity.as_mut() else {
+            return;
+        };
+        let changed = identity.changed_at().unwrap();
+        *read_at = changed;
+        first.remember_at(changed + Duration::from_millis(10));
         assert!(open(&container.merged(), "/app.wasm", &memo).was_read());
         assert!(!memo_dir.path().join("digests").exists());
     }
