@@ -330,54 +330,62 @@ mod tests {
         assert!(!first.is_http_handler().unwrap());
     }
 
-    #[test]
-    fn a_program_read_too_soon_is_read_again_once_settled_and_then_remembered() {
-        let bytes = program_bytes(2);
-        let layer = TestLayer::with(&[("app.wasm", &bytes)]);
-        let Some(container) = TestOverlay::over(&layer) else {
-            return;
-        };
+    /// A layer program opened and hashed in a fresh container, its read dated to the
+    /// instant of its last change.
+    struct ReadTooSoon {
+        _layer: TestLayer,
+        container: TestOverlay,
+        memo_dir: tempfile::TempDir,
+        memo: DigestMemo,
+        source: ProgramSource,
+        changed: SystemTime,
+    }
+
+    /// `None` where overlays cannot be mounted.
+    fn read_too_soon(fill: u8) -> Option<ReadTooSoon> {
+        let layer = TestLayer::with(&[("app.wasm", &program_bytes(fill))]);
+        let container = TestOverlay::over(&layer)?;
         let memo_dir = tempfile::tempdir().unwrap();
         let memo = DigestMemo::new(memo_dir.path().join("digests"));
-        let mut first = open(&container.merged(), "/app.wasm", &memo);
-        assert!(
-            first.identity.is_some(),
-            "a settled layer file has an identity"
-        );
-        first.digest().unwrap();
-        // Read in the instant of its last change, but settled by now (the layer was made
-        // 200 ms ago): read again, found the same, remembered.
-        let Some((identity, read_at)) = first.identity.as_mut() else {
+        let mut source = open(&container.merged(), "/app.wasm", &memo);
+        source.digest().unwrap();
+        let (identity, read_at) = source
+            .identity
+            .as_mut()
+            .expect("a settled layer file has an identity");
+        let changed = identity.changed_at().unwrap();
+        *read_at = changed;
+        Some(ReadTooSoon {
+            _layer: layer,
+            container,
+            memo_dir,
+            memo,
+            source,
+            changed,
+        })
+    }
+
+    #[test]
+    fn a_program_read_too_soon_is_read_again_once_settled_and_then_remembered() {
+        let Some(soon) = read_too_soon(2) else {
             return;
         };
-        *read_at = identity.changed_at().unwrap();
-        first.remember();
-        assert!(!open(&container.merged(), "/app.wasm", &memo).was_read());
+        // Settled by now (the layer was made 200 ms ago): read again, found the same,
+        // remembered.
+        soon.source.remember();
+        assert!(!open(&soon.container.merged(), "/app.wasm", &soon.memo).was_read());
     }
 
     #[test]
     fn a_program_not_settled_before_its_read_is_not_remembered() {
-        let layer = TestLayer::with(&[("app.wasm", &program_bytes(1))]);
-        let Some(container) = TestOverlay::over(&layer) else {
+        let Some(soon) = read_too_soon(1) else {
             return;
         };
-        let memo_dir = tempfile::tempdir().unwrap();
-        let memo = DigestMemo::new(memo_dir.path().join("digests"));
-        let mut first = open(&container.merged(), "/app.wasm", &memo);
-        assert!(
-            first.identity.is_some(),
-            "a settled layer file has an identity"
-        );
-        first.digest().unwrap();
-        // As if read in the instant of its last change, and that instant were still now.
-        let Some((identity, read_at)) = first.identity.as_mut() else {
-            return;
-        };
-        let changed = identity.changed_at().unwrap();
-        *read_at = changed;
-        first.remember_at(changed + Duration::from_millis(10));
-        assert!(open(&container.merged(), "/app.wasm", &memo).was_read());
-        assert!(!memo_dir.path().join("digests").exists());
+        // As if that instant were still now.
+        soon.source
+            .remember_at(soon.changed + Duration::from_millis(10));
+        assert!(open(&soon.container.merged(), "/app.wasm", &soon.memo).was_read());
+        assert!(!soon.memo_dir.path().join("digests").exists());
     }
 
     #[test]
