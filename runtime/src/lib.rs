@@ -42,7 +42,7 @@ pub use http::{DEFAULT_DRAIN, DEFAULT_LISTEN_ADDR, DRAIN_SECONDS_ENV, LISTEN_ADD
 pub use native::{native_entrypoint, NativeProgram};
 pub use pause::Pauser;
 pub use plan::WasiPlan;
-pub use preopen::{PinnedPreopens, Preopen, PreopenPlan};
+pub use preopen::{PinnedPreopens, Preopen, PreopenPlan, WorkingDirectory};
 pub use program::{Controls, Program, ProgramKind};
 pub use stdio::StdioFiles;
 pub use stop::Stopper;

@@ -15,8 +15,9 @@ pub struct WasiPlan {
     pub args: Vec<String>,
     /// Environment, `KEY=VALUE` split at the first `=`.
     pub env: Vec<(String, String)>,
-    /// Initial working directory (absolute, inside the container). Preview 1 programs see it
-    /// only as `PWD`; see [`WasiPlan::from_spec`].
+    /// Initial working directory (absolute, inside the container): a preopen `.` where
+    /// relative paths resolve (see [`crate::WorkingDirectory`]), `PWD`, and a component's
+    /// `initial-cwd`.
     pub cwd: String,
     /// The filesystem the program sees.
     pub preopens: PreopenPlan,
@@ -79,9 +80,10 @@ impl WasiPlan {
                 "process.cwd {cwd:?} is not an absolute path"
             )));
         }
-        // WASI preview 1 has no working directory: wasi-libc starts every program at "/" and
-        // cannot be told otherwise. The spec's cwd is exported as PWD (what shells and many
-        // programs consult) unless the spec sets PWD itself.
+        // WASI preview 1 has no working directory: wasi-libc's getcwd is always "/". Relative
+        // paths reach the spec's cwd through a preopen (see `WorkingDirectory`), and the cwd
+        // is exported as PWD (what shells and many programs consult) unless the spec sets
+        // PWD itself.
         if !env.iter().any(|(k, _)| k == "PWD") {
             env.push(("PWD".to_string(), cwd.clone()));
         }

@@ -227,7 +227,7 @@ impl Program {
         };
         let guest_path = source.guest_path().to_string();
         source.remember();
-        let pinned = plan.preopens.pin()?;
+        let pinned = plan.preopens.pin(&plan.cwd)?;
         Ok(Program {
             plan,
             pinned,
@@ -667,6 +667,20 @@ fn wasi_builder(
                     preopen.guest
                 )
             })?;
+    }
+    // Last, so that it is the one wasi-libc resolves relative paths in; see
+    // `WorkingDirectory`.
+    if let Some(cwd) = pinned.working_directory() {
+        let perms = if cwd.read_only {
+            FsPerms::ReadOnly
+        } else {
+            FsPerms::ReadWrite
+        };
+        for name in cwd.absolute_name.iter().map(String::as_str).chain(["."]) {
+            builder
+                .preopened_dir(&cwd.path, name, perms)
+                .map_err(|e| format!("preopening the working directory {}: {e:#}", plan.cwd))?;
+        }
     }
     Ok(builder)
 }
