@@ -16,6 +16,10 @@ pub struct Flags {
     pub bundle: String,
     /// Socket to serve on, given by the `start` process to the daemon it spawns.
     pub socket: String,
+    /// The `BootstrapParams` containerd 2.3+ gave `start`, hex-encoded protobuf, handed to
+    /// the daemon so that the runc shims it starts get what containerd gives a shim. Empty
+    /// after a legacy handshake.
+    pub bootstrap: String,
     /// Log at debug level.
     pub debug: bool,
     /// `-v`: print the version.
@@ -59,7 +63,8 @@ impl Flags {
                 "debug" => flags.debug = boolean(inline)?,
                 "v" | "version" => flags.version = boolean(inline)?,
                 "info" => flags.info = boolean(inline)?,
-                "namespace" | "id" | "address" | "publish-binary" | "bundle" | "socket" => {
+                "namespace" | "id" | "address" | "publish-binary" | "bundle" | "socket"
+                | "bootstrap" => {
                     let value = match inline {
                         Some(v) => v,
                         None => args
@@ -72,6 +77,7 @@ impl Flags {
                         "address" => &mut flags.address,
                         "publish-binary" => &mut flags.publish_binary,
                         "bundle" => &mut flags.bundle,
+                        "bootstrap" => &mut flags.bootstrap,
                         _ => &mut flags.socket,
                     };
                     *slot = value;
@@ -119,5 +125,9 @@ mod tests {
         assert!(Flags::parse(["-id"]).is_err());
         assert!(Flags::parse(["-info"]).unwrap().info);
         assert!(Flags::parse(["-v"]).unwrap().version);
+        assert_eq!(
+            Flags::parse(["-bootstrap", "0a01"]).unwrap().bootstrap,
+            "0a01"
+        );
     }
 }

@@ -84,6 +84,7 @@ fn run(flags: &Flags) -> Result<(), String> {
                 ttrpc_address: std::env::var("TTRPC_ADDRESS").unwrap_or_default(),
                 publish_binary: flags.publish_binary.clone(),
                 debug: flags.debug,
+                bootstrap: None,
             };
             delete::delete(&bundle, &flags.id, &endpoint, &mut stdout().lock())
         }

@@ -13,6 +13,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 
+use std::io::Write;
+
+use containerd_shim_protos::bootstrap_api::{BootstrapParams, BootstrapResult};
 use containerd_shim_protos::protobuf::{Message, MessageFull};
 use containerd_shim_protos::ttrpc::{self, context::Context, TtrpcContext};
 
@@ -38,6 +41,41 @@ pub struct ContainerdEndpoint {
     pub publish_binary: String,
     /// Log at debug level.
     pub debug: bool,
+    /// containerd 2.3+'s `BootstrapParams` from our own `start`, if it used that handshake.
+    /// containerd hands every shim it starts the same, so the runc shim gets a copy too.
+    pub bootstrap: Option<BootstrapParams>,
+}
+
+/// The type of containerd's runc shim options (`runtime_type = "io.containerd.runc.v2"`'s
+/// `options` table). The only runtime options a runc shim can read; those of our own
+/// runtime (CRI sends `runtimeoptions.v1.Options` for it) are not for it.
+const RUNC_OPTIONS_TYPE: &str = "containerd.runc.v1.Options";
+
+/// What containerd would write to the runc shim's `start` stdin for container `id`: nothing
+/// after a legacy handshake (containerd would send the runc handler's options, and there is
+/// none), else our `BootstrapParams` for `id`, keeping only options a runc shim reads.
+fn runc_start_input(endpoint: &ContainerdEndpoint, id: &str) -> ShimResult<Vec<u8>> {
+    let Some(ours) = &endpoint.bootstrap else {
+        return Ok(Vec::new());
+    };
+    let mut params = ours.clone();
+    params.instance_id = id.to_string();
+    params.extensions.retain(|extension| {
+        let type_url = extension
+            .value
+            .as_ref()
+            .map(|any| any.type_url.as_str())
+            .unwrap_or_default();
+        // containerd 2.3 writes the type URL without the `type.googleapis.com/` prefix.
+        let keep = type_url.rsplit('/').next() == Some(RUNC_OPTIONS_TYPE);
+        if !keep {
+            log::debug!("not passing runtime options of type {type_url:?} to {RUNC_SHIM}");
+        }
+        keep
+    });
+    params
+        .write_to_bytes()
+        .map_err(|e| ShimError::Internal(format!("encoding {RUNC_SHIM}'s bootstrap params: {e}")))
 }
 
 /// A connection to one running runc shim.
@@ -203,15 +241,27 @@ fn start_runc_shim(endpoint: &ContainerdEndpoint, id: &str, bundle: &Path) -> Sh
         .env("TTRPC_ADDRESS", &endpoint.ttrpc_address)
         .env("GRPC_ADDRESS", &endpoint.grpc_address)
         .env("NAMESPACE", &endpoint.namespace)
-        .stdin(Stdio::null())
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let output = command.output().map_err(|e| {
-        ShimError::Internal(format!(
-            "running {RUNC_SHIM} for the native container {id} ({e}); is containerd's runc \
-             shim installed and on containerd's PATH?"
-        ))
-    })?;
+    let input = runc_start_input(endpoint, id)?;
+    let output = command
+        .spawn()
+        .and_then(|mut child| {
+            // The params are a few hundred bytes, far below a pipe's buffer: writing them
+            // all before reading the output cannot deadlock. Dropping stdin closes it, which
+            // ends the shim's read.
+            if let Some(mut stdin) = child.stdin.take() {
+                stdin.write_all(&input)?;
+            }
+            child.wait_with_output()
+        })
+        .map_err(|e| {
+            ShimError::Internal(format!(
+                "running {RUNC_SHIM} for the native container {id} ({e}); is containerd's \
+                 runc shim installed and on containerd's PATH?"
+            ))
+        })?;
     for (name, content) in saved {
         let path = bundle.join(name);
         let _ = match content {
@@ -257,29 +307,54 @@ fn start_runc_shim(endpoint: &ContainerdEndpoint, id: &str, bundle: &Path) -> Sh
     Ok(shim)
 }
 
-/// A runc shim's `start` reply: the plain address (containerd 1.x) or a JSON bootstrap
-/// record with a task API version (2.x).
+/// A runc shim's `start` reply, in whichever form its containerd line speaks: the plain
+/// address (1.x), a JSON bootstrap record with a task API version (2.0–2.2), or a protobuf
+/// `BootstrapResult` (2.3+). Returns the address and the task API version.
 fn parse_start_reply(stdout: &[u8]) -> ShimResult<(String, u32)> {
-    let text = String::from_utf8_lossy(stdout).trim().to_string();
-    if text.starts_with('{') {
-        let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
-            ShimError::Internal(format!("{RUNC_SHIM} replied {text:?} to start: {e}"))
-        })?;
+    let text = String::from_utf8_lossy(stdout);
+    let trimmed = text.trim();
+    let reply_error =
+        |why: &str| ShimError::Internal(format!("{RUNC_SHIM} replied {trimmed:?} to start, {why}"));
+    if trimmed.is_empty() {
+        return Err(reply_error("with no address"));
+    }
+    if trimmed.starts_with('{') {
+        let value: serde_json::Value = serde_json::from_str(trimmed)
+            .map_err(|e| reply_error(&format!("which is not JSON ({e})")))?;
         let address = value["address"].as_str().unwrap_or_default().to_string();
         let version = value["version"].as_u64().unwrap_or(2) as u32;
-        if address.is_empty() {
-            return Err(ShimError::Internal(format!(
-                "{RUNC_SHIM} replied {text:?} to start, with no address"
-            )));
-        }
-        return Ok((address, version));
+        let protocol = value["protocol"].as_str().unwrap_or_default();
+        return checked_reply(address, version, protocol).map_err(|why| reply_error(&why));
     }
-    if text.is_empty() {
-        return Err(ShimError::Internal(format!(
-            "{RUNC_SHIM} start printed no address"
-        )));
+    // An address is printable text; a protobuf reply starts with a field tag, never a
+    // printable character: field 1 (version, varint) is 0x08, field 2 (address) 0x12.
+    if looks_like_address(trimmed) {
+        return Ok((trimmed.to_string(), 2));
     }
-    Ok((text, 2))
+    let result = BootstrapResult::parse_from_bytes(stdout)
+        .map_err(|e| reply_error(&format!("which is neither an address nor protobuf ({e})")))?;
+    let version = u32::try_from(result.version).unwrap_or(0);
+    checked_reply(result.address, version, &result.protocol).map_err(|why| reply_error(&why))
+}
+
+/// Whether a `start` reply is an address printed as text: `scheme://...` or a socket path,
+/// all printable.
+fn looks_like_address(text: &str) -> bool {
+    (text.contains("://") || text.starts_with('/')) && !text.chars().any(char::is_control)
+}
+
+/// The address and version of a structured reply, which must name an address and a
+/// protocol this shim speaks (empty means ttrpc).
+fn checked_reply(address: String, version: u32, protocol: &str) -> Result<(String, u32), String> {
+    if address.is_empty() {
+        return Err("with no address".into());
+    }
+    if !protocol.is_empty() && protocol != "ttrpc" {
+        return Err(format!(
+            "asking for protocol {protocol:?}; only ttrpc is spoken here"
+        ));
+    }
+    Ok((address, version.max(2)))
 }
 
 /// Runs the runc shim's own `delete` for a bundle it owned, passing on its reply. Used by
@@ -319,18 +394,141 @@ pub fn delete_native(
 mod tests {
     use super::*;
 
+    /// containerd 2.3.4's runc shim's `start` reply, as captured in the CRI bug report of
+    /// issue 16: version 3 and the address, protocol left at its default.
+    const RUNC_2_3_REPLY: &[u8] = b"\x08\x03\x12\x59unix:///run/containerd/s/\
+        1ac7a380763014e1fd8fbd437a205c7393f95e716f737fba51853bbce5973331";
+    const RUNC_2_3_ADDRESS: &str =
+        "unix:///run/containerd/s/1ac7a380763014e1fd8fbd437a205c7393f95e716f737fba51853bbce5973331";
+
     #[test]
     fn start_replies_of_every_containerd_are_understood() {
+        // 1.x: the plain address and a newline.
         assert_eq!(
             parse_start_reply(b"unix:///run/containerd/s/abc\n").unwrap(),
             ("unix:///run/containerd/s/abc".to_string(), 2)
         );
+        // 2.0-2.2: JSON.
         assert_eq!(
             parse_start_reply(br#"{"version":3,"address":"unix:///s/x","protocol":"ttrpc"}"#)
                 .unwrap(),
             ("unix:///s/x".to_string(), 3)
         );
+        // 2.3: protobuf, as captured.
+        assert_eq!(
+            parse_start_reply(RUNC_2_3_REPLY).unwrap(),
+            (RUNC_2_3_ADDRESS.to_string(), 3)
+        );
+        // 2.3 with every field set, as our own start encodes it.
+        let full = BootstrapResult {
+            version: 3,
+            address: "unix:///s/y".into(),
+            protocol: "ttrpc".into(),
+            ..Default::default()
+        }
+        .write_to_bytes()
+        .unwrap();
+        assert_eq!(
+            parse_start_reply(&full).unwrap(),
+            ("unix:///s/y".to_string(), 3)
+        );
+    }
+
+    #[test]
+    fn start_replies_without_a_usable_address_are_refused() {
         assert!(parse_start_reply(b"").is_err());
+        assert!(parse_start_reply(b"\n").is_err());
         assert!(parse_start_reply(br#"{"version":3}"#).is_err());
+        assert!(
+            parse_start_reply(br#"{"version":3,"address":"unix:///s/x","protocol":"grpc"}"#)
+                .is_err()
+        );
+        let grpc = BootstrapResult {
+            version: 3,
+            address: "unix:///s/y".into(),
+            protocol: "grpc".into(),
+            ..Default::default()
+        }
+        .write_to_bytes()
+        .unwrap();
+        assert!(parse_start_reply(&grpc).is_err());
+        // Version only: a protobuf reply with no address.
+        assert!(parse_start_reply(b"\x08\x03").is_err());
+        // Neither text nor protobuf (a truncated length-delimited field).
+        assert!(parse_start_reply(b"\x12\x59unix").is_err());
+    }
+
+    #[test]
+    fn the_runc_shim_gets_what_containerd_gave_us_for_its_own_container() {
+        use containerd_shim_protos::bootstrap_api::Extension;
+        use containerd_shim_protos::protobuf::well_known_types::any::Any;
+
+        let extension = |type_url: &str| Extension {
+            value: Some(Any {
+                type_url: type_url.into(),
+                value: vec![0x0a, 0x01, 0x78],
+                ..Default::default()
+            })
+            .into(),
+            ..Default::default()
+        };
+        let ours = BootstrapParams {
+            instance_id: "wasm-app".into(),
+            namespace: "k8s.io".into(),
+            containerd_version: "v2.3.4".into(),
+            containerd_ttrpc_address: "/run/containerd/containerd.sock.ttrpc".into(),
+            containerd_grpc_address: "/run/containerd/containerd.sock".into(),
+            containerd_binary: "/usr/bin/containerd".into(),
+            socket_dir: Some("/run/containerd/s".into()),
+            extensions: vec![
+                extension("runtimeoptions.v1.Options"),
+                extension("containerd.runc.v1.Options"),
+                extension("type.googleapis.com/containerd.runc.v1.Options"),
+            ],
+            ..Default::default()
+        };
+        let endpoint = ContainerdEndpoint {
+            bootstrap: Some(ours.clone()),
+            ..Default::default()
+        };
+        let sent =
+            BootstrapParams::parse_from_bytes(&runc_start_input(&endpoint, "pause").unwrap())
+                .unwrap();
+        assert_eq!(sent.instance_id, "pause");
+        assert_eq!(
+            (
+                sent.namespace.as_str(),
+                sent.containerd_version.as_str(),
+                sent.containerd_ttrpc_address.as_str(),
+                sent.containerd_grpc_address.as_str(),
+                sent.containerd_binary.as_str(),
+                sent.socket_dir.as_deref(),
+            ),
+            (
+                "k8s.io",
+                "v2.3.4",
+                "/run/containerd/containerd.sock.ttrpc",
+                "/run/containerd/containerd.sock",
+                "/usr/bin/containerd",
+                Some("/run/containerd/s"),
+            )
+        );
+        let types: Vec<String> = sent
+            .extensions
+            .iter()
+            .map(|e| e.value.type_url.clone())
+            .collect();
+        assert_eq!(
+            types,
+            [
+                "containerd.runc.v1.Options",
+                "type.googleapis.com/containerd.runc.v1.Options"
+            ]
+        );
+        // After a legacy handshake the runc shim reads an empty stdin, as from containerd
+        // with no options for it.
+        assert!(runc_start_input(&ContainerdEndpoint::default(), "pause")
+            .unwrap()
+            .is_empty());
     }
 }

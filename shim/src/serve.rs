@@ -49,6 +49,10 @@ impl Launcher for DaemonLauncher {
             publish_binary: flags.publish_binary.clone(),
             socket: address.to_string(),
             debug: params.debug,
+            bootstrap: match &params.bootstrap {
+                Some(bootstrap) => crate::start::bootstrap_flag(bootstrap)?,
+                None => String::new(),
+            },
             ..Default::default()
         };
         if !single_threaded() {
@@ -171,6 +175,9 @@ fn exec_daemon(
     if daemon_flags.debug {
         command.arg("-debug");
     }
+    if !daemon_flags.bootstrap.is_empty() {
+        command.args(["-bootstrap", &daemon_flags.bootstrap]);
+    }
     // SAFETY: only async-signal-safe calls (setsid, dup2, fcntl) between fork and exec.
     unsafe {
         command.pre_exec(move || {
@@ -241,6 +248,7 @@ pub fn serve(flags: &Flags, bundle: &Path) -> Result<(), String> {
         ttrpc_address,
         publish_binary: flags.publish_binary.clone(),
         debug: flags.debug,
+        bootstrap: crate::start::parse_bootstrap_flag(&flags.bootstrap)?,
     });
     let service: Arc<dyn Task + Send + Sync> = Arc::new(TaskService::new(
         publisher.clone(),

@@ -29,7 +29,7 @@ pub enum Handshake {
 }
 
 /// What the daemon needs to know, from whichever handshake was used.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct StartParams {
     /// The handshake to answer in.
     pub handshake: Handshake,
@@ -41,6 +41,9 @@ pub struct StartParams {
     pub socket_dir: PathBuf,
     /// Log at debug level.
     pub debug: bool,
+    /// The params of a bootstrap handshake as containerd sent them: the runc shims the
+    /// daemon starts for native containers get the same, with their own container's id.
+    pub bootstrap: Option<BootstrapParams>,
 }
 
 /// Interprets `start`'s stdin. A legacy options `Any` can decode as `BootstrapParams` by
@@ -76,6 +79,7 @@ pub fn read_params(
                         .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET_DIR)),
                     // DEBUG is -4 and TRACE -8 in containerd's open enum.
                     debug: flags.debug || params.log_level.value() <= -4,
+                    bootstrap: Some(params),
                 });
             }
         }
@@ -89,7 +93,38 @@ pub fn read_params(
         grpc_address: env("GRPC_ADDRESS").unwrap_or_else(|| flags.address.clone()),
         socket_dir: PathBuf::from(DEFAULT_SOCKET_DIR),
         debug: flags.debug,
+        bootstrap: None,
     })
+}
+
+/// `params` as the daemon's `-bootstrap` flag: hex of its protobuf, so it survives a command
+/// line when the daemon is executed rather than forked.
+pub fn bootstrap_flag(params: &BootstrapParams) -> Result<String, String> {
+    let bytes = reply::encode(params)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The daemon's `-bootstrap` flag read back; `None` when empty (a legacy handshake).
+pub fn parse_bootstrap_flag(flag: &str) -> Result<Option<BootstrapParams>, String> {
+    if flag.is_empty() {
+        return Ok(None);
+    }
+    let digits = flag.as_bytes();
+    if !digits.len().is_multiple_of(2) {
+        return Err("the -bootstrap flag has an odd number of hex digits".into());
+    }
+    let bytes = digits
+        .chunks(2)
+        .map(|pair| {
+            std::str::from_utf8(pair)
+                .ok()
+                .and_then(|pair| u8::from_str_radix(pair, 16).ok())
+                .ok_or_else(|| "the -bootstrap flag is not hex".to_string())
+        })
+        .collect::<Result<Vec<u8>, String>>()?;
+    BootstrapParams::parse_from_bytes(&bytes)
+        .map(Some)
+        .map_err(|e| format!("the -bootstrap flag is not BootstrapParams: {e}"))
 }
 
 /// The socket address for a group of tasks: a hash of containerd's address, the namespace
@@ -308,6 +343,83 @@ mod tests {
             .starts_with(&format!("unix://{}/", sockets.path().display())));
         assert_eq!(launched.len(), 1);
         assert!(launched[0].starts_with("Bootstrap unix:///run/containerd/containerd.sock.ttrpc"));
+    }
+
+    /// `BootstrapParams` in the wire form containerd 2.3 writes (Go's encoder: fields in
+    /// number order, the DEBUG log level as a ten-byte negative varint, the options as an
+    /// extension whose type URL has no `type.googleapis.com/` prefix), assembled field by
+    /// field: 2.3 is not in Debian, so there is no capture to replay.
+    fn bootstrap_wire_bytes(id: &str, socket_dir: &str) -> Vec<u8> {
+        fn field(number: u8, bytes: &[u8]) -> Vec<u8> {
+            let mut out = vec![(number << 3) | 2, bytes.len() as u8];
+            out.extend_from_slice(bytes);
+            out
+        }
+        let options = [
+            field(1, b"runtimeoptions.v1.Options"),
+            field(2, &field(2, b"/etc/wasmtime.toml")),
+        ]
+        .concat();
+        [
+            field(1, id.as_bytes()),
+            field(2, b"ns1"),
+            // Field 3, varint -4 (LOG_LEVEL_DEBUG) as an int32 enum: ten bytes.
+            vec![
+                0x18, 0xfc, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01,
+            ],
+            field(4, b"v2.3.4"),
+            field(5, b"/run/containerd/containerd.sock.ttrpc"),
+            field(6, b"/run/containerd/containerd.sock"),
+            field(7, b"/usr/bin/containerd"),
+            field(8, &field(1, &options)),
+            field(9, socket_dir.as_bytes()),
+        ]
+        .concat()
+    }
+
+    #[test]
+    fn bootstrap_params_in_containerd_2_3_wire_form_are_taken() {
+        let sockets = tempfile::tempdir().unwrap();
+        let bytes = bootstrap_wire_bytes("task1", &sockets.path().display().to_string());
+        let params = read_params(&flags(), &bytes, |_| None).unwrap();
+        assert_eq!(params.handshake, Handshake::Bootstrap);
+        assert!(params.debug, "LOG_LEVEL_DEBUG asks for debug logs");
+        assert_eq!(
+            params.ttrpc_address,
+            "/run/containerd/containerd.sock.ttrpc"
+        );
+        assert_eq!(params.socket_dir, sockets.path());
+        let bootstrap = params.bootstrap.unwrap();
+        assert_eq!(bootstrap.containerd_binary, "/usr/bin/containerd");
+        assert_eq!(
+            bootstrap.extensions[0].value.type_url,
+            "runtimeoptions.v1.Options"
+        );
+        // The same bytes for another task are a legacy options blob that happens to parse.
+        let other = bootstrap_wire_bytes("other", "/run/containerd/s");
+        let legacy = read_params(&flags(), &other, |k| {
+            (k == "TTRPC_ADDRESS").then(|| "/legacy".to_string())
+        })
+        .unwrap();
+        assert_eq!(legacy.handshake, Handshake::Legacy);
+    }
+
+    #[test]
+    fn bootstrap_params_reach_the_daemon_through_its_flag() {
+        let params = BootstrapParams {
+            instance_id: "task1".into(),
+            namespace: "ns1".into(),
+            containerd_ttrpc_address: "unix:///c.ttrpc".into(),
+            socket_dir: Some("/run/containerd/s".into()),
+            ..Default::default()
+        };
+        let parsed = read_params(&flags(), &params.write_to_bytes().unwrap(), |_| None).unwrap();
+        assert_eq!(parsed.bootstrap.as_ref(), Some(&params));
+        let flag = bootstrap_flag(&params).unwrap();
+        assert_eq!(parse_bootstrap_flag(&flag).unwrap(), Some(params));
+        assert_eq!(parse_bootstrap_flag("").unwrap(), None);
+        assert!(parse_bootstrap_flag("0").is_err());
+        assert!(parse_bootstrap_flag("zz").is_err());
     }
 
     #[test]
