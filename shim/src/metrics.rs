@@ -2,10 +2,12 @@
 //! kubelet decode.
 
 use containerd_shim_protos::cgroups::metrics::{
-    CPUStat, CPUUsage, MemoryEntry, MemoryStat, Metrics,
+    CPUStat, CPUUsage as ProtoCpuUsage, MemoryEntry, MemoryStat, Metrics, Throttle,
 };
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::protobuf::Message;
+
+use runtime::CpuUsage;
 
 use crate::container::Container;
 use crate::error::{ShimError, ShimResult};
@@ -20,37 +22,8 @@ const UNLIMITED: u64 = 0x7FFF_FFFF_FFFF_F000;
 
 /// CPU time of the program's thread and the size of its instance's linear memory.
 pub fn container_metrics(container: &Container) -> ShimResult<Any> {
-    let cpu = container.cpu();
     let (memory, peak) = container.memory();
-    let metrics = Metrics {
-        cpu: Some(CPUStat {
-            usage: Some(CPUUsage {
-                total: cpu.total_ns,
-                user: cpu.user_ns,
-                kernel: cpu.kernel_ns,
-                ..Default::default()
-            })
-            .into(),
-            ..Default::default()
-        })
-        .into(),
-        memory: Some(MemoryStat {
-            rss: memory,
-            usage: Some(MemoryEntry {
-                usage: memory,
-                max: peak,
-                limit: match container.memory_limit() {
-                    0 => UNLIMITED,
-                    limit => limit,
-                },
-                ..Default::default()
-            })
-            .into(),
-            ..Default::default()
-        })
-        .into(),
-        ..Default::default()
-    };
+    let metrics = metrics_of(container.cpu(), memory, peak, container.memory_limit());
     let value = metrics
         .write_to_bytes()
         .map_err(|e| ShimError::Internal(format!("encoding metrics: {e}")))?;
@@ -59,4 +32,82 @@ pub fn container_metrics(container: &Container) -> ShimResult<Any> {
         value,
         ..Default::default()
     })
+}
+
+/// The metrics of a program that used `cpu` and holds `memory` bytes (`peak` at most) under
+/// `limit` (0: none), with every message runc's shim always fills present, zero where wasm
+/// has nothing to count. Clients dereference them without a check: dockerd 28's
+/// `docker stats` reads `cpu.throttling` unconditionally and crashed on a missing one.
+fn metrics_of(cpu: CpuUsage, memory: u64, peak: u64, limit: u64) -> Metrics {
+    let entry = |usage, max, limit| {
+        Some(MemoryEntry {
+            usage,
+            max,
+            limit,
+            ..Default::default()
+        })
+        .into()
+    };
+    Metrics {
+        cpu: Some(CPUStat {
+            usage: Some(ProtoCpuUsage {
+                total: cpu.total_ns,
+                user: cpu.user_ns,
+                kernel: cpu.kernel_ns,
+                ..Default::default()
+            })
+            .into(),
+            // No CFS quota applies to a wasm thread of the shim: zero periods throttled.
+            throttling: Some(Throttle::default()).into(),
+            ..Default::default()
+        })
+        .into(),
+        memory: Some(MemoryStat {
+            rss: memory,
+            usage: entry(
+                memory,
+                peak,
+                match limit {
+                    0 => UNLIMITED,
+                    limit => limit,
+                },
+            ),
+            swap: entry(0, 0, UNLIMITED),
+            kernel: entry(0, 0, UNLIMITED),
+            kernel_tcp: entry(0, 0, UNLIMITED),
+            ..Default::default()
+        })
+        .into(),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_message_runc_fills_is_present_after_a_round_trip() {
+        let cpu = CpuUsage {
+            total_ns: 30,
+            user_ns: 20,
+            kernel_ns: 10,
+        };
+        let bytes = metrics_of(cpu, 4096, 8192, 0).write_to_bytes().unwrap();
+        let metrics = Metrics::parse_from_bytes(&bytes).unwrap();
+        let cpu = metrics.cpu.as_ref().unwrap();
+        assert_eq!(cpu.usage.as_ref().map(|u| u.total), Some(30));
+        assert_eq!(cpu.throttling.as_ref().map(|t| t.periods), Some(0));
+        let memory = metrics.memory.as_ref().unwrap();
+        let usage = memory.usage.as_ref().unwrap();
+        assert_eq!(
+            (usage.usage, usage.max, usage.limit),
+            (4096, 8192, UNLIMITED)
+        );
+        for entry in [&memory.swap, &memory.kernel, &memory.kernel_tcp] {
+            assert!(entry.is_some());
+        }
+        let limited = metrics_of(CpuUsage::default(), 1, 1, 1 << 20);
+        assert_eq!(limited.memory.usage.limit, 1 << 20);
+    }
 }
