@@ -125,6 +125,35 @@ impl Cri {
         response.status.context("PodSandboxStatus without status")
     }
 
+    /// The network namespace CRI made for pod `id` (one that is not host-network), as the
+    /// sandbox's runtime spec names it in `PodSandboxStatus`'s verbose info.
+    pub fn pod_network_namespace(&mut self, id: &str) -> Result<PathBuf> {
+        let request = PodSandboxStatusRequest {
+            pod_sandbox_id: id.into(),
+            verbose: true,
+        };
+        let response = wait(
+            &self.rt,
+            "PodSandboxStatus",
+            self.runtime.pod_sandbox_status(request),
+        )?;
+        let info = response
+            .info
+            .get("info")
+            .context("PodSandboxStatus without verbose info")?;
+        let info: serde_json::Value =
+            serde_json::from_str(info).context("PodSandboxStatus's info is not JSON")?;
+        info["runtimeSpec"]["linux"]["namespaces"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|ns| ns["type"] == "network")
+            .and_then(|ns| ns["path"].as_str())
+            .filter(|path| !path.is_empty())
+            .map(PathBuf::from)
+            .with_context(|| format!("no network namespace path in the sandbox's spec: {info}"))
+    }
+
     /// `StopPodSandbox`: stops every container of pod `id`, then its sandbox.
     pub fn stop_pod_sandbox(&mut self, id: &str) -> Result<()> {
         let request = StopPodSandboxRequest {

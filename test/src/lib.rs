@@ -1,13 +1,20 @@
 //! Harness for tests that drive a real containerd against the built shim.
 //!
-//! [`Containerd::start`] runs Debian's `containerd` with a private config (root, state and
-//! sockets in a temp dir) and the freshly built shim first on its PATH; dropping it stops that
+//! [`Containerd::start`] runs a `containerd` with a private config (root, state and sockets
+//! in a temp dir) and the freshly built shim first on its PATH; dropping it stops that
 //! containerd and removes everything it left. Tests talk to it through `ctr`, as a user
-//! would, or through its CRI plugin, as a kubelet would ([`cri`]).
+//! would, through its CRI plugin, as a kubelet would ([`cri`]), or through a private dockerd
+//! ([`docker`]).
+//!
+//! Which containerd: the one in `TEST_CONTAINERD_DIR` (a directory holding `containerd`,
+//! `ctr` and `containerd-shim-runc-v2`, as `scripts/fetch-clients.sh` lays out newer lines
+//! from Debian's archive), else Debian bookworm's on `PATH`.
 
 pub mod bench;
 pub mod cri;
+pub mod docker;
 pub mod http;
+pub mod netns;
 pub mod pod;
 
 use std::io::Read;
@@ -97,15 +104,67 @@ pub const PAUSE_IMAGE: &str = "localhost/wasmtime-test/pause:1";
 /// The CRI runtime handler (`RuntimeClass.handler`) that selects this shim.
 pub const RUNTIME_HANDLER: &str = "wasmtime";
 
+/// The containerd under test: the binaries in `TEST_CONTAINERD_DIR`, else the system's.
+#[derive(Debug, Clone)]
+pub struct ContainerdBinaries {
+    /// Directory holding `containerd`, `ctr` and `containerd-shim-runc-v2`; `None` for the
+    /// ones on `PATH`.
+    pub dir: Option<PathBuf>,
+    /// Major version: 1 reads config version 2, 2 reads version 3 (its CRI plugin split
+    /// into `io.containerd.cri.v1.*`).
+    pub major: u32,
+    /// What `containerd --version` printed, for messages.
+    pub version: String,
+}
+
+impl ContainerdBinaries {
+    /// The containerd this process tests (asked once: every test of a run uses the same).
+    pub fn under_test() -> &'static ContainerdBinaries {
+        static UNDER_TEST: std::sync::OnceLock<ContainerdBinaries> = std::sync::OnceLock::new();
+        UNDER_TEST.get_or_init(|| {
+            let dir = std::env::var_os("TEST_CONTAINERD_DIR")
+                .filter(|d| !d.is_empty())
+                .map(PathBuf::from);
+            let mut binaries = ContainerdBinaries {
+                dir,
+                major: 1,
+                version: String::new(),
+            };
+            let version = Command::new(binaries.path("containerd"))
+                .arg("--version")
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+                .unwrap_or_default();
+            // "containerd github.com/containerd/containerd/v2 2.1.9~ds1 ...": the first word
+            // that starts with a digit.
+            binaries.major = version
+                .split_whitespace()
+                .find_map(|word| word.split('.').next()?.parse().ok())
+                .unwrap_or(1);
+            binaries.version = version;
+            binaries
+        })
+    }
+
+    /// The path of one of the binaries (`containerd`, `ctr`, `containerd-shim-runc-v2`).
+    pub fn path(&self, binary: &str) -> PathBuf {
+        match &self.dir {
+            Some(dir) => dir.join(binary),
+            None => PathBuf::from(binary),
+        }
+    }
+}
+
 /// The private containerd's config: everything under `root`, a debug log (the shim's log
 /// reaches containerd's only at debug level), and CRI set up as a kubelet would see it on
 /// this machine: the `wasmtime` runtime handler, our pause image as sandbox image (no
-/// registry is reachable), no CNI (pods use the host network), and OOM score adjustments
-/// that never go below containerd's own.
-fn config(root: &str) -> String {
-    format!(
-        r#"version = 2
-root = "{root}/root"
+/// registry is reachable), a CNI network that stays inside each pod (see [`write_cni`]), and OOM score
+/// adjustments that never go below containerd's own. containerd 2 takes the same settings
+/// in its own layout (config version 3), as its users write them; its NRI plugin, on by
+/// default, gets a socket of its own instead of the node-wide one.
+fn config(root: &str, major: u32) -> String {
+    let common = format!(
+        r#"root = "{root}/root"
 state = "{root}/state"
 
 [grpc]
@@ -117,6 +176,41 @@ state = "{root}/state"
 [debug]
   level = "debug"
 
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{root}/opt"
+"#
+    );
+    if major >= 2 {
+        return format!(
+            r#"version = 3
+{common}
+[plugins."io.containerd.grpc.v1.cri"]
+  disable_tcp_service = true
+
+[plugins."io.containerd.cri.v1.images".pinned_images]
+  sandbox = "{PAUSE_IMAGE}"
+
+[plugins."io.containerd.cri.v1.runtime"]
+  restrict_oom_score_adj = true
+
+[plugins."io.containerd.cri.v1.runtime".cni]
+  bin_dirs = ["{root}/cni/bin"]
+  conf_dir = "{root}/cni/net.d"
+
+[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]
+  runtime_type = "io.containerd.runc.v2"
+
+[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.{RUNTIME_HANDLER}]
+  runtime_type = "{RUNTIME}"
+
+[plugins."io.containerd.nri.v1.nri"]
+  socket_path = "{root}/nri.sock"
+"#
+        );
+    }
+    format!(
+        r#"version = 2
+{common}
 [plugins."io.containerd.grpc.v1.cri"]
   disable_tcp_service = true
   restrict_oom_score_adj = true
@@ -135,11 +229,65 @@ state = "{root}/state"
     )
 }
 
+/// Where Debian's `containernetworking-plugins` puts the CNI plugins.
+const SYSTEM_CNI_BIN: &str = "/usr/lib/cni";
+
+/// The tests' own CNI plugin (`test/cni/wasmtime-test-eth0`): an `eth0` inside the pod's
+/// namespace, which containerd's CRI requires of every pod network.
+const TEST_CNI_PLUGIN: &str = "wasmtime-test-eth0";
+
+/// A CNI setup of the test's own under `root/cni`: a bin dir holding only Debian's
+/// `loopback` plugin and the tests' `eth0` plugin, and one network list chaining them. A pod
+/// that is not host-network then gets a network namespace of its own with loopback up, and
+/// an `eth0` whose address (TEST-NET-1) and veth peer stay inside that namespace: nothing is
+/// created on the host, and no test traffic can leave the namespaces the test made.
+///
+/// Loopback alone is not enough: containerd's CRI fails RunPodSandbox ("failed to find
+/// network info for sandbox") unless the network's result names an `eth0` with an address.
+/// The loopback plugin comes second: it passes the first plugin's result on.
+fn write_cni(root: &Path) -> Result<()> {
+    let bin = root.join("cni/bin");
+    let conf = root.join("cni/net.d");
+    std::fs::create_dir_all(&bin)?;
+    std::fs::create_dir_all(&conf)?;
+    let loopback = Path::new(SYSTEM_CNI_BIN).join("loopback");
+    if !loopback.exists() {
+        bail!(
+            "{} is missing: apt-get install containernetworking-plugins",
+            loopback.display()
+        );
+    }
+    std::os::unix::fs::symlink(&loopback, bin.join("loopback"))?;
+    std::os::unix::fs::symlink(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("cni")
+            .join(TEST_CNI_PLUGIN),
+        bin.join(TEST_CNI_PLUGIN),
+    )?;
+    std::fs::write(
+        conf.join("10-pod.conflist"),
+        format!(
+            r#"{{
+  "cniVersion": "1.0.0",
+  "name": "wasmtime-test-pod",
+  "plugins": [
+    {{ "type": "{TEST_CNI_PLUGIN}", "address": "192.0.2.1/32" }},
+    {{ "type": "loopback" }}
+  ]
+}}
+"#
+        ),
+    )?;
+    Ok(())
+}
+
 /// A private containerd, stopped and cleaned up on drop.
 pub struct Containerd {
     dir: tempfile::TempDir,
     child: Child,
     socket: PathBuf,
+    /// Extra environment containerd (and so every shim it starts) runs with.
+    env: Vec<(String, String)>,
 }
 
 /// What a `ctr` invocation printed and how it ended.
@@ -166,10 +314,17 @@ impl From<Output> for CtrOutput {
 impl Containerd {
     /// Starts a containerd of our own and waits until it answers.
     pub fn start() -> Result<Containerd> {
+        Containerd::start_with_env(&[])
+    }
+
+    /// [`Containerd::start`] with extra environment variables for containerd, which its
+    /// shims inherit (how an operator sets the shim's cache settings).
+    pub fn start_with_env(env: &[(&str, &str)]) -> Result<Containerd> {
         let shim = bin_dir().join("containerd-shim-wasmtime-v1");
         if !shim.exists() {
             bail!("{} is missing: run `make build`", shim.display());
         }
+        let binaries = ContainerdBinaries::under_test();
         // Short prefix: the socket path must fit in 108 bytes.
         let dir = tempfile::Builder::new().prefix("wsc").tempdir_in("/tmp")?;
         let bin = dir.path().join("bin");
@@ -177,15 +332,30 @@ impl Containerd {
         std::os::unix::fs::symlink(&shim, bin.join("containerd-shim-wasmtime-v1"))?;
         let socket = dir.path().join("c.sock");
         let root = dir.path().display().to_string();
-        std::fs::write(dir.path().join("config.toml"), config(&root))?;
-        let path = format!(
-            "{}:{}",
-            bin.display(),
-            std::env::var("PATH").unwrap_or_default()
-        );
+        std::fs::write(
+            dir.path().join("config.toml"),
+            config(&root, binaries.major),
+        )?;
+        write_cni(dir.path())?;
+        // The shim first, then the runc shim of the containerd under test (a pod's native
+        // containers go to the runc shim of the containerd that serves it).
+        let mut path = bin.display().to_string();
+        if let Some(clients) = &binaries.dir {
+            path = format!("{path}:{}", clients.display());
+        }
+        path = format!("{path}:{}", std::env::var("PATH").unwrap_or_default());
         std::fs::write(dir.path().join("path"), path)?;
-        let child = spawn_containerd(dir.path())?;
-        let containerd = Containerd { dir, child, socket };
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let child = spawn_containerd(dir.path(), &env)?;
+        let containerd = Containerd {
+            dir,
+            child,
+            socket,
+            env,
+        };
         containerd.wait_until_answering()?;
         Ok(containerd)
     }
@@ -209,7 +379,7 @@ impl Containerd {
         // SAFETY: plain kill(2) on our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         self.child.wait()?;
-        self.child = spawn_containerd(self.dir.path())?;
+        self.child = spawn_containerd(self.dir.path(), &self.env)?;
         self.wait_until_answering()
     }
 
@@ -230,7 +400,7 @@ impl Containerd {
 
     /// A `ctr` command aimed at this containerd.
     pub fn ctr_command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new("ctr");
+        let mut command = Command::new(ContainerdBinaries::under_test().path("ctr"));
         command.arg("-a").arg(&self.socket).args(args);
         command
     }
@@ -438,26 +608,35 @@ impl Containerd {
     }
 }
 
-/// Starts containerd with the config and PATH written in `dir`, appending to its log.
-fn spawn_containerd(dir: &Path) -> Result<Child> {
+/// Starts containerd with the config and PATH written in `dir` and the extra `env`,
+/// appending to its log.
+fn spawn_containerd(dir: &Path, env: &[(String, String)]) -> Result<Child> {
     let path = std::fs::read_to_string(dir.join("path"))?;
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(dir.join("containerd.log"))?;
-    Command::new("containerd")
+    let binaries = ContainerdBinaries::under_test();
+    Command::new(binaries.path("containerd"))
         .arg("--config")
         .arg(dir.join("config.toml"))
         .env("PATH", path)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
         .spawn()
-        .context("starting containerd (apt-get install containerd)")
+        .with_context(|| {
+            format!(
+                "starting {} (apt-get install containerd, or scripts/fetch-clients.sh for \
+                 TEST_CONTAINERD_DIR)",
+                binaries.path("containerd").display()
+            )
+        })
 }
 
 /// Runs a `ctr` command with no stdin and collects its output.
-fn run_to_output(mut command: Command) -> CtrOutput {
+pub(crate) fn run_to_output(mut command: Command) -> CtrOutput {
     match command.stdin(Stdio::null()).output() {
         Ok(output) => output.into(),
         Err(e) => CtrOutput {

@@ -182,8 +182,29 @@ fn namespaces() -> NamespaceOption {
     }
 }
 
-/// The sandbox config of `pod`: host network (no CNI here), its log directory, its cgroup
-/// parent.
+/// Makes a pod's sandbox config and its containers' configs ask for a network namespace of
+/// the pod's own, as the kubelet does for a pod without `hostNetwork`: the test containerd's
+/// CNI network (loopback only) sets it up, and the pod gets a hostname of its own.
+pub fn use_pod_network(sandbox: &mut PodSandboxConfig, containers: &mut [&mut ContainerConfig]) {
+    sandbox.hostname = "wasm-pod".into();
+    let sandbox_namespaces = sandbox
+        .linux
+        .as_mut()
+        .and_then(|l| l.security_context.as_mut())
+        .and_then(|c| c.namespace_options.as_mut());
+    let container_namespaces = containers.iter_mut().filter_map(|c| {
+        c.linux
+            .as_mut()
+            .and_then(|l| l.security_context.as_mut())
+            .and_then(|c| c.namespace_options.as_mut())
+    });
+    for options in sandbox_namespaces.into_iter().chain(container_namespaces) {
+        options.network = NamespaceMode::Pod as i32;
+    }
+}
+
+/// The sandbox config of `pod`: host network (see [`use_pod_network`] for a network of its
+/// own), its log directory, its cgroup parent.
 pub fn pod_config(pod: &Pod) -> PodSandboxConfig {
     PodSandboxConfig {
         metadata: Some(PodSandboxMetadata {

@@ -1,6 +1,6 @@
 //! What a user sees from `ctr run`: output, argv/env/cwd, exit statuses, images.
 
-use integration::{program, rootfs_with, Containerd, RUNTIME};
+use integration::{component_of, program, rootfs_with, Containerd, RUNTIME};
 
 #[test]
 fn hello_image_prints_its_output() {
@@ -77,6 +77,67 @@ fn argv_env_and_cwd_come_from_the_spec() {
     // Preview 1 has no working directory (wasi-libc's getcwd is always "/"): the spec's cwd
     // reaches the program as PWD.
     assert!(lines.contains(&"env:PWD=/work/dir"), "{lines:?}");
+}
+
+/// `ctr run --cwd`: a C program (wasi-libc) opens relative paths in the working directory,
+/// reads and writes alike, and absolute paths into it still work; without `--cwd` relative
+/// paths stay at `/`. The same for a component.
+#[test]
+fn relative_paths_resolve_in_the_working_directory() {
+    let containerd = Containerd::start().unwrap();
+    let rootfs = rootfs_with(&["filetool"]).unwrap();
+    std::fs::write(
+        rootfs.path().join("filetool-component.wasm"),
+        component_of("filetool").unwrap(),
+    )
+    .unwrap();
+    std::fs::create_dir_all(rootfs.path().join("srv/app")).unwrap();
+    std::fs::write(
+        rootfs.path().join("srv/app/rel.txt"),
+        "in the working directory\n",
+    )
+    .unwrap();
+    std::fs::write(rootfs.path().join("rel.txt"), "at the root\n").unwrap();
+    for program in ["/filetool.wasm", "/filetool-component.wasm"] {
+        let run = |id: &str, flags: &[&str], args: &[&str]| {
+            let mut argv = vec![program];
+            argv.extend(args);
+            containerd.run_rootfs(flags, rootfs.path(), id, &argv)
+        };
+        let relative = run("cwd1", &["--cwd", "/srv/app"], &["read", "rel.txt"]);
+        assert_eq!(
+            (relative.code, relative.stdout.as_str()),
+            (0, "in the working directory\n"),
+            "{program}: {relative:?}"
+        );
+        let dotted = run("cwd2", &["--cwd", "/srv/app/"], &["read", "./rel.txt"]);
+        assert_eq!(
+            dotted.stdout, "in the working directory\n",
+            "{program}: {dotted:?}"
+        );
+        let absolute = run(
+            "cwd3",
+            &["--cwd", "/srv/app"],
+            &["read", "/srv/app/rel.txt"],
+        );
+        assert_eq!(
+            absolute.stdout, "in the working directory\n",
+            "{program}: {absolute:?}"
+        );
+        let written = run(
+            "cwd4",
+            &["--cwd", "/srv/app"],
+            &["write", "out.txt", "written"],
+        );
+        assert_eq!(written.code, 0, "{program}: {written:?}");
+        assert_eq!(
+            std::fs::read_to_string(rootfs.path().join("srv/app/out.txt")).unwrap(),
+            "written\n"
+        );
+        std::fs::remove_file(rootfs.path().join("srv/app/out.txt")).unwrap();
+        let at_root = run("cwd5", &[], &["read", "rel.txt"]);
+        assert_eq!(at_root.stdout, "at the root\n", "{program}: {at_root:?}");
+    }
 }
 
 #[test]

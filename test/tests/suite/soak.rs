@@ -38,9 +38,12 @@ fn sequential_runs_leave_no_shim_no_mount_and_bounded_descriptors_and_cache() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(200);
-    // Shims inherit containerd's environment, and containerd this test's.
-    std::env::set_var("WASMTIME_SHIM_CACHE_MAX_BYTES", CACHE_MAX_BYTES.to_string());
-    let containerd = Containerd::start().unwrap();
+    // Shims inherit containerd's environment.
+    let containerd = Containerd::start_with_env(&[(
+        "WASMTIME_SHIM_CACHE_MAX_BYTES",
+        &CACHE_MAX_BYTES.to_string(),
+    )])
+    .unwrap();
     let hello = std::fs::read(program("hello")).unwrap();
     let rootfs = tempfile::tempdir().unwrap();
     let cache = containerd

@@ -4,7 +4,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use integration::{rootfs_with, Containerd, EventWatch, RUNTIME};
+use integration::{rootfs_with, Containerd, ContainerdBinaries, EventWatch, RUNTIME};
 
 /// The pid `ctr task ls` shows for task `id`.
 /// CPU time in ns of thread `tid` of process `pid` (a program thread of the shim).
@@ -201,7 +201,8 @@ fn a_terminal_task_sees_a_tty_and_its_input() {
     // `ctr run -t` needs a terminal of its own: `script` runs it on a pty and feeds it our
     // input.
     let command = format!(
-        "ctr -a {} run --rm -t --runtime {RUNTIME} --rootfs {} tty1 /ttycheck.wasm",
+        "{} -a {} run --rm -t --runtime {RUNTIME} --rootfs {} tty1 /ttycheck.wasm",
+        ContainerdBinaries::under_test().path("ctr").display(),
         containerd.address().display(),
         rootfs.path().display()
     );
