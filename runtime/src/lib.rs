@@ -31,6 +31,7 @@ mod stop;
 mod terminal;
 mod ticker;
 mod usage;
+mod working_directory;
 
 pub use access::{AccessPolicy, MOUNTS_ANNOTATION, ROOTFS_ANNOTATION};
 pub use cache::CompileCache;
@@ -42,8 +43,9 @@ pub use http::{DEFAULT_DRAIN, DEFAULT_LISTEN_ADDR, DRAIN_SECONDS_ENV, LISTEN_ADD
 pub use native::{native_entrypoint, NativeProgram};
 pub use pause::Pauser;
 pub use plan::WasiPlan;
-pub use preopen::{PinnedPreopens, Preopen, PreopenPlan, WorkingDirectory};
+pub use preopen::{PinnedPreopens, Preopen, PreopenPlan};
 pub use program::{Controls, Program, ProgramKind};
 pub use stdio::StdioFiles;
 pub use stop::Stopper;
 pub use usage::{thread_cpu_usage, CpuUsage, MemoryGauge, OutOfMemory};
+pub use working_directory::NamedDirectory;

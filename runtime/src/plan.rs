@@ -15,9 +15,8 @@ pub struct WasiPlan {
     pub args: Vec<String>,
     /// Environment, `KEY=VALUE` split at the first `=`.
     pub env: Vec<(String, String)>,
-    /// Initial working directory (absolute, inside the container): a preopen `.` where
-    /// relative paths resolve (see [`crate::WorkingDirectory`]), `PWD`, and a component's
-    /// `initial-cwd`.
+    /// Initial working directory (absolute, inside the container): where relative paths
+    /// resolve (see `working_directory`), `PWD`, and a component's `initial-cwd`.
     pub cwd: String,
     /// The filesystem the program sees.
     pub preopens: PreopenPlan,
@@ -81,7 +80,7 @@ impl WasiPlan {
             )));
         }
         // WASI preview 1 has no working directory: wasi-libc's getcwd is always "/". Relative
-        // paths reach the spec's cwd through a preopen (see `WorkingDirectory`), and the cwd
+        // paths reach the spec's cwd through preopens (see `working_directory`), and the cwd
         // is exported as PWD (what shells and many programs consult) unless the spec sets
         // PWD itself.
         if !env.iter().any(|(k, _)| k == "PWD") {

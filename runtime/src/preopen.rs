@@ -1,12 +1,10 @@
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
 
-use nix::errno::Errno;
-use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
-use nix::sys::stat::Mode;
 use oci_spec::runtime::Mount;
 
+use crate::working_directory::NamedDirectory;
 use crate::RuntimeError;
 
 /// One host directory the program can reach, and where it appears inside the program.
@@ -49,30 +47,13 @@ pub struct PreopenPlan {
 #[derive(Debug, Default)]
 pub struct PinnedPreopens {
     /// One entry per visible preopen, in the plan's order: the path a WASI context opens.
-    paths: Vec<PathBuf>,
-    /// The working directory, when it is not `/` and the program can see it.
-    working_directory: Option<WorkingDirectory>,
-    _fds: Vec<OwnedFd>,
-}
-
-/// The spec's working directory as a preopen of its own.
-///
-/// WASI preview 1 has no working directory: wasi-libc resolves a relative path exactly as
-/// the absolute path of the same name (`x` as `/x`), against the preopen with the longest
-/// matching name, the one registered last among equals. So a relative path can only reach
-/// the working directory through a preopen whose name, like `/`'s, is empty once wasi-libc
-/// strips it: `.`, the wasmtime CLI's convention, given last. It shadows `/` for paths that
-/// no longer preopen name matches; the working directory is therefore also preopened under
-/// its absolute name (unless a mount already has that name), so that absolute paths into
-/// it keep working.
-#[derive(Debug)]
-pub struct WorkingDirectory {
-    /// What a WASI context opens (as [`PinnedPreopens::paths`]).
-    pub path: PathBuf,
-    /// The working directory's absolute name, when no visible preopen already has it.
-    pub absolute_name: Option<String>,
-    /// Whether the preopen holding it is read-only.
-    pub read_only: bool,
+    pub(crate) paths: Vec<PathBuf>,
+    /// The descriptors behind `paths`, one each (none without `/proc`).
+    pub(crate) fds: Vec<OwnedFd>,
+    /// What the working directory adds after them; see [`crate::working_directory`].
+    working_directory: Vec<NamedDirectory>,
+    /// The descriptors behind `working_directory`.
+    pub(crate) fds_after: Vec<OwnedFd>,
 }
 
 impl PinnedPreopens {
@@ -81,9 +62,10 @@ impl PinnedPreopens {
         &self.paths
     }
 
-    /// The working directory to preopen after every other preopen, if any.
-    pub fn working_directory(&self) -> Option<&WorkingDirectory> {
-        self.working_directory.as_ref()
+    /// The preopens that make the spec's cwd the program's working directory, to register
+    /// after every visible preopen, in this order.
+    pub fn working_directory(&self) -> &[NamedDirectory] {
+        &self.working_directory
     }
 }
 
@@ -160,9 +142,9 @@ impl PreopenPlan {
         self.preopens.iter().skip(skip)
     }
 
-    /// Opens every visible preopen's directory, and the working directory `cwd` inside the
-    /// one that holds it; see [`PinnedPreopens`]. Without a `/proc` (a host outside Linux
-    /// containers' usual setup) the host paths are used as they are.
+    /// Opens every visible preopen's directory, and what makes `cwd` the working directory
+    /// (see [`crate::working_directory`]); see [`PinnedPreopens`]. Without a `/proc` (a host
+    /// outside Linux containers' usual setup) the host paths are used as they are.
     pub fn pin(&self, cwd: &str) -> Result<PinnedPreopens, RuntimeError> {
         let mut pinned = PinnedPreopens::default();
         let proc_fds = Path::new("/proc/self/fd").is_dir();
@@ -184,79 +166,18 @@ impl PreopenPlan {
                 })?;
             let fd = OwnedFd::from(dir);
             pinned.paths.push(fd_path(&fd));
-            pinned._fds.push(fd);
+            pinned.fds.push(fd);
         }
-        pinned.working_directory = self.pin_working_directory(cwd, &mut pinned, proc_fds)?;
+        pinned.working_directory = crate::working_directory::pin(self, cwd, &mut pinned);
         Ok(pinned)
     }
 
-    /// The working directory `cwd` opened inside the visible preopen that holds it (so a
-    /// symlink or `..` on the way cannot lead out of it); `None` for `/`, for a directory
-    /// the program cannot see, and for one that does not exist (relative paths then resolve
-    /// at `/`, as they always did).
-    fn pin_working_directory(
-        &self,
-        cwd: &str,
-        pinned: &mut PinnedPreopens,
-        proc_fds: bool,
-    ) -> Result<Option<WorkingDirectory>, RuntimeError> {
-        let cwd = cwd.trim_end_matches('/');
-        if cwd.is_empty() {
-            return Ok(None);
-        }
-        let Some(index) = self.visible_index_of(cwd) else {
-            log::debug!("working directory {cwd} is not visible to the program");
-            return Ok(None);
-        };
-        let holder = self.visible().nth(index).ok_or_else(|| {
-            RuntimeError::InvalidMount(format!("no preopen holds the working directory {cwd}"))
-        })?;
-        let rest = cwd[holder.guest.trim_end_matches('/').len()..].trim_start_matches('/');
-        if rest.is_empty() {
-            // The working directory is a mount's destination: the mount, once more, as `.`.
-            return Ok(Some(WorkingDirectory {
-                path: pinned.paths[index].clone(),
-                absolute_name: None,
-                read_only: holder.read_only,
-            }));
-        }
-        let path = if proc_fds {
-            let how = OpenHow::new()
-                .flags(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
-                .mode(Mode::empty())
-                .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-            let root = &pinned._fds[index];
-            match nix::fcntl::openat2(root.as_raw_fd(), rest, how) {
-                Ok(fd) => {
-                    // SAFETY: openat2 returned a fresh descriptor that nothing else owns.
-                    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-                    let path = fd_path(&fd);
-                    pinned._fds.push(fd);
-                    path
-                }
-                Err(Errno::ENOENT | Errno::ENOTDIR) => {
-                    log::debug!(
-                        "working directory {cwd} does not exist in the container; relative \
-                         paths resolve at /"
-                    );
-                    return Ok(None);
-                }
-                Err(e) => return Err(RuntimeError::InvalidSpec(format!("process.cwd {cwd}: {e}"))),
-            }
-        } else {
-            holder.host.join(rest)
-        };
-        Ok(Some(WorkingDirectory {
-            path,
-            absolute_name: Some(cwd.to_string()),
-            read_only: holder.read_only,
-        }))
-    }
-
-    /// Which visible preopen holds `guest_path` (its index among [`PreopenPlan::visible`]).
-    fn visible_index_of(&self, guest_path: &str) -> Option<usize> {
-        let (holder, _) = self.locate(guest_path)?;
-        self.visible().position(|p| std::ptr::eq(p, holder))
+    /// Which visible preopen holds `guest_path` (its index among [`PreopenPlan::visible`]),
+    /// and the rest of the path below it.
+    pub(crate) fn visible_index_of<'a>(&self, guest_path: &'a str) -> Option<(usize, &'a str)> {
+        let (holder, rest) = self.locate(guest_path)?;
+        let index = self.visible().position(|p| std::ptr::eq(p, holder))?;
+        Some((index, rest))
     }
 
     /// The preopen whose guest path is the longest prefix of `guest_path` (as wasi-libc picks
@@ -281,7 +202,7 @@ impl PreopenPlan {
 }
 
 /// The path through which a WASI context opens the directory `fd` holds.
-fn fd_path(fd: &OwnedFd) -> PathBuf {
+pub(crate) fn fd_path(fd: &OwnedFd) -> PathBuf {
     PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
 }
 
@@ -391,67 +312,6 @@ mod tests {
             &[bind("/d", dir.path(), &[]), bind("/d/", dir.path(), &[])],
         );
         assert!(matches!(duplicate, Err(RuntimeError::InvalidMount(_))));
-    }
-
-    #[test]
-    fn the_working_directory_is_pinned_inside_its_preopen() {
-        let rootfs = tempfile::tempdir().unwrap();
-        let data = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(rootfs.path().join("app/sub")).unwrap();
-        std::fs::write(rootfs.path().join("app/sub/marker"), "rootfs").unwrap();
-        std::fs::create_dir(data.path().join("work")).unwrap();
-        let plan = PreopenPlan::from_mounts(
-            rootfs.path(),
-            false,
-            &[bind("/data", data.path(), &["rbind", "ro"])],
-        )
-        .unwrap();
-        // `/`: nothing to add.
-        assert!(plan.pin("/").unwrap().working_directory().is_none());
-        // In the rootfs, reached by its path inside it.
-        let pinned = plan.pin("/app/sub/").unwrap();
-        let cwd = pinned.working_directory().unwrap();
-        assert_eq!(cwd.absolute_name.as_deref(), Some("/app/sub"));
-        assert!(!cwd.read_only);
-        assert_eq!(
-            std::fs::read_to_string(cwd.path.join("marker")).unwrap(),
-            "rootfs"
-        );
-        // Under a read-only mount: read-only too.
-        let pinned = plan.pin("/data/work").unwrap();
-        let cwd = pinned.working_directory().unwrap();
-        assert!(cwd.read_only);
-        assert_eq!(
-            std::fs::canonicalize(&cwd.path).unwrap(),
-            std::fs::canonicalize(data.path().join("work")).unwrap()
-        );
-        // A mount's destination: the mount itself, with no second absolute name.
-        let pinned = plan.pin("/data").unwrap();
-        let cwd = pinned.working_directory().unwrap();
-        assert_eq!(cwd.absolute_name, None);
-        assert_eq!(cwd.path, pinned.paths()[1]);
-        // Missing: none, not an error.
-        assert!(plan.pin("/nope").unwrap().working_directory().is_none());
-    }
-
-    #[test]
-    fn a_working_directory_symlink_cannot_leave_the_rootfs() {
-        let outside = tempfile::tempdir().unwrap();
-        std::fs::write(outside.path().join("marker"), "host").unwrap();
-        let rootfs = tempfile::tempdir().unwrap();
-        std::os::unix::fs::symlink(outside.path(), rootfs.path().join("app")).unwrap();
-        let plan = PreopenPlan::from_mounts(rootfs.path(), false, &[]).unwrap();
-        // The absolute target does not exist inside the rootfs.
-        assert!(plan.pin("/app").unwrap().working_directory().is_none());
-    }
-
-    #[test]
-    fn a_hidden_rootfs_hides_a_working_directory_in_it() {
-        let rootfs = tempfile::tempdir().unwrap();
-        std::fs::create_dir(rootfs.path().join("app")).unwrap();
-        let mut plan = PreopenPlan::from_mounts(rootfs.path(), false, &[]).unwrap();
-        plan.rootfs_hidden = true;
-        assert!(plan.pin("/app").unwrap().working_directory().is_none());
     }
 
     #[test]

@@ -668,19 +668,21 @@ fn wasi_builder(
                 )
             })?;
     }
-    // Last, so that it is the one wasi-libc resolves relative paths in; see
-    // `WorkingDirectory`.
-    if let Some(cwd) = pinned.working_directory() {
-        let perms = if cwd.read_only {
+    // After them, in order: see `working_directory`.
+    for dir in pinned.working_directory() {
+        let perms = if dir.read_only {
             FsPerms::ReadOnly
         } else {
             FsPerms::ReadWrite
         };
-        for name in cwd.absolute_name.iter().map(String::as_str).chain(["."]) {
-            builder
-                .preopened_dir(&cwd.path, name, perms)
-                .map_err(|e| format!("preopening the working directory {}: {e:#}", plan.cwd))?;
-        }
+        builder
+            .preopened_dir(&dir.path, &dir.name, perms)
+            .map_err(|e| {
+                format!(
+                    "preopening {} for the working directory {}: {e:#}",
+                    dir.name, plan.cwd
+                )
+            })?;
     }
     Ok(builder)
 }

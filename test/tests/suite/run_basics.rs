@@ -80,8 +80,9 @@ fn argv_env_and_cwd_come_from_the_spec() {
 }
 
 /// `ctr run --cwd`: a C program (wasi-libc) opens relative paths in the working directory,
-/// reads and writes alike, and absolute paths into it still work; without `--cwd` relative
-/// paths stay at `/`. The same for a component.
+/// reads and writes alike, and into a mount below it; absolute paths into it and elsewhere
+/// in the rootfs still work; without `--cwd` relative paths stay at `/`. The same for a
+/// component.
 #[test]
 fn relative_paths_resolve_in_the_working_directory() {
     let containerd = Containerd::start().unwrap();
@@ -91,13 +92,21 @@ fn relative_paths_resolve_in_the_working_directory() {
         component_of("filetool").unwrap(),
     )
     .unwrap();
-    std::fs::create_dir_all(rootfs.path().join("srv/app")).unwrap();
+    std::fs::create_dir_all(rootfs.path().join("srv/app/volume")).unwrap();
+    std::fs::create_dir_all(rootfs.path().join("etc")).unwrap();
     std::fs::write(
         rootfs.path().join("srv/app/rel.txt"),
         "in the working directory\n",
     )
     .unwrap();
     std::fs::write(rootfs.path().join("rel.txt"), "at the root\n").unwrap();
+    std::fs::write(rootfs.path().join("etc/conf.txt"), "in /etc\n").unwrap();
+    let volume = tempfile::tempdir().unwrap();
+    std::fs::write(volume.path().join("v.txt"), "in the volume\n").unwrap();
+    let mount = format!(
+        "type=bind,src={},dst=/srv/app/volume,options=rbind:rw",
+        volume.path().display()
+    );
     for program in ["/filetool.wasm", "/filetool-component.wasm"] {
         let run = |id: &str, flags: &[&str], args: &[&str]| {
             let mut argv = vec![program];
@@ -137,6 +146,19 @@ fn relative_paths_resolve_in_the_working_directory() {
         std::fs::remove_file(rootfs.path().join("srv/app/out.txt")).unwrap();
         let at_root = run("cwd5", &[], &["read", "rel.txt"]);
         assert_eq!(at_root.stdout, "at the root\n", "{program}: {at_root:?}");
+        // Elsewhere in the rootfs by absolute path, and a mount below the working directory
+        // by relative path.
+        let elsewhere = run("cwd6", &["--cwd", "/srv/app"], &["read", "/etc/conf.txt"]);
+        assert_eq!(elsewhere.stdout, "in /etc\n", "{program}: {elsewhere:?}");
+        let in_volume = run(
+            "cwd7",
+            &["--cwd", "/srv/app", "--mount", &mount],
+            &["read", "volume/v.txt"],
+        );
+        assert_eq!(
+            in_volume.stdout, "in the volume\n",
+            "{program}: {in_volume:?}"
+        );
     }
 }
 

@@ -32,8 +32,8 @@ fn exec_runs_another_wasm_program_of_the_container() {
         .wait_for_status("ex1", "RUNNING", Duration::from_secs(10))
         .unwrap();
 
-    // argv from the exec, env from the container's process, cwd overridden (preview 1 has
-    // no working directory: the cwd reaches the program as PWD, as for the main program).
+    // argv from the exec, env from the container's process, cwd overridden (printenv
+    // shows it as PWD; relative paths resolve in it, as for the main program).
     let exec = containerd.ctr(&[
         "task",
         "exec",
