@@ -35,9 +35,10 @@ pub fn container_metrics(container: &Container) -> ShimResult<Any> {
 }
 
 /// The metrics of a program that used `cpu` and holds `memory` bytes (`peak` at most) under
-/// `limit` (0: none), with every message runc's shim always fills present, zero where wasm
-/// has nothing to count. Clients dereference them without a check: dockerd 28's
-/// `docker stats` reads `cpu.throttling` unconditionally and crashed on a missing one.
+/// `limit` (0: none). The CPU and memory messages that runc's shim always fills are present
+/// too, zero where wasm has nothing to count, because clients read them without a check:
+/// dockerd 28's `docker stats` reads `cpu.throttling` unconditionally and crashed on a
+/// missing one. (Pids, blkio and the rest, which dockerd checks for, stay absent.)
 fn metrics_of(cpu: CpuUsage, memory: u64, peak: u64, limit: u64) -> Metrics {
     let entry = |usage, max, limit| {
         Some(MemoryEntry {

@@ -9,11 +9,10 @@
 //! per pod: ours.
 
 use std::collections::HashMap;
-use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
-
 use std::io::Write;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
 
 use containerd_shim_protos::bootstrap_api::{BootstrapParams, BootstrapResult};
 use containerd_shim_protos::protobuf::{Message, MessageFull};
@@ -213,18 +212,42 @@ fn shutdown(shim: &RuncShim, id: &str) {
     }
 }
 
-/// Files the runc shim's `start` writes into the bundle it runs in. They are ours (the
-/// bundle's `address` is what containerd reconnects to after a restart), so they are put
-/// back after it ran.
-const BUNDLE_FILES: [&str; 2] = ["address", "shim.pid"];
+/// The directory, inside the bundle of the first native container of a group, where that
+/// group's runc shim runs.
+///
+/// A shim works in its bundle directory: its `start` writes `address` and `shim.pid` there,
+/// and when its daemon exits it removes the socket that `address` names. Run in the bundle
+/// itself, the runc shim would overwrite our own `address` (what containerd reconnects to
+/// after a restart), and, with ours put back, remove *our* socket when it exits while we
+/// still serve the group's wasm containers: containerd could then no longer reach us, and
+/// the group's next container would get a second shim. In a directory of its own (holding
+/// links to the bundle's `config.json`, which `start` reads for the group, and its `log`
+/// FIFO, which the daemon writes to) it writes and removes only its own; it gets the
+/// bundle's path in every Create.
+const RUNC_SHIM_DIR: &str = "runc-shim";
 
-/// Runs `containerd-shim-runc-v2 start` in `bundle`, as containerd would for `id`, and
-/// connects to the daemon it names.
+/// Makes [`RUNC_SHIM_DIR`] in `bundle`, with links back to what the runc shim reads there.
+fn runc_shim_dir(bundle: &Path) -> std::io::Result<std::path::PathBuf> {
+    let dir = bundle.join(RUNC_SHIM_DIR);
+    std::fs::create_dir_all(&dir)?;
+    for name in ["config.json", "log"] {
+        let link = dir.join(name);
+        if link.symlink_metadata().is_err() {
+            std::os::unix::fs::symlink(Path::new("..").join(name), &link)?;
+        }
+    }
+    Ok(dir)
+}
+
+/// Runs `containerd-shim-runc-v2 start` for container `id` of `bundle`, as containerd would
+/// (but in [`RUNC_SHIM_DIR`]), and connects to the daemon it names.
 fn start_runc_shim(endpoint: &ContainerdEndpoint, id: &str, bundle: &Path) -> ShimResult<RuncShim> {
-    let saved: Vec<(&str, Option<Vec<u8>>)> = BUNDLE_FILES
-        .iter()
-        .map(|name| (*name, std::fs::read(bundle.join(name)).ok()))
-        .collect();
+    let workdir = runc_shim_dir(bundle).map_err(|e| {
+        ShimError::Internal(format!(
+            "preparing {} for {RUNC_SHIM}: {e}",
+            bundle.join(RUNC_SHIM_DIR).display()
+        ))
+    })?;
     let mut command = Command::new(RUNC_SHIM);
     command
         .args(["-namespace", &endpoint.namespace, "-id", id])
@@ -237,7 +260,7 @@ fn start_runc_shim(endpoint: &ContainerdEndpoint, id: &str, bundle: &Path) -> Sh
     }
     command
         .arg("start")
-        .current_dir(bundle)
+        .current_dir(&workdir)
         .env("TTRPC_ADDRESS", &endpoint.ttrpc_address)
         .env("GRPC_ADDRESS", &endpoint.grpc_address)
         .env("NAMESPACE", &endpoint.namespace)
@@ -247,28 +270,14 @@ fn start_runc_shim(endpoint: &ContainerdEndpoint, id: &str, bundle: &Path) -> Sh
     let input = runc_start_input(endpoint, id)?;
     let output = command
         .spawn()
-        .and_then(|mut child| {
-            // The params are a few hundred bytes, far below a pipe's buffer: writing them
-            // all before reading the output cannot deadlock. Dropping stdin closes it, which
-            // ends the shim's read.
-            if let Some(mut stdin) = child.stdin.take() {
-                stdin.write_all(&input)?;
-            }
-            child.wait_with_output()
-        })
+        .map(|child| feed_and_wait(child, &input))
         .map_err(|e| {
             ShimError::Internal(format!(
                 "running {RUNC_SHIM} for the native container {id} ({e}); is containerd's \
                  runc shim installed and on containerd's PATH?"
             ))
-        })?;
-    for (name, content) in saved {
-        let path = bundle.join(name);
-        let _ = match content {
-            Some(bytes) => std::fs::write(&path, bytes),
-            None => std::fs::remove_file(&path),
-        };
-    }
+        })?
+        .map_err(|e| ShimError::Internal(format!("waiting for {RUNC_SHIM} start for {id}: {e}")))?;
     if !output.status.success() {
         return Err(ShimError::Internal(format!(
             "{RUNC_SHIM} start for {id} failed ({}): {}",
@@ -277,6 +286,15 @@ fn start_runc_shim(endpoint: &ContainerdEndpoint, id: &str, bundle: &Path) -> Sh
         )));
     }
     let (address, version) = parse_start_reply(&output.stdout)?;
+    // What containerd does for every shim it starts: the address goes into the shim's
+    // directory (containerd 2's runc shim leaves that to the caller), where the shim finds
+    // its socket again to remove it when it exits.
+    std::fs::write(workdir.join("address"), &address).map_err(|e| {
+        ShimError::Internal(format!(
+            "writing {RUNC_SHIM}'s address into {}: {e}",
+            workdir.display()
+        ))
+    })?;
     let client = ttrpc::Client::connect(&address)
         .map_err(|e| ShimError::Internal(format!("connecting to {RUNC_SHIM} at {address}: {e}")))?;
     let mut shim = RuncShim {
@@ -305,6 +323,20 @@ fn start_runc_shim(endpoint: &ContainerdEndpoint, id: &str, bundle: &Path) -> Sh
         Err(e) => log::debug!("{RUNC_SHIM} at {} on Connect: {e}", shim.address),
     }
     Ok(shim)
+}
+
+/// Writes `input` to the runc shim's stdin, closes it, and waits for the shim's output. The
+/// params are a few hundred bytes, far below a pipe's buffer, so writing them before reading
+/// cannot deadlock. A shim that exits without reading them closes the pipe: that is its
+/// business, and its status and stderr tell what happened, so the write's error is not ours
+/// to report. The child is always waited for.
+fn feed_and_wait(mut child: Child, input: &[u8]) -> std::io::Result<Output> {
+    if let Some(mut stdin) = child.stdin.take() {
+        if let Err(e) = stdin.write_all(input) {
+            log::debug!("writing {RUNC_SHIM}'s start params: {e}");
+        }
+    }
+    child.wait_with_output()
 }
 
 /// A runc shim's `start` reply, in whichever form its containerd line speaks: the plain

@@ -100,8 +100,12 @@ pub fn read_params(
 /// `params` as the daemon's `-bootstrap` flag: hex of its protobuf, so it survives a command
 /// line when the daemon is executed rather than forked.
 pub fn bootstrap_flag(params: &BootstrapParams) -> Result<String, String> {
-    let bytes = reply::encode(params)?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(hex(&reply::encode(params)?))
+}
+
+/// Lower-case hex of `bytes` (socket names, the `-bootstrap` flag).
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The daemon's `-bootstrap` flag read back; `None` when empty (a legacy handshake).
@@ -141,8 +145,7 @@ pub fn socket_address(
     let digest = Sha256::digest(
         format!("{containerd_address}/{namespace}/{group}/{SOCKET_SALT}").as_bytes(),
     );
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    format!("unix://{}/{hex}", socket_dir.display())
+    format!("unix://{}/{}", socket_dir.display(), hex(&digest))
 }
 
 /// The reply `start` prints.
@@ -486,8 +489,7 @@ mod tests {
         assert_ne!(app, alone);
         // Never the socket containerd's runc shim would use for the same pod.
         let digest = Sha256::digest(b"/run/containerd/containerd.sock/ns1/pod1");
-        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-        assert!(!pause.ends_with(&hex));
+        assert!(!pause.ends_with(&hex(&digest)));
     }
 
     #[test]

@@ -119,3 +119,88 @@ fn exec_ps_and_signals_reach_a_native_container() {
     assert_eq!(rm.code, 0, "{rm:?}");
     no_processes_left(&containerd);
 }
+
+/// The sockets in containerd's shim socket directory.
+fn shim_sockets() -> std::collections::BTreeSet<String> {
+    std::fs::read_dir("/run/containerd/s")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().display().to_string())
+        .collect()
+}
+
+/// A group (a pod, by its sandbox-id annotation) whose native container is deleted first:
+/// the runc shim started for it removes its own sockets when released, never the wasm
+/// shim's, which keeps serving the group's wasm container, even across a containerd restart.
+#[test]
+fn a_released_runc_shim_takes_its_socket_and_leaves_ours() {
+    let mut containerd = Containerd::start().expect("containerd");
+    let rootfs = busybox_rootfs();
+    std::fs::copy(
+        integration::program("ticker"),
+        rootfs.path().join("ticker.wasm"),
+    )
+    .expect("ticker");
+    // The group is named after its native container, as a pod is after its sandbox (the
+    // runc shim finds its sockets again by that name when it exits).
+    let group = "io.kubernetes.cri.sandbox-id=grouped-native";
+    let annotation = ["--annotation", group];
+    containerd.run_detached(
+        &annotation,
+        rootfs.path(),
+        "grouped-wasm",
+        &["/ticker.wasm"],
+    );
+    let ours = std::fs::read_to_string(
+        containerd
+            .dir()
+            .join("state/io.containerd.runtime.v2.task/default/grouped-wasm/address"),
+    )
+    .expect("the wasm container's address file");
+    let ours = ours.trim().trim_start_matches("unix://").to_string();
+    let before = shim_sockets();
+    containerd.run_detached(
+        &annotation,
+        rootfs.path(),
+        "grouped-native",
+        &["/bin/busybox", "sleep", "600"],
+    );
+    // Its socket, and with -debug the debug socket of containerd 2's runc shim.
+    let runc: Vec<String> = shim_sockets().difference(&before).cloned().collect();
+    assert!(!runc.is_empty(), "the runc shim made no socket");
+    assert_eq!(containerd.runc_shim_pids().len(), 1);
+
+    containerd.kill_and_remove("grouped-native", "SIGKILL");
+    let rm = containerd.ctr(&["containers", "rm", "grouped-native"]);
+    assert_eq!(rm.code, 0, "{rm:?}");
+    for _ in 0..100 {
+        if containerd.runc_shim_pids().is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        containerd.runc_shim_pids().is_empty(),
+        "the runc shim was not released"
+    );
+    let left: Vec<&String> = runc
+        .iter()
+        .filter(|socket| std::path::Path::new(socket).exists())
+        .collect();
+    assert!(left.is_empty(), "the released runc shim left {left:?}");
+    assert!(
+        std::path::Path::new(&ours).exists(),
+        "our socket {ours} is gone\n{}",
+        containerd.shim_log()
+    );
+    // containerd finds the shim again through that socket after a restart.
+    containerd.restart().expect("restart");
+    containerd
+        .wait_for_status("grouped-wasm", "RUNNING", Duration::from_secs(10))
+        .expect("the wasm container is still served");
+    containerd.kill_and_remove("grouped-wasm", "SIGTERM");
+    let rm = containerd.ctr(&["containers", "rm", "grouped-wasm"]);
+    assert_eq!(rm.code, 0, "{rm:?}");
+    no_processes_left(&containerd);
+}
