@@ -38,6 +38,7 @@ version_of() {
 failed=()
 summary=()
 first=1
+[ -n "${lines// /}" ] || { echo "TEST_CONTAINERD is empty: nothing to test" >&2; exit 2; }
 for line in $lines; do
   dir=$(containerd_dir "$line") || exit 2
   version=$(version_of "$dir")

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 
-use crate::{bin_dir, ContainerdBinaries, CtrOutput};
-use crate::{run_to_output, Containerd};
+use crate::{bin_dir, cgroup, mounts_under, run_to_output, unmount_all};
+use crate::{Containerd, ContainerdBinaries, CtrOutput};
 
 /// Where the Docker binaries are: `TEST_DOCKER_DIR`, else what `make clients` fetched.
 pub fn docker_dir() -> PathBuf {
@@ -212,10 +212,9 @@ impl Dockerd {
 
 impl Drop for Dockerd {
     fn drop(&mut self) {
-        let all = self.docker(&["ps", "-aq"]);
-        for id in all.stdout.split_whitespace() {
-            let _ = self.docker(&["rm", "-f", id]);
-        }
+        // dockerd stops the containers still running when it is stopped; no client call
+        // here, which a wedged dockerd could leave hanging. What is left after that (shims,
+        // mounts) goes with the containerd below it.
         // SAFETY: plain kill(2) on our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let deadline = Instant::now() + Duration::from_secs(15);
@@ -228,28 +227,7 @@ impl Drop for Dockerd {
         let _ = self.child.kill();
         let _ = self.child.wait();
         // dockerd leaves its network namespace bind mount (exec/netns/default) behind.
-        let prefix = self.dir.path().display().to_string();
-        let mut mounts: Vec<String> = std::fs::read_to_string("/proc/self/mounts")
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.split(' ').nth(1))
-            .filter(|m| m.starts_with(&prefix))
-            .map(str::to_string)
-            .collect();
-        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
-        for mount in mounts {
-            let _ = Command::new("umount").arg("-l").arg(&mount).status();
-        }
-        for hierarchy in std::fs::read_dir("/sys/fs/cgroup")
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let _ = std::fs::remove_dir(
-                hierarchy
-                    .path()
-                    .join(self.cgroup_parent.trim_start_matches('/')),
-            );
-        }
+        unmount_all(mounts_under(self.dir.path()));
+        cgroup::remove(&self.cgroup_parent, Duration::from_secs(5));
     }
 }

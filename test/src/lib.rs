@@ -11,6 +11,7 @@
 //! from Debian's archive), else Debian bookworm's on `PATH`.
 
 pub mod bench;
+pub mod cgroup;
 pub mod cri;
 pub mod docker;
 pub mod http;
@@ -563,14 +564,7 @@ impl Containerd {
 
     /// Mount points under the private directory (rootfs mounts that were not undone).
     pub fn mounts(&self) -> Vec<String> {
-        let prefix = self.dir.path().display().to_string();
-        std::fs::read_to_string("/proc/self/mounts")
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.split(' ').nth(1))
-            .filter(|m| m.starts_with(&prefix))
-            .map(str::to_string)
-            .collect()
+        mounts_under(self.dir.path())
     }
 
     /// Waits until no shim serves this containerd (they exit after the last Delete).
@@ -647,8 +641,41 @@ pub(crate) fn run_to_output(mut command: Command) -> CtrOutput {
     }
 }
 
+impl Containerd {
+    /// Force-deletes the tasks a failed test left, in every namespace, through containerd:
+    /// a native task's processes would otherwise outlive the test, and runc keeps its state
+    /// outside the private directory (`/run/containerd/runc/NAMESPACE/ID`), where the same
+    /// id in the next containerd of the matrix would find it. Returns what it deleted.
+    fn delete_leftover_tasks(&self) -> Vec<String> {
+        let mut deleted = Vec::new();
+        // Bounded: a wedged shim must not hang the test run in a destructor.
+        let namespaces = self.ctr(&["--timeout", "10s", "namespaces", "ls", "-q"]);
+        for namespace in namespaces.stdout.split_whitespace() {
+            let tasks = self.ctr(&["--timeout", "10s", "-n", namespace, "tasks", "ls", "-q"]);
+            for task in tasks.stdout.split_whitespace() {
+                self.ctr(&[
+                    "--timeout",
+                    "10s",
+                    "-n",
+                    namespace,
+                    "tasks",
+                    "rm",
+                    "-f",
+                    task,
+                ]);
+                deleted.push(format!("{namespace}/{task}"));
+            }
+        }
+        deleted
+    }
+}
+
 impl Drop for Containerd {
     fn drop(&mut self) {
+        let leftovers = self.delete_leftover_tasks();
+        if !leftovers.is_empty() {
+            eprintln!("deleted tasks a test left: {leftovers:?}");
+        }
         // SAFETY: plain kill(2) on our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -664,11 +691,28 @@ impl Drop for Containerd {
             // SAFETY: plain kill(2) on a shim of this test's containerd.
             unsafe { libc::kill(pid as i32, libc::SIGKILL) };
         }
-        let mut mounts = self.mounts();
-        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
-        for mount in mounts {
-            let _ = Command::new("umount").arg("-l").arg(&mount).status();
-        }
+        unmount_all(self.mounts());
+    }
+}
+
+/// Mount points under `dir` (what a test's daemons mounted there), as `/proc/self/mounts`
+/// lists them.
+pub(crate) fn mounts_under(dir: &Path) -> Vec<String> {
+    let prefix = dir.display().to_string();
+    std::fs::read_to_string("/proc/self/mounts")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(1))
+        .filter(|m| m.starts_with(&prefix))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Unmounts `mounts` (lazily, so a busy one goes once it is free), deepest first.
+pub(crate) fn unmount_all(mut mounts: Vec<String>) {
+    mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    for mount in mounts {
+        let _ = Command::new("umount").arg("-l").arg(&mount).status();
     }
 }
 

@@ -13,7 +13,7 @@ use k8s_cri::v1::{
 };
 
 use crate::cri::Cri;
-use crate::Containerd;
+use crate::{cgroup, Containerd};
 
 /// The cgroup (cgroupfs driver) every test pod's cgroup parent lives under.
 pub const CGROUP_ROOT: &str = "/wasmtime-test";
@@ -66,47 +66,9 @@ impl<'a> Pod<'a> {
         format!("{CGROUP_ROOT}/{}", self.name)
     }
 
-    /// Pids in the pod's cgroup, in any v1 hierarchy.
+    /// Pids in the pod's cgroup, in any hierarchy.
     pub fn cgroup_pids(&self) -> Vec<u32> {
-        let mut pids: Vec<u32> = self
-            .cgroup_dirs()
-            .iter()
-            .filter_map(|d| std::fs::read_to_string(d.join("cgroup.procs")).ok())
-            .flat_map(|procs| {
-                procs
-                    .lines()
-                    .filter_map(|p| p.parse().ok())
-                    .collect::<Vec<u32>>()
-            })
-            .collect();
-        pids.sort_unstable();
-        pids.dedup();
-        pids
-    }
-
-    /// Every cgroup directory under the pod's parent, deepest first.
-    fn cgroup_dirs(&self) -> Vec<PathBuf> {
-        fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-            for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-                if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                    walk(&entry.path(), out);
-                }
-            }
-            out.push(dir.to_path_buf());
-        }
-        let mut dirs = Vec::new();
-        let relative = self.cgroup_parent();
-        for hierarchy in std::fs::read_dir("/sys/fs/cgroup")
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let dir = hierarchy.path().join(relative.trim_start_matches('/'));
-            if dir.is_dir() {
-                walk(&dir, &mut dirs);
-            }
-        }
-        dirs
+        cgroup::pids(&self.cgroup_parent())
     }
 
     /// Removes what a kubelet removes once a pod is gone: the pod through CRI if it is still
@@ -152,20 +114,10 @@ impl<'a> Pod<'a> {
                 unsafe { libc::kill(pid as i32, libc::SIGKILL) };
             }
         }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        for dir in self.cgroup_dirs() {
-            // A killed process leaves its cgroup a moment after the signal.
-            while std::fs::remove_dir(&dir).is_err() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
+        cgroup::remove(&self.cgroup_parent(), Duration::from_secs(5));
         // The shared root goes too when no other test pod is using it.
-        for hierarchy in std::fs::read_dir("/sys/fs/cgroup")
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let _ = std::fs::remove_dir(hierarchy.path().join(CGROUP_ROOT.trim_start_matches('/')));
+        for dir in cgroup::dirs(CGROUP_ROOT) {
+            let _ = std::fs::remove_dir(dir);
         }
         report
     }
@@ -184,7 +136,8 @@ fn namespaces() -> NamespaceOption {
 
 /// Makes a pod's sandbox config and its containers' configs ask for a network namespace of
 /// the pod's own, as the kubelet does for a pod without `hostNetwork`: the test containerd's
-/// CNI network (loopback only) sets it up, and the pod gets a hostname of its own.
+/// CNI network (loopback, and an `eth0` inside the namespace) sets it up, and the pod gets a
+/// hostname of its own.
 pub fn use_pod_network(sandbox: &mut PodSandboxConfig, containers: &mut [&mut ContainerConfig]) {
     sandbox.hostname = "wasm-pod".into();
     let sandbox_namespaces = sandbox

@@ -9,6 +9,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use integration::http::{request, serve_fixed, wait_until_listening};
+use integration::netns::inside;
 use integration::{fixtures_dir, rootfs_with, Containerd, CtrOutput, RUNTIME};
 use serde_json::{json, Value};
 
@@ -153,15 +154,7 @@ fn every_docker_spec_runs_and_exits_with_the_programs_status() {
 
 /// Runs `f` on a thread inside the network namespace of `pid`.
 fn in_netns<T: Send + 'static>(pid: u32, f: impl FnOnce() -> T + Send + 'static) -> T {
-    std::thread::spawn(move || {
-        let ns = std::fs::File::open(format!("/proc/{pid}/ns/net")).unwrap();
-        // SAFETY: setns on this thread only, with a namespace fd we hold open.
-        let rc = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&ns), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-        f()
-    })
-    .join()
-    .unwrap()
+    inside(Path::new(&format!("/proc/{pid}/ns/net")), f).expect("entering the namespace")
 }
 
 fn hook(script: &str) -> Value {

@@ -11,9 +11,13 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use integration::docker::Dockerd;
-use integration::http::request;
+use integration::http::{request, wait_until_listening};
 use integration::netns::{inside, interface_names};
 use integration::{program, RUNTIME};
+
+/// Where the http-hello component listens by default (`WASI_HTTP_ADDR` unset), inside its
+/// container's network namespace.
+const SERVER: &str = "127.0.0.1:8080";
 
 /// `docker run` with this runtime and platform, then `flags` and `image` and `args`.
 fn run_args<'a>(flags: &[&'a str], image: &'a str, args: &[&'a str]) -> Vec<&'a str> {
@@ -262,19 +266,13 @@ fn an_http_component_answers_on_its_containers_loopback() {
     let pid = inspect(&dockerd, "{{.State.Pid}}", "web");
     let netns = format!("/proc/{pid}/ns/net");
     let (interfaces, answer) = inside(Path::new(&netns), || {
-        let mut last = None;
-        for _ in 0..100 {
-            last = Some(request("127.0.0.1:8080", "GET", "/", b""));
-            if matches!(last, Some(Ok(_))) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        (interface_names(), last)
+        let answer = wait_until_listening(SERVER, Duration::from_secs(20))
+            .and_then(|()| request(SERVER, "GET", "/", b""));
+        (interface_names(), answer)
     })
     .unwrap();
     assert_eq!(interfaces, ["lo"], "the container's network namespace");
-    let answer = answer.unwrap().unwrap_or_else(|e| {
+    let answer = answer.unwrap_or_else(|e| {
         panic!(
             "the server never answered on its loopback: {e}\n{}",
             logs(&dockerd)

@@ -5,10 +5,11 @@
 //! same pod on localhost. No traffic leaves the namespace.
 
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use integration::cri::{import_busybox_image, import_pause_image, import_wasm_image, Cri};
-use integration::http::request;
+use integration::http::{request, wait_until_listening};
 use integration::netns::{inside, interface_names, same_namespace};
 use integration::pod::{
     container_config, log_has_line, pod_config, poll, read_log, use_pod_network, Pod,
@@ -77,20 +78,11 @@ fn run(containerd: &Containerd, pod: &mut Pod) -> Result<()> {
     let server_id = cri.create_container(&pod_id, &server, &sandbox)?;
     cri.start_container(&server_id)?;
 
-    // From a thread inside the pod's namespace: only loopback there, and the server on it.
+    // From a thread inside the pod's namespace: its interfaces, and the server on loopback.
     let (interfaces, answer) = inside(&netns, || {
-        let mut last = None;
-        for _ in 0..100 {
-            match request(SERVER, "GET", "/", b"") {
-                Ok(response) => {
-                    last = Some(Ok(response));
-                    break;
-                }
-                Err(e) => last = Some(Err(e)),
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        (interface_names(), last)
+        let answer = wait_until_listening(SERVER, Duration::from_secs(20))
+            .and_then(|()| request(SERVER, "GET", "/", b""));
+        (interface_names(), answer)
     })?;
     // Loopback, and the veth pair of the test's CNI plugin, both ends inside the namespace.
     let mut sorted = interfaces.clone();
@@ -99,9 +91,7 @@ fn run(containerd: &Containerd, pod: &mut Pod) -> Result<()> {
         sorted == ["eth0", "eth0p", "lo"],
         "the pod's namespace has interfaces {interfaces:?}"
     );
-    let answer = answer
-        .context("no request was made")?
-        .context("the server never answered on the pod's loopback")?;
+    let answer = answer.context("the server never answered on the pod's loopback")?;
     ensure!(
         answer.status == 200 && answer.text() == "hello from wasm\n",
         "the server answered {} {:?}",
