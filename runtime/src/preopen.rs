@@ -240,20 +240,22 @@ fn normalize_destination(destination: &Path) -> Result<String, RuntimeError> {
     Ok(format!("/{}", parts.join("/")))
 }
 
+/// A bind mount of `src` at `dst` with `options`, as specs hold them, for tests.
+#[cfg(test)]
+pub(crate) fn bind(dst: &str, src: &Path, options: &[&str]) -> Mount {
+    oci_spec::runtime::MountBuilder::default()
+        .destination(dst)
+        .typ("bind")
+        .source(src)
+        .options(options.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        .build()
+        .unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use oci_spec::runtime::MountBuilder;
-
-    fn bind(dst: &str, src: &Path, options: &[&str]) -> Mount {
-        MountBuilder::default()
-            .destination(dst)
-            .typ("bind")
-            .source(src)
-            .options(options.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-            .build()
-            .unwrap()
-    }
 
     #[test]
     fn rootfs_and_directory_binds_become_preopens() {

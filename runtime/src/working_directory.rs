@@ -216,19 +216,9 @@ fn mounts_below(plan: &PreopenPlan, cwd: &str, pinned: &PinnedPreopens) -> Vec<N
 #[cfg(test)]
 mod tests {
     use super::*;
-    use oci_spec::runtime::{Mount, MountBuilder};
+    use crate::preopen::bind;
 
-    fn bind(dst: &str, src: &Path, options: &[&str]) -> Mount {
-        MountBuilder::default()
-            .destination(dst)
-            .typ("bind")
-            .source(src)
-            .options(options.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-            .build()
-            .unwrap()
-    }
-
-    /// The names registered for `cwd`, and a way to read a file through one of them.
+    /// The names of the preopens the working directory added, in order.
     fn names(pinned: &PinnedPreopens) -> Vec<&str> {
         pinned
             .working_directory()
@@ -237,6 +227,7 @@ mod tests {
             .collect()
     }
 
+    /// `file` read through the added preopen called `name`.
     fn read(pinned: &PinnedPreopens, name: &str, file: &str) -> String {
         let dir = pinned
             .working_directory()

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 
-use crate::{bin_dir, cgroup, mounts_under, run_to_output, unmount_all};
+use crate::{bin_dir, cgroup, mounts_under, run_to_output, stop_daemon, unmount_all};
 use crate::{Containerd, ContainerdBinaries, CtrOutput};
 
 /// Where the Docker binaries are: `TEST_DOCKER_DIR`, else what `make clients` fetched.
@@ -215,17 +215,7 @@ impl Drop for Dockerd {
         // dockerd stops the containers still running when it is stopped; no client call
         // here, which a wedged dockerd could leave hanging. What is left after that (shims,
         // mounts) goes with the containerd below it.
-        // SAFETY: plain kill(2) on our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        stop_daemon(&mut self.child, Duration::from_secs(15));
         // dockerd leaves its network namespace bind mount (exec/netns/default) behind.
         unmount_all(mounts_under(self.dir.path()));
         cgroup::remove(&self.cgroup_parent, Duration::from_secs(5));

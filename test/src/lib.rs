@@ -676,23 +676,29 @@ impl Drop for Containerd {
         if !leftovers.is_empty() {
             eprintln!("deleted tasks a test left: {leftovers:?}");
         }
-        // SAFETY: plain kill(2) on our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        stop_daemon(&mut self.child, Duration::from_secs(10));
         for pid in self.shim_pids().into_iter().chain(self.runc_shim_pids()) {
             // SAFETY: plain kill(2) on a shim of this test's containerd.
             unsafe { libc::kill(pid as i32, libc::SIGKILL) };
         }
         unmount_all(self.mounts());
     }
+}
+
+/// Stops a daemon the test started as a service manager does: SIGTERM, up to `grace` to
+/// exit, then SIGKILL; reaped either way.
+pub(crate) fn stop_daemon(child: &mut Child, grace: Duration) {
+    // SAFETY: plain kill(2) on our own child, not yet reaped (so its pid is still ours).
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// Mount points under `dir` (what a test's daemons mounted there), as `/proc/self/mounts`
@@ -733,6 +739,34 @@ pub fn rootfs_with(programs: &[&str]) -> Result<tempfile::TempDir> {
         std::fs::copy(program(name), dir.path().join(format!("{name}.wasm")))?;
     }
     Ok(dir)
+}
+
+/// Runs `command_line` (one shell command line) on a terminal of its own, as a user at a
+/// terminal runs `ctr run -t` or `docker run -it`: `script` (bsdutils) gives it a pty, and
+/// `input` is typed after `delay` (a pty keeps early input too, but the program should be
+/// waiting for it). `envs` are added to the command's environment.
+pub fn run_on_a_terminal(
+    command_line: &str,
+    envs: &[(&std::ffi::OsStr, &std::ffi::OsStr)],
+    input: &[u8],
+    delay: Duration,
+) -> std::io::Result<Output> {
+    use std::io::Write;
+    let mut script = Command::new("script")
+        .args(["-q", "-e", "-c", command_line, "/dev/null"])
+        .envs(envs.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    if let Some(mut stdin) = script.stdin.take() {
+        std::thread::sleep(delay);
+        stdin.write_all(input)?;
+        // Kept open a moment: closing it at once could end the session before the program
+        // has read the line.
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    script.wait_with_output()
 }
 
 /// Reads everything from a child's stdout (used for `ctr events`).

@@ -222,6 +222,35 @@ pub fn container_config(
     }
 }
 
+/// Runs one pod test as a kubelet would see it through: a containerd of its own, a pod, the
+/// test's steps, then the kubelet's cleanup. Fails with the error, the shim's log, the tail
+/// of containerd's and what the cleanup found; and fails too when the steps passed but the
+/// pod left something behind.
+pub fn run_pod_test(steps: impl FnOnce(&Containerd, &mut Pod) -> Result<()>) {
+    let containerd = match Containerd::start() {
+        Ok(containerd) => containerd,
+        Err(e) => panic!("containerd: {e:#}"),
+    };
+    let mut pod = match Pod::new(&containerd) {
+        Ok(pod) => pod,
+        Err(e) => panic!("the pod's directories: {e:#}"),
+    };
+    let result = steps(&containerd, &mut pod);
+    let leftovers = pod.clean_up();
+    if let Err(e) = result {
+        panic!(
+            "{e:#}\n\n--- shim log ---\n{}\n--- containerd log (tail) ---\n{}\n\
+             --- cleanup after the failure ---\n{leftovers}",
+            containerd.shim_log(),
+            containerd.log_tail(150),
+        );
+    }
+    assert!(
+        leftovers.is_empty(),
+        "the pod left things behind:\n{leftovers}"
+    );
+}
+
 /// Polls `check` every 100 ms until it is true, for at most `seconds`.
 pub fn poll(what: &str, seconds: u64, mut check: impl FnMut() -> Result<bool>) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(seconds);

@@ -5,15 +5,15 @@
 //! namespace of its own with only loopback, and the HTTP test talks to its server from a
 //! thread inside that namespace.
 
-use std::io::Write;
+use std::ffi::OsStr;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use integration::docker::Dockerd;
 use integration::http::{request, wait_until_listening};
 use integration::netns::{inside, interface_names};
-use integration::{program, RUNTIME};
+use integration::{program, run_on_a_terminal, RUNTIME};
 
 /// Where the http-hello component listens by default (`WASI_HTTP_ADDR` unset), inside its
 /// container's network namespace.
@@ -224,26 +224,20 @@ fn docker_manages_a_running_wasm_container() {
 fn docker_run_it_gives_the_program_a_terminal() {
     let dockerd = Dockerd::start().unwrap();
     let ttycheck = load(&dockerd, "ttycheck");
-    // `docker run -it` needs a terminal of its own: `script` runs it on a pty and feeds it
-    // our input.
+    // `docker run -it` needs a terminal of its own.
     let docker = dockerd.docker_command(&run_args(&["--rm", "-it"], &ttycheck, &[]));
     let command = shell_words(&docker);
-    let mut script = Command::new("script")
-        .args(["-q", "-e", "-c", &command, "/dev/null"])
-        .envs(docker.get_envs().filter_map(|(k, v)| Some((k, v?))))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("script (bsdutils)");
-    {
-        let mut stdin = script.stdin.take().unwrap();
-        // Typed once the program waits for it; a pty keeps early input too.
-        std::thread::sleep(Duration::from_millis(1500));
-        stdin.write_all(b"hello docker tty\n").unwrap();
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    let out = script.wait_with_output().unwrap();
+    let envs: Vec<(&OsStr, &OsStr)> = docker
+        .get_envs()
+        .filter_map(|(k, v)| Some((k, v?)))
+        .collect();
+    let out = run_on_a_terminal(
+        &command,
+        &envs,
+        b"hello docker tty\n",
+        Duration::from_millis(1500),
+    )
+    .expect("script (bsdutils)");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.contains("stdin-tty=1 stdout-tty=1"),

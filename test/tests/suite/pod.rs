@@ -13,7 +13,9 @@ use anyhow::{ensure, Context, Result};
 use integration::cri::{
     import_busybox_image, import_image, import_pause_image, import_wasm_image, Cri, ImageRecipe,
 };
-use integration::pod::{container_config, log_has_line, pod_config, poll, read_log, Pod};
+use integration::pod::{
+    container_config, log_has_line, pod_config, poll, read_log, run_pod_test, Pod,
+};
 use integration::{program, Containerd, RUNTIME_HANDLER};
 use k8s_cri::v1::{ContainerState, PodSandboxState};
 
@@ -22,22 +24,7 @@ const MESSAGE: &str = "hello sidecar, from the wasm container";
 
 #[test]
 fn a_pod_runs_a_wasm_container_beside_a_native_sidecar() {
-    let containerd = Containerd::start().unwrap();
-    let mut pod = Pod::new(&containerd).unwrap();
-    let result = run(&containerd, &mut pod);
-    let leftovers = pod.clean_up();
-    if let Err(e) = result {
-        panic!(
-            "{e:#}\n\n--- shim log ---\n{}\n--- containerd log (tail) ---\n{}\n\
-             --- cleanup after the failure ---\n{leftovers}",
-            containerd.shim_log(),
-            containerd.log_tail(150),
-        );
-    }
-    assert!(
-        leftovers.is_empty(),
-        "the pod left things behind:\n{leftovers}"
-    );
+    run_pod_test(run);
 }
 
 fn run(containerd: &Containerd, pod: &mut Pod) -> Result<()> {
@@ -181,20 +168,7 @@ fn stop_and_expect(cri: &mut Cri, id: &str, timeout: i64, code: i32, what: &str)
 
 #[test]
 fn kubelet_exec_and_a_lowered_memory_limit_reach_a_wasm_container() {
-    let containerd = Containerd::start().unwrap();
-    let mut pod = Pod::new(&containerd).unwrap();
-    let result = exec_and_update(&containerd, &mut pod);
-    let leftovers = pod.clean_up();
-    if let Err(e) = result {
-        panic!(
-            "{e:#}\n\n--- shim log ---\n{}\n--- cleanup after the failure ---\n{leftovers}",
-            containerd.shim_log(),
-        );
-    }
-    assert!(
-        leftovers.is_empty(),
-        "the pod left things behind:\n{leftovers}"
-    );
+    run_pod_test(exec_and_update);
 }
 
 /// A growing wasm container: ExecSync runs another program of its image inside it, then

@@ -7,26 +7,13 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context, Result};
 use integration::cri::{import_pause_image, import_wasm_image, Cri};
 use integration::http::{free_port, request, wait_until_listening};
-use integration::pod::{container_config, pod_config, poll, read_log, Pod};
+use integration::pod::{container_config, pod_config, poll, read_log, run_pod_test, Pod};
 use integration::{Containerd, RUNTIME_HANDLER};
 use k8s_cri::v1::{ContainerConfig, ContainerState, KeyValue, LinuxContainerResources};
 
 #[test]
 fn a_trap_an_oom_and_spinning_neighbours_leave_a_server_in_the_same_shim_answering() {
-    let containerd = Containerd::start().unwrap();
-    let mut pod = Pod::new(&containerd).unwrap();
-    let result = run(&containerd, &mut pod);
-    let leftovers = pod.clean_up();
-    if let Err(e) = result {
-        panic!(
-            "{e:#}\n\n--- shim log ---\n{}\n--- cleanup after the failure ---\n{leftovers}",
-            containerd.shim_log(),
-        );
-    }
-    assert!(
-        leftovers.is_empty(),
-        "the pod left things behind:\n{leftovers}"
-    );
+    run_pod_test(run);
 }
 
 /// Asks the server for `/` `count` times; every answer must be the full greeting. Returns

@@ -12,7 +12,7 @@ use integration::cri::{import_busybox_image, import_pause_image, import_wasm_ima
 use integration::http::{request, wait_until_listening};
 use integration::netns::{inside, interface_names, same_namespace};
 use integration::pod::{
-    container_config, log_has_line, pod_config, poll, read_log, use_pod_network, Pod,
+    container_config, log_has_line, pod_config, poll, read_log, run_pod_test, use_pod_network, Pod,
 };
 use integration::{Containerd, RUNTIME_HANDLER};
 
@@ -21,22 +21,7 @@ const SERVER: &str = "127.0.0.1:8080";
 
 #[test]
 fn a_wasm_server_answers_on_the_loopback_of_its_pods_own_network_namespace() {
-    let containerd = Containerd::start().unwrap();
-    let mut pod = Pod::new(&containerd).unwrap();
-    let result = run(&containerd, &mut pod);
-    let leftovers = pod.clean_up();
-    if let Err(e) = result {
-        panic!(
-            "{e:#}\n\n--- shim log ---\n{}\n--- containerd log (tail) ---\n{}\n\
-             --- cleanup after the failure ---\n{leftovers}",
-            containerd.shim_log(),
-            containerd.log_tail(150),
-        );
-    }
-    assert!(
-        leftovers.is_empty(),
-        "the pod left things behind:\n{leftovers}"
-    );
+    run_pod_test(run);
 }
 
 fn run(containerd: &Containerd, pod: &mut Pod) -> Result<()> {

@@ -1,10 +1,12 @@
 //! The task API beyond run and kill, through `ctr` as users reach it: exec, pause/resume,
 //! a terminal, and the events each raises.
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use integration::{rootfs_with, Containerd, ContainerdBinaries, EventWatch, RUNTIME};
+use integration::{
+    rootfs_with, run_on_a_terminal, Containerd, ContainerdBinaries, EventWatch, RUNTIME,
+};
 
 /// The pid `ctr task ls` shows for task `id`.
 /// CPU time in ns of thread `tid` of process `pid` (a program thread of the shim).
@@ -198,30 +200,15 @@ fn pause_freezes_a_busy_program_and_resume_continues_it() {
 fn a_terminal_task_sees_a_tty_and_its_input() {
     let containerd = Containerd::start().expect("containerd");
     let rootfs = rootfs_with(&["ttycheck"]).unwrap();
-    // `ctr run -t` needs a terminal of its own: `script` runs it on a pty and feeds it our
-    // input.
+    // `ctr run -t` needs a terminal of its own.
     let command = format!(
         "{} -a {} run --rm -t --runtime {RUNTIME} --rootfs {} tty1 /ttycheck.wasm",
         ContainerdBinaries::under_test().path("ctr").display(),
         containerd.address().display(),
         rootfs.path().display()
     );
-    let mut script = Command::new("script")
-        .args(["-q", "-e", "-c", &command, "/dev/null"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
+    let out = run_on_a_terminal(&command, &[], b"hello tty\n", Duration::from_millis(500))
         .expect("script (bsdutils)");
-    {
-        use std::io::Write;
-        let mut stdin = script.stdin.take().unwrap();
-        // Typed once the program waits for it; a pty keeps early input too.
-        std::thread::sleep(Duration::from_millis(500));
-        stdin.write_all(b"hello tty\n").unwrap();
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    let out = script.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.contains("stdin-tty=1 stdout-tty=1"),
