@@ -46,8 +46,8 @@ for line in $lines; do
   filter=(--skip dockerd::)
   docker_note=""
   if [ "$line" = 2 ]; then
-    # dockerd runs on a private containerd 2 (the containerd image store needs 1.7+, and
-    # Docker 28 ships with containerd 2).
+    # dockerd runs on a private containerd 2 (Docker 28 ships with containerd 2), so its
+    # tests run once, in this line.
     filter=()
     export TEST_DOCKER_DIR="$clients/docker/bin"
     docker_note=" + $("$TEST_DOCKER_DIR/dockerd" --version 2>/dev/null || echo "dockerd missing")"

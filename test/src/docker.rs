@@ -71,14 +71,22 @@ pub struct Dockerd {
 }
 
 impl Dockerd {
-    /// Starts a containerd of our own (the one under test; it must be 2.x, as dockerd 28's
-    /// containerd image store expects), then dockerd on it, and waits until dockerd answers.
+    /// Starts a containerd 2 of our own (the one under test if it is 2.x, else the one
+    /// `make clients` fetched: dockerd 28 ships with containerd 2), then dockerd on it, and
+    /// waits until dockerd answers.
     pub fn start() -> Result<Dockerd> {
-        let binaries = ContainerdBinaries::under_test();
+        let under_test = ContainerdBinaries::under_test();
+        let binaries = if under_test.major >= 2 {
+            under_test.clone()
+        } else {
+            ContainerdBinaries::in_dir(Some(
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/clients/containerd-2/bin"),
+            ))
+        };
         if binaries.major < 2 {
             bail!(
-                "the dockerd tests run on containerd 2 (set TEST_CONTAINERD_DIR to \
-                 target/clients/containerd-2/bin, or run `make test`); this is {}",
+                "dockerd runs on containerd 2: run `make clients` (or set TEST_CONTAINERD_DIR \
+                 to a containerd 2); found {:?}",
                 binaries.version
             );
         }
@@ -91,7 +99,7 @@ impl Dockerd {
                 );
             }
         }
-        let containerd = Containerd::start()?;
+        let containerd = Containerd::start_from(&binaries, &[])?;
         // Short prefix: the socket path must fit in 108 bytes.
         let dir = tempfile::Builder::new().prefix("wsd").tempdir_in("/tmp")?;
         let suffix = dir

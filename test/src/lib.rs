@@ -123,28 +123,34 @@ impl ContainerdBinaries {
     pub fn under_test() -> &'static ContainerdBinaries {
         static UNDER_TEST: std::sync::OnceLock<ContainerdBinaries> = std::sync::OnceLock::new();
         UNDER_TEST.get_or_init(|| {
-            let dir = std::env::var_os("TEST_CONTAINERD_DIR")
-                .filter(|d| !d.is_empty())
-                .map(PathBuf::from);
-            let mut binaries = ContainerdBinaries {
-                dir,
-                major: 1,
-                version: String::new(),
-            };
-            let version = Command::new(binaries.path("containerd"))
-                .arg("--version")
-                .output()
-                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-                .unwrap_or_default();
-            // "containerd github.com/containerd/containerd/v2 2.1.9~ds1 ...": the first word
-            // that starts with a digit.
-            binaries.major = version
-                .split_whitespace()
-                .find_map(|word| word.split('.').next()?.parse().ok())
-                .unwrap_or(1);
-            binaries.version = version;
-            binaries
+            ContainerdBinaries::in_dir(
+                std::env::var_os("TEST_CONTAINERD_DIR")
+                    .filter(|d| !d.is_empty())
+                    .map(PathBuf::from),
+            )
         })
+    }
+
+    /// The binaries in `dir` (`None`: on `PATH`), their version asked of `containerd`.
+    pub fn in_dir(dir: Option<PathBuf>) -> ContainerdBinaries {
+        let mut binaries = ContainerdBinaries {
+            dir,
+            major: 1,
+            version: String::new(),
+        };
+        let version = Command::new(binaries.path("containerd"))
+            .arg("--version")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default();
+        // "containerd github.com/containerd/containerd/v2 2.1.9~ds1 ...": the first word
+        // that starts with a digit.
+        binaries.major = version
+            .split_whitespace()
+            .find_map(|word| word.split('.').next()?.parse().ok())
+            .unwrap_or(1);
+        binaries.version = version;
+        binaries
     }
 
     /// The path of one of the binaries (`containerd`, `ctr`, `containerd-shim-runc-v2`).
@@ -289,6 +295,8 @@ pub struct Containerd {
     socket: PathBuf,
     /// Extra environment containerd (and so every shim it starts) runs with.
     env: Vec<(String, String)>,
+    /// Which containerd this is.
+    binaries: ContainerdBinaries,
 }
 
 /// What a `ctr` invocation printed and how it ended.
@@ -321,11 +329,16 @@ impl Containerd {
     /// [`Containerd::start`] with extra environment variables for containerd, which its
     /// shims inherit (how an operator sets the shim's cache settings).
     pub fn start_with_env(env: &[(&str, &str)]) -> Result<Containerd> {
+        Containerd::start_from(ContainerdBinaries::under_test(), env)
+    }
+
+    /// A containerd of our own from `binaries` rather than the one under test (dockerd's
+    /// tests run on containerd 2 whichever line the rest of the suite tests).
+    pub fn start_from(binaries: &ContainerdBinaries, env: &[(&str, &str)]) -> Result<Containerd> {
         let shim = bin_dir().join("containerd-shim-wasmtime-v1");
         if !shim.exists() {
             bail!("{} is missing: run `make build`", shim.display());
         }
-        let binaries = ContainerdBinaries::under_test();
         // Short prefix: the socket path must fit in 108 bytes.
         let dir = tempfile::Builder::new().prefix("wsc").tempdir_in("/tmp")?;
         let bin = dir.path().join("bin");
@@ -350,12 +363,13 @@ impl Containerd {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let child = spawn_containerd(dir.path(), &env)?;
+        let child = spawn_containerd(dir.path(), binaries, &env)?;
         let containerd = Containerd {
             dir,
             child,
             socket,
             env,
+            binaries: binaries.clone(),
         };
         containerd.wait_until_answering()?;
         Ok(containerd)
@@ -380,8 +394,13 @@ impl Containerd {
         // SAFETY: plain kill(2) on our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         self.child.wait()?;
-        self.child = spawn_containerd(self.dir.path(), &self.env)?;
+        self.child = spawn_containerd(self.dir.path(), &self.binaries, &self.env)?;
         self.wait_until_answering()
+    }
+
+    /// Which containerd this is.
+    pub fn binaries(&self) -> &ContainerdBinaries {
+        &self.binaries
     }
 
     /// containerd's own log, for failure messages.
@@ -401,7 +420,7 @@ impl Containerd {
 
     /// A `ctr` command aimed at this containerd.
     pub fn ctr_command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(ContainerdBinaries::under_test().path("ctr"));
+        let mut command = Command::new(self.binaries.path("ctr"));
         command.arg("-a").arg(&self.socket).args(args);
         command
     }
@@ -604,13 +623,16 @@ impl Containerd {
 
 /// Starts containerd with the config and PATH written in `dir` and the extra `env`,
 /// appending to its log.
-fn spawn_containerd(dir: &Path, env: &[(String, String)]) -> Result<Child> {
+fn spawn_containerd(
+    dir: &Path,
+    binaries: &ContainerdBinaries,
+    env: &[(String, String)],
+) -> Result<Child> {
     let path = std::fs::read_to_string(dir.join("path"))?;
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(dir.join("containerd.log"))?;
-    let binaries = ContainerdBinaries::under_test();
     Command::new(binaries.path("containerd"))
         .arg("--config")
         .arg(dir.join("config.toml"))
