@@ -335,7 +335,21 @@ pub fn import_image(containerd: &Containerd, recipe: &ImageRecipe) -> Result<Str
     if import.code != 0 {
         bail!("importing {name} failed: {import:?}");
     }
-    Ok(name)
+    // containerd 2's CRI learns of an imported image from containerd's events, a moment
+    // after the import returns: wait until it lists the image, as a kubelet's image pull
+    // returns only then.
+    let mut cri = Cri::connect(containerd.address())?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let images = cri.list_images()?;
+        if images.iter().any(|i| i.repo_tags.contains(&name)) {
+            return Ok(name);
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("CRI does not list {name} 10 s after its import: {images:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// The sandbox image CRI is configured with ([`PAUSE_IMAGE`]): the native `pause` built by
