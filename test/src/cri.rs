@@ -18,9 +18,9 @@ use k8s_cri::v1::{
     ContainerConfig, ContainerStats, ContainerStatsRequest, ContainerStatus,
     ContainerStatusRequest, CreateContainerRequest, ExecSyncRequest, ExecSyncResponse, Image,
     LinuxContainerResources, ListImagesRequest, PodSandboxConfig, PodSandboxStatus,
-    PodSandboxStatusRequest, RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest,
-    StopContainerRequest, StopPodSandboxRequest, UpdateContainerResourcesRequest, VersionRequest,
-    VersionResponse,
+    PodSandboxStatusRequest, PodSandboxStatusResponse, RemovePodSandboxRequest,
+    RunPodSandboxRequest, StartContainerRequest, StopContainerRequest, StopPodSandboxRequest,
+    UpdateContainerResourcesRequest, VersionRequest, VersionResponse,
 };
 use tokio::net::UnixStream;
 use tonic::transport::{Channel, Endpoint, Uri};
@@ -111,32 +111,33 @@ impl Cri {
         Ok(response.pod_sandbox_id)
     }
 
-    /// `PodSandboxStatus` of pod `id`.
-    pub fn pod_sandbox_status(&mut self, id: &str) -> Result<PodSandboxStatus> {
+    /// The whole `PodSandboxStatus` reply for pod `id`, with the runtime's info if `verbose`.
+    fn pod_sandbox_status_reply(
+        &mut self,
+        id: &str,
+        verbose: bool,
+    ) -> Result<PodSandboxStatusResponse> {
         let request = PodSandboxStatusRequest {
             pod_sandbox_id: id.into(),
-            verbose: false,
+            verbose,
         };
-        let response = wait(
+        wait(
             &self.rt,
             "PodSandboxStatus",
             self.runtime.pod_sandbox_status(request),
-        )?;
+        )
+    }
+
+    /// `PodSandboxStatus` of pod `id`.
+    pub fn pod_sandbox_status(&mut self, id: &str) -> Result<PodSandboxStatus> {
+        let response = self.pod_sandbox_status_reply(id, false)?;
         response.status.context("PodSandboxStatus without status")
     }
 
     /// The network namespace CRI made for pod `id` (one that is not host-network), as the
     /// sandbox's runtime spec names it in `PodSandboxStatus`'s verbose info.
     pub fn pod_network_namespace(&mut self, id: &str) -> Result<PathBuf> {
-        let request = PodSandboxStatusRequest {
-            pod_sandbox_id: id.into(),
-            verbose: true,
-        };
-        let response = wait(
-            &self.rt,
-            "PodSandboxStatus",
-            self.runtime.pod_sandbox_status(request),
-        )?;
+        let response = self.pod_sandbox_status_reply(id, true)?;
         let info = response
             .info
             .get("info")

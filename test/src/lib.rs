@@ -791,6 +791,20 @@ pub fn run_on_a_terminal(
     script.wait_with_output()
 }
 
+/// Checks what the `ttycheck` test program reports when run by [`run_on_a_terminal`] with
+/// `line` typed: stdin and stdout are a terminal, it read the line, and it exited 3.
+/// `context` goes into the failure message (a log).
+pub fn assert_ttycheck_answered(out: &Output, line: &str, context: &str) {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("stdin-tty=1 stdout-tty=1"),
+        "{stdout}\n{}\n{context}",
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(stdout.contains(&format!("got [{line}]")), "{stdout}");
+    assert_eq!(out.status.code(), Some(3), "{stdout}");
+}
+
 /// Reads everything from a child's stdout (used for `ctr events`).
 pub fn read_all(mut reader: impl Read) -> String {
     let mut text = String::new();

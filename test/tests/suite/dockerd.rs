@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use integration::docker::Dockerd;
 use integration::http::{request, wait_until_listening};
 use integration::netns::{inside, interface_names};
-use integration::{program, run_on_a_terminal, RUNTIME};
+use integration::{assert_ttycheck_answered, program, run_on_a_terminal, RUNTIME};
 
 /// Where the http-hello component listens by default (`WASI_HTTP_ADDR` unset), inside its
 /// container's network namespace.
@@ -238,15 +238,7 @@ fn docker_run_it_gives_the_program_a_terminal() {
         Duration::from_millis(1500),
     )
     .expect("script (bsdutils)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        stdout.contains("stdin-tty=1 stdout-tty=1"),
-        "{stdout}\n{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        logs(&dockerd)
-    );
-    assert!(stdout.contains("got [hello docker tty]"), "{stdout}");
-    assert_eq!(out.status.code(), Some(3), "{stdout}");
+    assert_ttycheck_answered(&out, "hello docker tty", &logs(&dockerd));
 }
 
 #[test]
