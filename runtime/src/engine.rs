@@ -16,6 +16,16 @@ static SHARED: OnceLock<Result<Shared, String>> = OnceLock::new();
 
 static COMPILE_CACHE: OnceLock<Option<CompileCache>> = OnceLock::new();
 
+static SINGLE_THREADED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Makes this process compile on its calling thread only, never on a pool of helper threads.
+/// A process that confines itself after loading its program calls this first: helper threads
+/// made before the confinement would outlive it unconfined. Takes effect only before the
+/// first engine is made.
+pub fn set_single_threaded_compilation() {
+    SINGLE_THREADED.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
 /// Sets where this process keeps compiled modules (`None`: nowhere, compile every time).
 /// Takes effect only before the first program is loaded; returns false after that.
 pub fn set_compile_cache(cache: Option<CompileCache>) -> bool {
@@ -59,6 +69,9 @@ fn base_config() -> Config {
     // can cancel one that is parked in a host call (sleep, stdin) by dropping its future, not
     // only one that is computing; epochs make a computing one yield.
     config.epoch_interruption(true);
+    if SINGLE_THREADED.load(std::sync::atomic::Ordering::SeqCst) {
+        config.parallel_compilation(false);
+    }
     config
 }
 

@@ -35,7 +35,7 @@ mod working_directory;
 
 pub use access::{AccessPolicy, MOUNTS_ANNOTATION, ROOTFS_ANNOTATION};
 pub use cache::CompileCache;
-pub use engine::{set_compile_cache, shared_engine};
+pub use engine::{set_compile_cache, set_single_threaded_compilation, shared_engine};
 pub use entrypoint::Entrypoint;
 pub use error::RuntimeError;
 pub use exit::ExitStatus;

@@ -54,6 +54,9 @@ pub struct PinnedPreopens {
     working_directory: Vec<NamedDirectory>,
     /// The descriptors behind `working_directory`.
     pub(crate) fds_after: Vec<OwnedFd>,
+    /// The process's root is the container's rootfs (see [`PreopenPlan::pin_in_own_root`]):
+    /// paths are the container's own, and no `/proc` is needed.
+    pub(crate) own_root: bool,
 }
 
 impl PinnedPreopens {
@@ -66,6 +69,16 @@ impl PinnedPreopens {
     /// after every visible preopen, in this order.
     pub fn working_directory(&self) -> &[NamedDirectory] {
         &self.working_directory
+    }
+
+    /// The path a WASI context opens for `fd`, the directory `rest` below visible preopen
+    /// `holder`.
+    pub(crate) fn path_of(&self, holder: usize, rest: &str, fd: &OwnedFd) -> PathBuf {
+        if self.own_root {
+            self.paths[holder].join(rest)
+        } else {
+            fd_path(fd)
+        }
     }
 }
 
@@ -167,6 +180,55 @@ impl PreopenPlan {
             let fd = OwnedFd::from(dir);
             pinned.paths.push(fd_path(&fd));
             pinned.fds.push(fd);
+        }
+        pinned.working_directory = crate::working_directory::pin(self, cwd, &mut pinned);
+        Ok(pinned)
+    }
+
+    /// The same plan as seen from inside the container's own mount namespace, whose root is
+    /// `rootfs` and where every mount is bound at its destination: the rootfs's directories
+    /// by their path below it, mounts by their destination.
+    pub fn relocated(&self, rootfs: &Path) -> PreopenPlan {
+        let mut plan = self.clone();
+        for preopen in &mut plan.preopens {
+            preopen.host = match preopen.host.strip_prefix(rootfs) {
+                Ok(below) => Path::new("/").join(below),
+                Err(_) => PathBuf::from(&preopen.guest),
+            };
+        }
+        plan
+    }
+
+    /// The preopens whose directories are outside `rootfs`: what a mount namespace rooted
+    /// at `rootfs` must bind at their destinations for [`PreopenPlan::relocated`] to hold.
+    pub fn outside<'a>(&'a self, rootfs: &'a Path) -> impl Iterator<Item = &'a Preopen> + 'a {
+        self.visible()
+            .filter(move |p| p.guest != "/" && !p.host.starts_with(rootfs))
+    }
+
+    /// [`PreopenPlan::pin`] for a process whose root is the container's rootfs (a relocated
+    /// plan, after pivot_root): the directories are opened by their paths there, which
+    /// cannot lead out of the container, so WASI contexts reach them by those paths and
+    /// need no `/proc`.
+    pub fn pin_in_own_root(&self, cwd: &str) -> Result<PinnedPreopens, RuntimeError> {
+        let mut pinned = PinnedPreopens {
+            own_root: true,
+            ..Default::default()
+        };
+        for preopen in self.visible() {
+            let dir = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
+                .open(&preopen.host)
+                .map_err(|e| {
+                    RuntimeError::InvalidMount(format!(
+                        "{} (for {}): {e}",
+                        preopen.host.display(),
+                        preopen.guest
+                    ))
+                })?;
+            pinned.paths.push(preopen.host.clone());
+            pinned.fds.push(OwnedFd::from(dir));
         }
         pinned.working_directory = crate::working_directory::pin(self, cwd, &mut pinned);
         Ok(pinned)

@@ -1,3 +1,4 @@
+use std::path::Path;
 use std::time::Duration;
 
 use wasmtime::component::{Component, ResourceTable};
@@ -350,6 +351,21 @@ impl Program {
             ))
         })?;
         Ok(Compiled::Http { pre, settings })
+    }
+
+    /// Moves the program's view into its own mount namespace, once the calling process's
+    /// root is the container's rootfs `rootfs` (as it was named before pivot_root) and the
+    /// plan's mounts are bound at their destinations: from here on its directories are
+    /// reached by their paths inside the container, never through the host's.
+    pub fn enter_own_root(&mut self, rootfs: &Path) -> Result<(), RuntimeError> {
+        self.plan.preopens = self.plan.preopens.relocated(rootfs);
+        self.pinned = self.plan.preopens.pin_in_own_root(&self.plan.cwd)?;
+        Ok(())
+    }
+
+    /// The plan the program was loaded from.
+    pub fn plan(&self) -> &WasiPlan {
+        &self.plan
     }
 
     /// Whether the program is an HTTP handler that [`Program::run_blocking`] serves until

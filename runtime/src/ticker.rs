@@ -47,22 +47,34 @@ fn ticker() -> &'static Ticker {
     })
 }
 
-/// Adds `engine` to those the ticker advances, starting the thread with the first one.
+/// Adds `engine` to those the ticker advances.
+///
+/// The thread itself starts with the first store (see [`Running::start`]), not here: a
+/// container process loads its program with every privilege it was started with and only
+/// then confines itself, and every thread it has must be made after that, so that each
+/// inherits the confinement. A process that only compiles (the shim validating a Create)
+/// never needs the thread at all.
 pub(crate) fn tick(engine: Engine) -> std::io::Result<()> {
-    let ticker = ticker();
-    let mut engines = ticker
+    ticker()
         .engines
         .lock()
-        .unwrap_or_else(PoisonError::into_inner);
-    let first = engines.is_empty();
-    engines.push(engine);
-    drop(engines);
-    if first {
-        std::thread::Builder::new()
-            .name("wasm-epoch".into())
-            .spawn(move || run(ticker))?;
-    }
+        .unwrap_or_else(PoisonError::into_inner)
+        .push(engine);
     Ok(())
+}
+
+/// Starts the ticking thread once per process.
+fn ensure_thread(ticker: &'static Ticker) {
+    static STARTED: std::sync::Once = std::sync::Once::new();
+    STARTED.call_once(|| {
+        if let Err(e) = std::thread::Builder::new()
+            .name("wasm-epoch".into())
+            .spawn(move || run(ticker))
+        {
+            // Without ticks a computing program is stopped only at its next host call.
+            log::warn!("starting the epoch ticker: {e}");
+        }
+    });
 }
 
 fn run(ticker: &'static Ticker) {
@@ -110,6 +122,7 @@ impl Running {
     /// Counts one more store, waking the ticker if it had parked.
     pub(crate) fn start() -> Running {
         let ticker = ticker();
+        ensure_thread(ticker);
         if ticker.running.fetch_add(1, Ordering::SeqCst) == 0
             && ticker.parked.load(Ordering::SeqCst)
         {
@@ -142,6 +155,8 @@ mod tests {
     #[test]
     fn the_ticker_parks_without_stores_and_wakes_for_one() {
         tick(Engine::default()).unwrap();
+        // The thread starts with the first store.
+        drop(Running::start());
         // Other tests of this binary hold stores for a moment at a time.
         assert!(
             wait_for(true, Duration::from_secs(10)),

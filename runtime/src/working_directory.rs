@@ -28,7 +28,7 @@ use nix::errno::Errno;
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::Mode;
 
-use crate::preopen::{fd_path, PinnedPreopens, PreopenPlan};
+use crate::preopen::{PinnedPreopens, PreopenPlan};
 
 /// More top-level entries than this in a rootfs are not preopened again (a rootfs is a
 /// handful of directories; this bounds the work and the descriptors of a strange one).
@@ -110,7 +110,7 @@ pub(crate) fn pin(
     } else {
         match open_dir_in(&pinned.fds[holder_index], rest) {
             Ok(fd) => {
-                let path = fd_path(&fd);
+                let path = pinned.path_of(holder_index, rest, &fd);
                 pinned.fds_after.push(fd);
                 named.push(NamedDirectory {
                     name: cwd.clone(),
@@ -189,7 +189,7 @@ fn top_level_directories(
         if let Ok(fd) = open_dir_in(&pinned.fds[0], &name) {
             named.push(NamedDirectory {
                 name: absolute,
-                path: fd_path(&fd),
+                path: pinned.path_of(0, &name, &fd),
                 read_only: rootfs.read_only,
             });
             pinned.fds_after.push(fd);

@@ -1,25 +1,24 @@
-//! One wasm container: its main program, its execs, its rootfs and the container-wide
-//! controls (pause, memory limit) they share.
+//! One wasm container: its main process, its execs, its cgroup, its rootfs and hooks.
+//!
+//! Each process of the container is a Linux process of its own (see `spawn`, `child`); the
+//! container is what they share: the cgroup (limits, freezer, stats), the namespaces of the
+//! main process (which execs join) and the rootfs. No events are raised here; the task
+//! service and the exit loop raise them.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 
-use containerd_shim_protos::events::task::{
-    TaskCreate, TaskDelete, TaskExecAdded, TaskIO, TaskPaused, TaskResumed,
-};
 use oci_spec::runtime::{LinuxResources, Process as SpecProcess, Spec};
-use runtime::{Controls, CpuUsage, WasiPlan};
+use runtime::{CpuUsage, Program, WasiPlan};
 
-use crate::clock::timestamp;
-use crate::confine::Confinement;
+use crate::cgroup::{CgroupError, ContainerCgroup, Hierarchies};
 use crate::error::{ShimError, ShimResult};
-use crate::events::Publisher;
 use crate::hooks::{Hooks, Phase};
+use crate::launch::{Launch, ShimIdentity};
 use crate::lifecycle::{Exit, Lifecycle};
 use crate::mount::{self, RootfsMount};
-use crate::netns::NetworkPlan;
-use crate::process::{lock, Process, ProcessParams};
+use crate::process::{lock, Process};
 use crate::stdio::StdioPaths;
 
 /// What a Create request asks for, in the shim's own terms.
@@ -28,9 +27,6 @@ pub struct CreateParams {
     pub id: String,
     /// Bundle directory.
     pub bundle: PathBuf,
-    /// Mounts that make up the rootfs (empty when the spec's root is already in place),
-    /// as reported in the create event.
-    pub rootfs: Vec<containerd_shim_protos::api::Mount>,
     /// The rootfs, mounted.
     pub mount: RootfsMount,
     /// The bundle's spec.
@@ -49,39 +45,41 @@ pub struct ExecParams {
     pub stdio: StdioPaths,
 }
 
-/// A wasm container. Shared between the task service and its programs' threads.
+/// A wasm container. Shared between the task service and the exit loop.
 pub struct Container {
     /// Task id.
     pub id: String,
     /// Bundle directory.
     pub bundle: PathBuf,
-    /// The main program.
+    /// The main process.
     pub init: Arc<Process>,
     execs: Mutex<Execs>,
     /// The spec execs start from (mounts, env, cwd).
     spec: Spec,
     rootfs: PathBuf,
-    network: NetworkPlan,
-    /// Pause and memory, shared by the main program and every exec, as a cgroup is.
-    controls: Controls,
+    identity: ShimIdentity,
+    /// The cgroup `linux.cgroupsPath` names; `None` when the spec names none.
+    cgroup: Option<ContainerCgroup>,
+    paused: Mutex<bool>,
+    /// The cgroup's OOM kills already reported (or there before the container).
+    oom_kills_seen: Mutex<u64>,
     mounted_rootfs: Option<PathBuf>,
-    publisher: Publisher,
     /// The spec's OCI hooks, run at Create, Start and Delete.
     hooks: Hooks,
 }
 
-/// The execs of a container. One lock covers the map, the ids being loaded and the end of
-/// the main program, so an exec can never join a container whose main program has ended.
+/// The execs of a container. One lock covers the map, the ids being created and the end of
+/// the main process, so an exec can never join a container whose main process has ended.
 #[derive(Default)]
 struct Execs {
     processes: HashMap<String, Arc<Process>>,
-    /// Ids whose Exec is loading its program.
+    /// Ids whose Exec is starting its process.
     loading: HashSet<String>,
-    /// Set once the main program ended (or the container is deleted): no more execs.
+    /// Set once the main process ended (or the container is deleted): no more execs.
     closed: bool,
 }
 
-/// Releases an exec id reserved while its program loads, however the Exec ends.
+/// Releases an exec id reserved while its process starts, however the Exec ends.
 struct Loading<'a> {
     container: &'a Container,
     exec_id: String,
@@ -93,44 +91,78 @@ impl Drop for Loading<'_> {
     }
 }
 
-fn memory_limit_of(resources: Option<&LinuxResources>) -> Option<u64> {
-    resources
-        .and_then(|r| r.memory().as_ref())
-        .and_then(|m| m.limit())
-        .map(|l| l.max(0) as u64)
+fn cgroup_error(e: CgroupError) -> ShimError {
+    match e {
+        CgroupError::InvalidPath { .. } | CgroupError::InvalidValue { .. } => {
+            ShimError::InvalidArgument(format!("cgroup: {e}"))
+        }
+        e => ShimError::Internal(format!("cgroup: {e}")),
+    }
+}
+
+/// The container's cgroup, made from the spec (none without a `cgroupsPath`).
+fn create_cgroup(spec: &Spec) -> ShimResult<Option<ContainerCgroup>> {
+    let linux = spec.linux().as_ref();
+    let Some(path) = linux
+        .and_then(|l| l.cgroups_path().as_ref())
+        .and_then(|p| p.to_str())
+        .filter(|p| !p.is_empty())
+    else {
+        return Ok(None);
+    };
+    let hierarchies = Hierarchies::discover().map_err(cgroup_error)?;
+    let resources = linux.and_then(|l| l.resources().as_ref());
+    ContainerCgroup::create(&hierarchies, path, resources)
+        .map(Some)
+        .map_err(cgroup_error)
 }
 
 impl Container {
-    /// Prepares a container whose rootfs is mounted: reads the spec, opens stdio and
-    /// compiles the program on a new thread, which then waits for Start. Any failure leaves
-    /// nothing behind: no mount, no thread, no open FIFO.
-    pub fn create(params: CreateParams, publisher: Publisher) -> ShimResult<Arc<Container>> {
+    /// Prepares a container whose rootfs is mounted: validates and compiles the program
+    /// (here, where compilation may use every core; the container's process then maps it
+    /// from the compile cache), makes the cgroup, and starts the main process, which waits
+    /// for Start. Any failure leaves nothing behind: no mount, no cgroup, no process.
+    pub fn create(params: CreateParams, identity: &ShimIdentity) -> ShimResult<Arc<Container>> {
         let spec = params.spec;
         let guard = params.mount;
         let rootfs = rootfs_dir(&params.bundle, &spec, guard.is_mounted())?;
-
         let plan = WasiPlan::from_spec(&spec, &rootfs)?;
         for (destination, why) in &plan.preopens.skipped {
             log::debug!("{}: mount {destination} not preopened: {why}", params.id);
         }
-        let controls = Controls::default();
-        let limit = memory_limit_of(spec.linux().as_ref().and_then(|l| l.resources().as_ref()));
-        controls.gauge.set_limit(limit.unwrap_or(0));
-        let network = NetworkPlan::from_spec(&spec);
-        let init = Process::create(
-            ProcessParams {
-                container_id: params.id.clone(),
-                exec_id: None,
-                plan,
-                stdio: params.stdio,
-                network: network.clone(),
-                confinement: Confinement::from_process(spec.process().as_ref()),
-                controls: controls.clone(),
-            },
-            publisher.clone(),
-        )?;
-        // The create-time hooks see the program thread's pid, already in the container's
-        // network namespace, and run before Create returns: nothing of the program has run.
+        let program = Program::load(plan)?;
+        log::debug!("{}: validated {}", params.id, program.guest_path());
+        drop(program);
+        let cgroup = create_cgroup(&spec)?;
+        if let Some(cgroup) = &cgroup {
+            log::debug!("{}: cgroup {}", params.id, cgroup.path().display());
+        }
+        let oom_kills = cgroup.as_ref().map(ContainerCgroup::oom_kills).unwrap_or(0);
+        let launch = Launch {
+            name: format!("task {}", params.id),
+            identity: identity.clone(),
+            spec: spec.clone(),
+            rootfs: rootfs.clone(),
+            bundle: params.bundle.clone(),
+            stdio: [false; 3],
+            terminal: false,
+            join: None,
+            cgroup_procs: cgroup
+                .as_ref()
+                .map(ContainerCgroup::procs_files)
+                .unwrap_or_default(),
+        };
+        let init = match Process::create(&params.id, None, launch, params.stdio) {
+            Ok(init) => init,
+            Err(e) => {
+                if let Some(cgroup) = &cgroup {
+                    cgroup.remove();
+                }
+                return Err(e);
+            }
+        };
+        // The create-time hooks see the container's process, already in its namespaces,
+        // and run before Create returns: nothing of the program has run.
         let hooks = Hooks::from_spec(&spec, &params.id, &params.bundle);
         for phase in [
             Phase::Prestart,
@@ -139,77 +171,75 @@ impl Container {
         ] {
             if let Err(e) = hooks.run(phase, init.pid) {
                 init.discard();
+                if let Some(cgroup) = &cgroup {
+                    cgroup.remove();
+                }
                 return Err(e);
             }
         }
-        let container = Arc::new(Container {
+        Ok(Arc::new(Container {
             id: params.id,
             bundle: params.bundle,
             init,
             execs: Mutex::new(Execs::default()),
             spec,
             rootfs,
-            network,
-            controls,
+            identity: identity.clone(),
+            cgroup,
+            paused: Mutex::new(false),
+            oom_kills_seen: Mutex::new(oom_kills),
             mounted_rootfs: guard.keep(),
-            publisher,
             hooks,
-        });
-        let stdio = &container.init.stdio;
-        container.publisher.publish(
-            "/tasks/create",
-            &TaskCreate {
-                container_id: container.id.clone(),
-                bundle: container.bundle.display().to_string(),
-                rootfs: params.rootfs,
-                io: Some(TaskIO {
-                    stdin: stdio.stdin.clone(),
-                    stdout: stdio.stdout.clone(),
-                    stderr: stdio.stderr.clone(),
-                    terminal: stdio.terminal,
-                    ..Default::default()
-                })
-                .into(),
-                pid: container.init.pid,
-                ..Default::default()
-            },
-        );
-        Ok(container)
+        }))
     }
 
-    /// Runs the main program. When it ends, the execs still running are killed and their
-    /// exits reported before its own: a Linux container's processes die with its init, and
-    /// runc's shim reports the init's exit last.
-    ///
-    /// A failing startContainer hook fails Start, and the program never runs: it is ended as
-    /// if killed before Start (137), so containerd sees an exit it can clean up after.
-    pub fn start(self: &Arc<Self>) -> ShimResult<u32> {
+    /// Runs the startContainer hooks. A failing one fails Start, and the program never
+    /// runs: the process is killed, so containerd sees an exit it can clean up after.
+    pub fn before_start(&self) -> ShimResult<()> {
         if let Err(e) = self.hooks.run(Phase::StartContainer, self.init.pid) {
             let _ = self.init.kill(libc::SIGKILL as u32);
             return Err(e);
         }
-        let me: Weak<Container> = Arc::downgrade(self);
-        let pid = self.init.start(Box::new(move || {
-            if let Some(container) = me.upgrade() {
-                for exec in container.close_execs() {
-                    let _ = exec.kill(libc::SIGKILL as u32);
-                    exec.wait();
-                }
-            }
-        }))?;
-        // Failures are logged inside: OCI lets poststart hooks fail without effect.
-        let _ = self.hooks.run(Phase::Poststart, pid);
-        Ok(pid)
+        Ok(())
+    }
+
+    /// Runs the poststart hooks; their failures are logged inside and, as OCI lets them,
+    /// change nothing.
+    pub fn after_start(&self) {
+        let _ = self.hooks.run(Phase::Poststart, self.init.pid);
     }
 
     /// Refuses further execs and returns the current ones.
-    fn close_execs(&self) -> Vec<Arc<Process>> {
+    pub fn close_execs(&self) -> Vec<Arc<Process>> {
         let mut execs = lock(&self.execs);
         execs.closed = true;
         execs.processes.values().cloned().collect()
     }
 
-    /// The process `exec_id` names: the main program for "".
+    /// Kills whatever is left in the container's cgroup once its main process has ended:
+    /// as in a Linux container, nothing outlives the container's init.
+    pub fn kill_remaining(&self) {
+        if let Some(cgroup) = &self.cgroup {
+            for pid in cgroup.pids() {
+                // SAFETY: kill with a pid from the cgroup and a valid signal.
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            }
+        }
+    }
+
+    /// Whether the kernel OOM-killed a process of the container since the last look.
+    pub fn take_oom_kill(&self) -> bool {
+        let Some(cgroup) = &self.cgroup else {
+            return false;
+        };
+        let now = cgroup.oom_kills();
+        let mut seen = lock(&self.oom_kills_seen);
+        let new = now > *seen;
+        *seen = now;
+        new
+    }
+
+    /// The process `exec_id` names: the main process for "".
     pub fn process(&self, exec_id: &str) -> ShimResult<Arc<Process>> {
         if exec_id.is_empty() {
             return Ok(self.init.clone());
@@ -228,10 +258,12 @@ impl Container {
         lock(&self.execs).processes.values().cloned().collect()
     }
 
-    /// Adds an exec: another wasm program from the container's rootfs, with the container's
-    /// mounts, network and memory limit, and the process (args, env, cwd) the request gives.
-    /// It is loaded now, so a missing or non-wasm program fails the Exec request itself.
-    pub fn exec(&self, params: ExecParams) -> ShimResult<()> {
+    /// Adds an exec: another wasm program from the container's rootfs, in a process that
+    /// joins the main process's namespaces and the container's cgroup, with the process
+    /// (args, env, cwd, user) the request gives. It is loaded now, so a missing or non-wasm
+    /// program fails the Exec request itself. `announce` runs once the exec is registered,
+    /// under the lock the main process's end takes, so its exit cannot be reported first.
+    pub fn exec(&self, params: ExecParams, announce: impl FnOnce()) -> ShimResult<Arc<Process>> {
         let not_running = || {
             ShimError::FailedPrecondition(format!(
                 "task {} is not running; exec needs a running container",
@@ -265,67 +297,49 @@ impl Container {
             )));
         }
         let plan = WasiPlan::from_spec(&spec, &self.rootfs)?;
-        // A namespace made for the main program is joined through its thread.
-        let network = match &self.network {
-            NetworkPlan::New => NetworkPlan::Join(format!(
-                "/proc/{}/task/{}/ns/net",
-                std::process::id(),
-                self.init.pid
-            )),
-            other => other.clone(),
+        drop(Program::load(plan)?);
+        let launch = Launch {
+            name: format!("task {} exec {}", self.id, params.exec_id),
+            identity: self.identity.clone(),
+            spec,
+            rootfs: self.rootfs.clone(),
+            bundle: self.bundle.clone(),
+            stdio: [false; 3],
+            terminal: false,
+            join: Some(self.init.pid),
+            cgroup_procs: self
+                .cgroup
+                .as_ref()
+                .map(ContainerCgroup::procs_files)
+                .unwrap_or_default(),
         };
-        let process = Process::create(
-            ProcessParams {
-                container_id: self.id.clone(),
-                exec_id: Some(params.exec_id.clone()),
-                plan,
-                stdio: params.stdio,
-                network,
-                confinement: Confinement::from_process(spec.process().as_ref()),
-                controls: Controls {
-                    stopper: Default::default(),
-                    ..self.controls.clone()
-                },
-            },
-            self.publisher.clone(),
-        )?;
+        let process = Process::create(&self.id, Some(&params.exec_id), launch, params.stdio)?;
         let mut execs = lock(&self.execs);
         if execs.closed {
             drop(execs);
             process.discard();
             return Err(not_running());
         }
-        execs.processes.insert(params.exec_id.clone(), process);
-        // Published under the lock: the main program's exit, which takes it to close the
-        // execs, cannot be reported before this exec was announced.
-        self.publisher.publish(
-            "/tasks/exec-added",
-            &TaskExecAdded {
-                container_id: self.id.clone(),
-                exec_id: params.exec_id,
-                ..Default::default()
-            },
-        );
-        Ok(())
+        execs
+            .processes
+            .insert(params.exec_id.clone(), process.clone());
+        announce();
+        Ok(process)
     }
 
-    /// Starts exec `exec_id`, if the main program still runs.
-    pub fn start_exec(&self, exec_id: &str) -> ShimResult<u32> {
-        let process = {
-            let execs = lock(&self.execs);
-            let process = execs.processes.get(exec_id).cloned().ok_or_else(|| {
-                ShimError::NotFound(format!("task {}: exec {exec_id} not found", self.id))
-            })?;
-            if execs.closed {
-                return Err(ShimError::FailedPrecondition(format!(
-                    "task {} has stopped; exec {exec_id} cannot start",
-                    self.id
-                )));
-            }
-            process
-        };
-        // If the main program ends now, closing the execs kills this one, started or not.
-        process.start(Box::new(|| {}))
+    /// The exec `exec_id`, if the main process still runs.
+    pub fn startable_exec(&self, exec_id: &str) -> ShimResult<Arc<Process>> {
+        let execs = lock(&self.execs);
+        let process = execs.processes.get(exec_id).cloned().ok_or_else(|| {
+            ShimError::NotFound(format!("task {}: exec {exec_id} not found", self.id))
+        })?;
+        if execs.closed {
+            return Err(ShimError::FailedPrecondition(format!(
+                "task {} has stopped; exec {exec_id} cannot start",
+                self.id
+            )));
+        }
+        Ok(process)
     }
 
     /// Deletes exec `exec_id` once it has ended.
@@ -336,17 +350,34 @@ impl Container {
         Ok((process.pid, exit))
     }
 
-    /// Signals the main program, or with `all` every program of the container.
+    /// Signals the main process, or with `all` every process of the container (all of its
+    /// cgroup). A SIGKILL thaws a paused container afterwards: a frozen process cannot die
+    /// under the cgroup v1 freezer until it is thawed.
     pub fn kill(&self, signal: u32, all: bool) -> ShimResult<()> {
-        if all {
+        let result = if all {
             for exec in self.execs() {
                 let _ = exec.kill(signal);
             }
+            if let Some(cgroup) = &self.cgroup {
+                for pid in cgroup.pids() {
+                    // SAFETY: kill with a pid of the container's cgroup.
+                    unsafe { libc::kill(pid as i32, signal as i32) };
+                }
+            }
+            match self.init.kill(signal) {
+                Err(ShimError::NotFound(_)) => Ok(()),
+                other => other,
+            }
+        } else {
+            self.init.kill(signal)
+        };
+        if signal == libc::SIGKILL as u32 && *lock(&self.paused) {
+            let _ = self.resume();
         }
-        self.init.kill(signal)
+        result
     }
 
-    /// Freezes every program of the container at its next safe point.
+    /// Freezes every process of the container: the cgroup freezer, or SIGSTOP without one.
     pub fn pause(&self) -> ShimResult<()> {
         if !matches!(self.init.lifecycle(), Lifecycle::Running) {
             return Err(ShimError::FailedPrecondition(format!(
@@ -354,65 +385,72 @@ impl Container {
                 self.id
             )));
         }
-        if !self.controls.pauser.pause() {
+        let mut paused = lock(&self.paused);
+        if *paused {
             return Err(ShimError::FailedPrecondition(format!(
                 "task {} is already paused",
                 self.id
             )));
         }
+        match &self.cgroup {
+            Some(cgroup) if cgroup.has_freezer() => cgroup.freeze().map_err(cgroup_error)?,
+            _ => self.signal_all(libc::SIGSTOP),
+        }
+        *paused = true;
         log::info!("paused {}", self.id);
-        self.publisher.publish(
-            "/tasks/paused",
-            &TaskPaused {
-                container_id: self.id.clone(),
-                ..Default::default()
-            },
-        );
         Ok(())
     }
 
-    /// Lets a paused container's programs continue where they stopped.
+    /// Lets a paused container's processes continue where they stopped.
     pub fn resume(&self) -> ShimResult<()> {
-        if !self.controls.pauser.resume() {
+        let mut paused = lock(&self.paused);
+        if !*paused {
             return Err(ShimError::FailedPrecondition(format!(
                 "task {} is not paused",
                 self.id
             )));
         }
+        match &self.cgroup {
+            Some(cgroup) if cgroup.has_freezer() => cgroup.thaw().map_err(cgroup_error)?,
+            _ => self.signal_all(libc::SIGCONT),
+        }
+        *paused = false;
         log::info!("resumed {}", self.id);
-        self.publisher.publish(
-            "/tasks/resumed",
-            &TaskResumed {
-                container_id: self.id.clone(),
-                ..Default::default()
-            },
-        );
         Ok(())
     }
 
-    /// Whether the container is paused (its programs are frozen).
+    fn signal_all(&self, signal: i32) {
+        let _ = self.init.kill(signal as u32);
+        for exec in self.execs() {
+            let _ = exec.kill(signal as u32);
+        }
+    }
+
+    /// Whether the container is paused.
     pub fn is_paused(&self) -> bool {
-        self.controls.pauser.is_paused()
+        *lock(&self.paused)
     }
 
-    /// Applies new resources to the running container. The memory limit is what a wasm
-    /// container can honour; CPU shares and the rest do not apply to a thread of the shim
-    /// and are ignored.
-    pub fn update(&self, resources: &LinuxResources) {
-        if let Some(limit) = memory_limit_of(Some(resources)) {
-            log::info!("{}: memory limit set to {limit} bytes", self.id);
-            self.controls.gauge.set_limit(limit);
-        }
-        if resources.cpu().is_some() || resources.pids().is_some() {
-            log::debug!("{}: cpu and pids resources do not apply to wasm", self.id);
+    /// Applies new resources to the running container's cgroup.
+    pub fn update(&self, resources: &LinuxResources) -> ShimResult<()> {
+        match &self.cgroup {
+            Some(cgroup) => cgroup.update(resources).map_err(cgroup_error),
+            None => {
+                log::info!("{}: no cgroup, resources not applied", self.id);
+                Ok(())
+            }
         }
     }
 
-    /// Releases everything the container holds. Refused while the main program runs:
-    /// containerd kills and waits first. Execs still known are ended and joined.
+    /// The container's cgroup, if the spec named one.
+    pub fn cgroup(&self) -> Option<&ContainerCgroup> {
+        self.cgroup.as_ref()
+    }
+
+    /// Releases everything the container holds. Refused while the main process runs:
+    /// containerd kills and waits first. Execs still known are ended and waited for.
     pub fn delete(&self) -> ShimResult<Exit> {
         let exit = self.init.delete()?;
-        // The main program has ended, so its exit killed the execs; reap them.
         let execs: Vec<Arc<Process>> = {
             let mut execs = lock(&self.execs);
             execs.closed = true;
@@ -420,32 +458,23 @@ impl Container {
         };
         for exec in execs {
             let _ = exec.kill(libc::SIGKILL as u32);
-            exec.wait();
             let _ = exec.delete();
         }
-        // A paused container being deleted has no program left to thaw, but nothing must
-        // stay parked on the pauser either.
-        self.controls.pauser.resume();
+        if let Some(cgroup) = &self.cgroup {
+            if *lock(&self.paused) {
+                let _ = cgroup.thaw();
+            }
+            cgroup.remove();
+        }
         if let Some(rootfs) = &self.mounted_rootfs {
             mount::unmount_all(rootfs);
         }
         // Logged inside on failure; the container is gone either way.
         let _ = self.hooks.run(Phase::Poststop, self.init.pid);
-        self.publisher.publish(
-            "/tasks/delete",
-            &TaskDelete {
-                container_id: self.id.clone(),
-                id: self.id.clone(),
-                pid: self.init.pid,
-                exit_status: exit.code,
-                exited_at: Some(timestamp(exit.at)).into(),
-                ..Default::default()
-            },
-        );
         Ok(exit)
     }
 
-    /// CPU time of all the container's programs (the main one and the current execs).
+    /// CPU time of all the container's processes that still run.
     pub fn cpu(&self) -> CpuUsage {
         let mut total = self.init.cpu();
         for exec in self.execs() {
@@ -457,14 +486,16 @@ impl Container {
         total
     }
 
-    /// The memory limit in bytes (0: none).
+    /// The memory limit the spec sets, in bytes (0: none).
     pub fn memory_limit(&self) -> u64 {
-        self.controls.gauge.limit()
-    }
-
-    /// Linear memory of the container's instances (current, peak), in bytes.
-    pub fn memory(&self) -> (u64, u64) {
-        (self.controls.gauge.current(), self.controls.gauge.peak())
+        self.spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.resources().as_ref())
+            .and_then(|r| r.memory().as_ref())
+            .and_then(|m| m.limit())
+            .map(|l| l.max(0) as u64)
+            .unwrap_or(0)
     }
 }
 

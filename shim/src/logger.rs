@@ -15,6 +15,9 @@ struct FifoLogger {
     sink: Mutex<Option<File>>,
     namespace: String,
     id: String,
+    /// ` pid=N` for a container's process, which logs into its shim's FIFO: its lines say
+    /// which process wrote them. Empty for the shim itself.
+    process: String,
 }
 
 impl Log for FifoLogger {
@@ -47,10 +50,11 @@ impl Log for FifoLogger {
             .replace('"', "\\\"")
             .replace('\n', "\\n");
         let line = format!(
-            "time=\"{}\" level={level} msg=\"{message}\" namespace={} id={} runtime=io.containerd.wasmtime.v1\n",
+            "time=\"{}\" level={level} msg=\"{message}\" namespace={} id={}{} runtime=io.containerd.wasmtime.v1\n",
             rfc3339(SystemTime::now()),
             self.namespace,
-            self.id
+            self.id,
+            self.process,
         );
         // The FIFO is non-blocking: if containerd stops reading, a full pipe drops log lines
         // instead of stalling every task this shim serves.
@@ -64,6 +68,9 @@ impl Log for FifoLogger {
     fn flush(&self) {}
 }
 
+/// The log's descriptor, kept to hand a copy to each container's process.
+static SINK: std::sync::OnceLock<File> = std::sync::OnceLock::new();
+
 /// Sends the `log` facade to `bundle/log` (if containerd made one). Called once per process.
 pub fn init(bundle_log: &std::path::Path, debug: bool, namespace: &str, id: &str) {
     let sink = std::fs::OpenOptions::new()
@@ -71,10 +78,29 @@ pub fn init(bundle_log: &std::path::Path, debug: bool, namespace: &str, id: &str
         .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open(bundle_log)
         .ok();
+    if let Some(copy) = sink.as_ref().and_then(|f| f.try_clone().ok()) {
+        let _ = SINK.set(copy);
+    }
+    init_with_sink(sink, debug, namespace, id, false);
+}
+
+/// A copy of the log's descriptor, for a container's process to log into the same FIFO.
+pub fn sink_copy() -> Option<File> {
+    SINK.get().and_then(|f| f.try_clone().ok())
+}
+
+/// Sends the `log` facade to `sink`, an already open log (a container's process gets the
+/// shim's, and says so: `child`). Called once per process.
+pub fn init_with_sink(sink: Option<File>, debug: bool, namespace: &str, id: &str, child: bool) {
     let logger = FifoLogger {
         sink: Mutex::new(sink),
         namespace: namespace.to_string(),
         id: id.to_string(),
+        process: if child {
+            format!(" pid={}", std::process::id())
+        } else {
+            String::new()
+        },
     };
     if log::set_boxed_logger(Box::new(logger)).is_ok() {
         log::set_max_level(if debug {

@@ -3,17 +3,22 @@
 //! containerd runs this binary three ways: `start` (answer the handshake, make sure a daemon
 //! serves the task), `delete` (clean up after a dead daemon) and, through `start`, as the
 //! daemon itself (no action) that serves the task API over ttrpc. `-v` and `-info` describe it.
+//! The daemon runs it a fourth way, as each wasm container's own process (`child`).
 
 mod cache_config;
+mod cgroup;
+mod child;
 mod clock;
 mod confine;
 mod container;
 mod delete;
 mod error;
 mod events;
+mod exits;
 mod flags;
 mod hooks;
 mod info;
+mod launch;
 mod lifecycle;
 mod logger;
 mod metrics;
@@ -23,9 +28,11 @@ mod netns;
 mod pod;
 mod pod_cgroup;
 mod process;
+mod reaper;
 mod reply;
 mod serve;
 mod service;
+mod spawn;
 mod start;
 mod stdio;
 mod tty;
@@ -37,6 +44,10 @@ use std::process::ExitCode;
 use flags::Flags;
 
 fn main() -> ExitCode {
+    // A container's process (see `child`): started by this shim, never by containerd.
+    if std::env::args().nth(1).as_deref() == Some(launch::CHILD_ARG) {
+        child::run();
+    }
     let flags = match Flags::parse(std::env::args().skip(1)) {
         Ok(flags) => flags,
         Err(e) => {

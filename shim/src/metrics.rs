@@ -1,5 +1,6 @@
-//! Task stats in containerd's cgroup v1 `Metrics` message, which `ctr task metrics`, CRI and
-//! kubelet decode.
+//! Task stats, for a container without a cgroup, in containerd's cgroup v1 `Metrics`
+//! message, which `ctr task metrics`, CRI and kubelet decode. A container with a cgroup is
+//! measured by it (see `cgroup::metrics`).
 
 use containerd_shim_protos::cgroups::metrics::{
     CPUStat, CPUUsage as ProtoCpuUsage, MemoryEntry, MemoryStat, Metrics, Throttle,
@@ -20,10 +21,14 @@ const METRICS_V1_TYPE_URL: &str = "io.containerd.cgroups.v1.Metrics";
 /// compute the available memory as a negative number.
 const UNLIMITED: u64 = 0x7FFF_FFFF_FFFF_F000;
 
-/// CPU time of the program's thread and the size of its instance's linear memory.
+/// Metrics of a container without a cgroup (its spec names none): the CPU time and resident
+/// memory of its processes, from `/proc`.
 pub fn container_metrics(container: &Container) -> ShimResult<Any> {
-    let (memory, peak) = container.memory();
-    let metrics = metrics_of(container.cpu(), memory, peak, container.memory_limit());
+    let mut memory = resident_bytes(container.init.pid);
+    for exec in container.execs() {
+        memory += resident_bytes(exec.pid);
+    }
+    let metrics = metrics_of(container.cpu(), memory, memory, container.memory_limit());
     let value = metrics
         .write_to_bytes()
         .map_err(|e| ShimError::Internal(format!("encoding metrics: {e}")))?;
@@ -32,6 +37,17 @@ pub fn container_metrics(container: &Container) -> ShimResult<Any> {
         value,
         ..Default::default()
     })
+}
+
+/// Resident memory of process `pid` (field 2 of `/proc/PID/statm`, in pages); 0 once gone.
+fn resident_bytes(pid: u32) -> u64 {
+    let pages = std::fs::read_to_string(format!("/proc/{pid}/statm"))
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
+    pages * page
 }
 
 /// The metrics of a program that used `cpu` and holds `memory` bytes (`peak` at most) under
@@ -58,7 +74,7 @@ fn metrics_of(cpu: CpuUsage, memory: u64, peak: u64, limit: u64) -> Metrics {
                 ..Default::default()
             })
             .into(),
-            // No CFS quota applies to a wasm thread of the shim: zero periods throttled.
+            // Without a cgroup no CFS quota applies: zero periods throttled.
             throttling: Some(Throttle::default()).into(),
             ..Default::default()
         })

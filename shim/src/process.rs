@@ -1,79 +1,54 @@
-//! One wasm program of a container: its main program (the init process) or an exec. Owns the
-//! program's thread, its state machine, its stdio and terminal, and the events that report it.
+//! One process of a wasm container, as the shim keeps track of it: the container's main
+//! process or an exec. The process itself runs elsewhere (see `spawn` and `child`); this is
+//! its state machine, its pid and pidfd, its control socket, and the stdio and terminal the
+//! shim holds for it. Events are not raised here: the task service and the exit loop raise
+//! them next to the transitions they report.
 
-use std::sync::mpsc;
+use std::fs::File;
+use std::io::ErrorKind;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
-use containerd_shim_protos::events::task::{TaskExecStarted, TaskExit, TaskOOM, TaskStart};
-use runtime::{thread_cpu_usage, Controls, CpuUsage, ExitStatus, Program, Stopper, WasiPlan};
+use runtime::CpuUsage;
 
-use crate::clock::timestamp;
-use crate::confine::Confinement;
 use crate::error::{ShimError, ShimResult};
-use crate::events::Publisher;
+use crate::launch::{self, FromChild, Launch, ToChild};
 use crate::lifecycle::{Exit, Lifecycle};
-use crate::netns::NetworkPlan;
+use crate::reaper::ChildExit;
+use crate::spawn::spawn;
 use crate::stdio::StdioPaths;
 use crate::tty::{OutputDone, Terminal};
 
 /// How long an ended program's exit waits for its client to read what is still in the
 /// stdout/stderr pipes: ctr reports the exit and stops reading, so output still in a pipe
 /// at the exit event can be lost. Bounded, for a client that reads nothing (`ctr run -d`).
-const OUTPUT_READ_BOUND: std::time::Duration = std::time::Duration::from_secs(1);
+const OUTPUT_READ_BOUND: Duration = Duration::from_secs(1);
 
 /// How long an exit report waits for a terminal's last output to reach the client.
 const TERMINAL_DRAIN: Duration = Duration::from_secs(2);
 
-/// What the program thread is told after Create or Exec.
-enum Command {
-    /// Run the program, then report through the callback.
-    Start(Box<dyn FnOnce(ExitStatus, CpuUsage) + Send>),
-    /// Never run: the process was killed or deleted before Start.
-    Abort,
-}
-
-/// What a new process needs.
-pub struct ProcessParams {
-    /// The container's id.
-    pub container_id: String,
-    /// The exec id; `None` for the container's main program.
-    pub exec_id: Option<String>,
-    /// What to run.
-    pub plan: WasiPlan,
-    /// Where its stdio goes.
-    pub stdio: StdioPaths,
-    /// The network namespace its thread enters.
-    pub network: NetworkPlan,
-    /// The identity and limits its thread takes on before the program runs.
-    pub confinement: Confinement,
-    /// Pause and memory handles shared with the rest of the container; the stopper is the
-    /// process's own.
-    pub controls: Controls,
-}
-
-/// A wasm program with the life of a process: created, started, stopped, deleted.
+/// A process of a container.
 pub struct Process {
     /// The container's id.
     pub container_id: String,
-    /// The exec id; `None` for the container's main program.
+    /// The exec id; `None` for the container's main process.
     pub exec_id: Option<String>,
     /// Where stdio goes.
     pub stdio: StdioPaths,
-    /// Thread id of the program thread: unique and, like a process id, gone once the
-    /// program ends. Clients use `/proc/<pid>/ns/net` of it.
+    /// The process's pid, on the host.
     pub pid: u32,
     state: Mutex<Lifecycle>,
     state_changed: Condvar,
-    commands: Mutex<Option<mpsc::Sender<Command>>>,
-    thread: Mutex<Option<JoinHandle<()>>>,
-    final_cpu: Mutex<Option<CpuUsage>>,
-    stopper: Stopper,
+    /// Signals go through it: a pid may be reused once the process is reaped, a pidfd not.
+    pidfd: OwnedFd,
+    control: Mutex<UnixStream>,
     terminal: Mutex<Option<Terminal>>,
     /// Kept apart from `terminal` so waiting for the last output locks nothing.
     output_done: Option<Arc<OutputDone>>,
-    publisher: Publisher,
+    /// Copies of stdout and stderr when they are FIFOs, to see what the client has not read.
+    output_pipes: Mutex<Vec<File>>,
 }
 
 /// Locks a mutex even if a panicking thread poisoned it: the data (plain state) is still
@@ -82,93 +57,57 @@ pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// A Start in progress: the process is Created and stays so (the state is locked) until
+/// [`Starting::commit`], so the caller can announce the start before the program can end.
+pub struct Starting<'a> {
+    process: &'a Process,
+    state: MutexGuard<'a, Lifecycle>,
+}
+
+impl Starting<'_> {
+    /// Lets the program run.
+    pub fn commit(mut self) -> ShimResult<u32> {
+        let process = self.process;
+        launch::send(&lock(&process.control), &ToChild::Start).map_err(|e| {
+            ShimError::Internal(format!("{}: its process is gone: {e}", process.name()))
+        })?;
+        *self.state = Lifecycle::Running;
+        Ok(process.pid)
+    }
+}
+
 impl Process {
-    /// Opens stdio and loads the program on a new thread, which then waits for Start. Any
-    /// failure leaves nothing behind: no thread, no open FIFO, no pty.
-    pub fn create(params: ProcessParams, publisher: Publisher) -> ShimResult<Arc<Process>> {
-        let controls = params.controls;
-        let stopper = controls.stopper.clone();
-        let (stdio, terminal) = params.stdio.open(&stopper)?;
+    /// Opens stdio and starts the process for `launch` (whose stdio fields are filled in
+    /// here), returning once it is ready to run. Any failure leaves nothing behind: no
+    /// process, no open FIFO, no pty.
+    pub fn create(
+        container_id: &str,
+        exec_id: Option<&str>,
+        mut launch: Launch,
+        stdio: StdioPaths,
+    ) -> ShimResult<Arc<Process>> {
+        let (files, terminal) = stdio.open()?;
         let output_done = terminal.as_ref().map(Terminal::output_done);
-        let (ready_tx, ready_rx) = mpsc::channel::<ShimResult<u32>>();
-        let (command_tx, command_rx) = mpsc::channel::<Command>();
-        let network = params.network;
-        let confinement = params.confinement;
-        let plan = params.plan;
-        let name = display_name(&params.container_id, params.exec_id.as_deref());
-        let (program_tx, program_rx) = mpsc::channel::<Program>();
-        // The thread enters its network namespace (creating one takes about half a
-        // millisecond in the kernel) while this one loads the program, which needs no
-        // namespace; the program is handed over once both are done.
-        let thread = std::thread::Builder::new()
-            .name("wasm".into())
-            .spawn(move || {
-                // SAFETY: gettid has no preconditions.
-                let tid = unsafe { libc::gettid() } as u32;
-                if let Err(e) = network.enter() {
-                    let _ = ready_tx.send(Err(e));
-                    return;
-                }
-                if ready_tx.send(Ok(tid)).is_err() {
-                    return;
-                }
-                drop(ready_tx);
-                // No program: loading it failed and Create reports why.
-                let Ok(program) = program_rx.recv() else {
-                    return;
-                };
-                let Ok(Command::Start(on_exit)) = command_rx.recv() else {
-                    return;
-                };
-                let pipes = crate::stdio::output_pipes(&stdio);
-                let status =
-                    program.run_blocking_confined(stdio, &controls, || confinement.apply());
-                if status != ExitStatus::Signaled(libc::SIGKILL) {
-                    crate::stdio::wait_until_read(&pipes, OUTPUT_READ_BOUND);
-                }
-                on_exit(status, thread_cpu_usage(tid as i32));
-            })
-            .map_err(|e| ShimError::Internal(format!("starting the program thread: {e}")))?;
-        let loaded = Program::load(plan);
-        let entered = ready_rx.recv();
-        let pid = match (entered, loaded) {
-            (Ok(Ok(pid)), Ok(program)) => {
-                log::debug!("{name}: loaded {}", program.guest_path());
-                if program_tx.send(program).is_err() {
-                    let _ = thread.join();
-                    return Err(ShimError::Internal(
-                        "the program thread ended before its program was loaded".to_string(),
-                    ));
-                }
-                pid
-            }
-            (entered, loaded) => {
-                // The thread sees the channel close and ends.
-                drop(program_tx);
-                let _ = thread.join();
-                return Err(match (entered, loaded) {
-                    (Ok(Err(e)), _) => e,
-                    (_, Err(e)) => e.into(),
-                    _ => ShimError::Internal(
-                        "the program thread ended while entering its namespace".to_string(),
-                    ),
-                });
-            }
-        };
+        let output_pipes = crate::stdio::output_pipes(&files);
+        launch.stdio = [
+            files.stdin.is_some(),
+            files.stdout.is_some(),
+            files.stderr.is_some(),
+        ];
+        launch.terminal = files.terminal;
+        let spawned = spawn(launch, files)?;
         Ok(Arc::new(Process {
-            container_id: params.container_id,
-            exec_id: params.exec_id,
-            stdio: params.stdio,
-            pid,
+            container_id: container_id.to_string(),
+            exec_id: exec_id.map(str::to_string),
+            stdio,
+            pid: spawned.pid,
             state: Mutex::new(Lifecycle::Created),
             state_changed: Condvar::new(),
-            commands: Mutex::new(Some(command_tx)),
-            thread: Mutex::new(Some(thread)),
-            final_cpu: Mutex::new(None),
-            stopper,
+            pidfd: spawned.pidfd,
+            control: Mutex::new(spawned.control),
             terminal: Mutex::new(terminal),
             output_done,
-            publisher,
+            output_pipes: Mutex::new(output_pipes),
         }))
     }
 
@@ -177,156 +116,117 @@ impl Process {
         self.exec_id.as_deref().unwrap_or(&self.container_id)
     }
 
-    fn name(&self) -> String {
-        display_name(&self.container_id, self.exec_id.as_deref())
+    /// `task ID` or `task ID exec EXEC`, for logs and errors.
+    pub fn name(&self) -> String {
+        match &self.exec_id {
+            None => format!("task {}", self.container_id),
+            Some(exec_id) => format!("task {} exec {exec_id}", self.container_id),
+        }
     }
 
-    /// Runs the program; `before_exit` runs once it has ended, before its exit is recorded
-    /// and reported. The start event is queued before the program can run, so it always
-    /// precedes its exit.
-    pub fn start(self: &Arc<Self>, before_exit: Box<dyn FnOnce() + Send>) -> ShimResult<u32> {
-        let mut state = lock(&self.state);
-        state.start(self.id())?;
-        match &self.exec_id {
-            None => self.publisher.publish(
-                "/tasks/start",
-                &TaskStart {
-                    container_id: self.container_id.clone(),
-                    pid: self.pid,
-                    ..Default::default()
-                },
-            ),
-            Some(exec_id) => self.publisher.publish(
-                "/tasks/exec-started",
-                &TaskExecStarted {
-                    container_id: self.container_id.clone(),
-                    exec_id: exec_id.clone(),
-                    pid: self.pid,
-                    ..Default::default()
-                },
-            ),
+    /// The pidfd, for the reaper.
+    pub fn pidfd(&self) -> &OwnedFd {
+        &self.pidfd
+    }
+
+    /// Begins a Start: refused unless the process is Created.
+    pub fn begin_start(&self) -> ShimResult<Starting<'_>> {
+        let state = lock(&self.state);
+        // Checked on a copy: the state only becomes Running once the program may run.
+        let mut probe = *state;
+        probe.start(self.id())?;
+        Ok(Starting {
+            process: self,
+            state,
+        })
+    }
+
+    /// What the process said last and how its output ended, once the reaper saw it exit.
+    /// Waits (bounded) for the client to read its output, unless SIGKILL ended it.
+    pub fn collect(&self, exit: &ChildExit) -> bool {
+        let control = lock(&self.control);
+        let mut oom = false;
+        if control.set_nonblocking(true).is_ok() {
+            match launch::receive::<FromChild>(&control) {
+                Ok(Some(FromChild::Exited { oom: o, .. })) => oom = o,
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                Err(e) => log::debug!("{}: reading its exit report: {e}", self.name()),
+            }
         }
-        let me = Arc::clone(self);
-        let on_exit = Box::new(move |status: ExitStatus, cpu: CpuUsage| {
-            *lock(&me.final_cpu) = Some(cpu);
-            let name = me.name();
-            match &status {
-                ExitStatus::Trapped(_) | ExitStatus::Failed(_) | ExitStatus::OutOfMemory(_) => {
-                    log::warn!("{name}: {status}")
-                }
-                _ => log::info!("{name}: {status}"),
-            }
-            if let ExitStatus::OutOfMemory(_) = status {
-                me.publisher.publish(
-                    "/tasks/oom",
-                    &TaskOOM {
-                        container_id: me.container_id.clone(),
-                        ..Default::default()
-                    },
-                );
-            }
-            if let Some(output) = &me.output_done {
+        drop(control);
+        if exit.signal != Some(libc::SIGKILL) {
+            crate::stdio::wait_until_read(&lock(&self.output_pipes), OUTPUT_READ_BOUND);
+            if let Some(output) = &self.output_done {
                 output.wait(TERMINAL_DRAIN);
             }
-            before_exit();
-            me.finish(status.code());
-        });
-        let sent = lock(&self.commands)
-            .take()
-            .map(|commands| commands.send(Command::Start(on_exit)).is_ok())
-            .unwrap_or(false);
-        drop(state);
-        if !sent {
-            self.finish(ExitStatus::Failed(String::new()).code());
-            return Err(ShimError::Internal(format!(
-                "{}: the program thread is gone",
-                self.name()
-            )));
         }
-        Ok(self.pid)
+        lock(&self.output_pipes).clear();
+        oom
     }
 
-    /// Records the end of the program once, wakes waiters and raises `/tasks/exit`.
-    fn finish(&self, code: u32) {
-        self.finish_locked(&mut lock(&self.state), code);
+    /// Records the end of the process once; `announce` runs under the state lock before
+    /// waiters wake: a waiter's next step is containerd's Delete, whose `/tasks/delete`
+    /// must come after `/tasks/exit`.
+    pub fn record_exit(&self, code: u32, announce: impl FnOnce(Exit)) -> Option<Exit> {
+        let mut state = lock(&self.state);
+        let exit = state.stop(code)?;
+        announce(exit);
+        self.state_changed.notify_all();
+        Some(exit)
     }
 
-    /// `finish` for a caller that already holds the state lock. The exit event is queued
-    /// before waiters wake: a waiter's next step is containerd's Delete, whose
-    /// `/tasks/delete` must come after `/tasks/exit`.
-    fn finish_locked(&self, state: &mut Lifecycle, code: u32) {
-        if let Some(exit) = state.stop(code) {
-            self.publisher.publish(
-                "/tasks/exit",
-                &TaskExit {
-                    container_id: self.container_id.clone(),
-                    id: self.id().to_string(),
-                    pid: self.pid,
-                    exit_status: exit.code,
-                    exited_at: Some(timestamp(exit.at)).into(),
-                    ..Default::default()
-                },
-            );
-            self.state_changed.notify_all();
-        }
-    }
-
-    /// Tells a never-started program thread to give up, and records the process as ended.
-    fn abort_locked(&self, state: &mut Lifecycle, code: u32) {
-        if let Some(commands) = lock(&self.commands).take() {
-            let _ = commands.send(Command::Abort);
-        }
-        self.finish_locked(state, code);
-    }
-
-    /// Drops a process that was never started nor announced (an Exec that lost a race): its
-    /// thread is told to give up and joined, and no event is published.
-    pub fn discard(&self) {
-        if let Some(commands) = lock(&self.commands).take() {
-            let _ = commands.send(Command::Abort);
-        }
-        if let Some(thread) = lock(&self.thread).take() {
-            let _ = thread.join();
-        }
-        lock(&self.terminal).take();
-    }
-
-    /// Delivers a signal. Terminating signals stop the program (status 128+signal); signals
-    /// whose default action is to ignore them are accepted and ignored, as for a process
-    /// that installed no handler.
+    /// Delivers a signal to the process: its Linux meaning, with the program's own
+    /// handling of terminating signals (see `child::signals`). Before Start a terminating
+    /// signal ends the process as it would any process (128 + signal).
     pub fn kill(&self, signal: u32) -> ShimResult<()> {
         let signal = signal as i32;
-        // Held until the signal is delivered: a Start running concurrently must not turn the
-        // process Running between our look at the state and our acting on it.
-        let mut state = lock(&self.state);
-        if let Lifecycle::Stopped(_) = *state {
+        if !(0..=64).contains(&signal) {
+            return Err(ShimError::InvalidArgument(format!(
+                "invalid signal {signal}"
+            )));
+        }
+        if let Lifecycle::Stopped(_) = *lock(&self.state) {
             return Err(ShimError::NotFound(format!(
                 "{}: process already finished",
                 self.name()
             )));
         }
-        match signal {
-            0 => return Ok(()),
-            libc::SIGCHLD | libc::SIGURG | libc::SIGWINCH | libc::SIGCONT => return Ok(()),
-            libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU => {
-                return Err(ShimError::Unimplemented(format!(
-                    "signal {signal} (stop) cannot be delivered to a wasm program; use pause"
-                )))
+        // SAFETY: pidfd_send_signal with our pidfd and no siginfo.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.pidfd.as_raw_fd(),
+                signal,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+        if rc < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::ESRCH) {
+                return Err(ShimError::NotFound(format!(
+                    "{}: process already finished",
+                    self.name()
+                )));
             }
-            s if !(1..=64).contains(&s) => {
-                return Err(ShimError::InvalidArgument(format!("invalid signal {s}")))
-            }
-            _ => {}
-        }
-        if *state == Lifecycle::Created {
-            self.abort_locked(&mut state, 128 + signal as u32);
-        } else {
-            self.stopper.stop(signal);
+            return Err(ShimError::Internal(format!(
+                "{}: signal {signal}: {e}",
+                self.name()
+            )));
         }
         Ok(())
     }
 
-    /// Blocks until the program ends.
+    /// Ends a process the reaper does not watch (a Create whose hooks failed, an Exec that
+    /// lost a race with its container's end): killed and reaped here, no event raised.
+    pub fn discard(&self) {
+        let _ = self.kill(libc::SIGKILL as u32);
+        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(self.pid as i32), None);
+        lock(&self.terminal).take();
+    }
+
+    /// Blocks until the process's end is recorded.
     pub fn wait(&self) -> Exit {
         let state = lock(&self.state);
         let state = self
@@ -345,45 +245,33 @@ impl Process {
         *lock(&self.state)
     }
 
-    /// Ends the process's part: refused while the program runs (containerd kills and waits
-    /// first); a never-started one is killed, as runc kills a created container on delete.
-    /// Joins the thread and closes the terminal.
+    /// Ends the shim's part: refused while the program runs (containerd kills and waits
+    /// first); a never-started process is killed and waited for, as runc kills a created
+    /// container on delete. Closes the terminal.
     pub fn delete(&self) -> ShimResult<Exit> {
-        let exit = {
-            let mut state = lock(&self.state);
-            match *state {
-                Lifecycle::Running => {
-                    return Err(ShimError::FailedPrecondition(format!(
-                        "{} is running; kill it before deleting",
-                        self.name()
-                    )))
-                }
-                Lifecycle::Created => {
-                    self.abort_locked(&mut state, 128 + libc::SIGKILL as u32);
-                }
-                Lifecycle::Stopped(_) => {}
+        match self.lifecycle() {
+            Lifecycle::Running => {
+                return Err(ShimError::FailedPrecondition(format!(
+                    "{} is running; kill it before deleting",
+                    self.name()
+                )))
             }
-            state.exit()
-        };
-        if let Some(thread) = lock(&self.thread).take() {
-            let _ = thread.join();
+            Lifecycle::Created => {
+                let _ = self.kill(libc::SIGKILL as u32);
+            }
+            Lifecycle::Stopped(_) => {}
         }
+        let exit = self.wait();
         lock(&self.terminal).take();
-        Ok(exit.unwrap_or(Exit {
-            code: 255,
-            at: SystemTime::now(),
-        }))
+        Ok(exit)
     }
 
-    /// CPU time of the program: live while it runs, its final figure after.
+    /// CPU time of the process while it runs (from `/proc/PID/stat`); nothing once ended.
     pub fn cpu(&self) -> CpuUsage {
-        if let Some(cpu) = *lock(&self.final_cpu) {
-            return cpu;
+        if !matches!(self.lifecycle(), Lifecycle::Running) {
+            return CpuUsage::default();
         }
-        match self.lifecycle() {
-            Lifecycle::Running => thread_cpu_usage(self.pid as i32),
-            _ => CpuUsage::default(),
-        }
+        process_cpu(self.pid).unwrap_or_default()
     }
 
     /// Resizes the terminal; a process without one has nothing to resize.
@@ -403,9 +291,31 @@ impl Process {
     }
 }
 
-fn display_name(container_id: &str, exec_id: Option<&str>) -> String {
-    match exec_id {
-        None => format!("task {container_id}"),
-        Some(exec_id) => format!("task {container_id} exec {exec_id}"),
+/// User and system time of process `pid`, from fields 14 and 15 of `/proc/PID/stat`.
+fn process_cpu(pid: u32) -> Option<CpuUsage> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; the fields after its `)` do not.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    let ns = |field: &str| field.parse::<u64>().ok().map(|t| t * 1_000_000_000 / ticks);
+    let user = ns(fields.get(11)?)?;
+    let kernel = ns(fields.get(12)?)?;
+    Some(CpuUsage {
+        total_ns: user + kernel,
+        user_ns: user,
+        kernel_ns: kernel,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cpu_of_a_process_is_read_from_proc() {
+        let me = process_cpu(std::process::id()).unwrap();
+        assert_eq!(me.total_ns, me.user_ns + me.kernel_ns);
+        assert!(process_cpu(u32::MAX).is_none());
     }
 }

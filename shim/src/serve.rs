@@ -250,12 +250,15 @@ pub fn serve(flags: &Flags, bundle: &Path) -> Result<(), String> {
         debug: flags.debug,
         bootstrap: crate::start::parse_bootstrap_flag(&flags.bootstrap)?,
     });
-    let service: Arc<dyn Task + Send + Sync> = Arc::new(TaskService::new(
-        publisher.clone(),
-        shutdown_tx,
-        socket,
-        runc,
-    ));
+    let identity = crate::launch::ShimIdentity {
+        namespace: flags.namespace.clone(),
+        shim_id: flags.id.clone(),
+        debug: flags.debug,
+    };
+    let service: Arc<dyn Task + Send + Sync> = Arc::new(
+        TaskService::new(publisher.clone(), shutdown_tx, socket, runc, identity)
+            .map_err(|e| format!("starting the exit loop: {e}"))?,
+    );
     // containerd 1.6–2.2 call the task API as containerd.task.v2.Task, 2.3 with our
     // BootstrapResult as v3; the messages are the same, so serve both names.
     let v3 = create_task(service.clone());

@@ -9,10 +9,17 @@ use containerd_shim_protos::api::{self, Empty, Status};
 use containerd_shim_protos::shim::shim_ttrpc::Task;
 use containerd_shim_protos::ttrpc::{self, TtrpcContext};
 
+use containerd_shim_protos::events::task::{
+    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskIO, TaskPaused, TaskResumed,
+    TaskStart,
+};
+
 use crate::clock::timestamp;
 use crate::container::{rootfs_dir, Container, CreateParams, ExecParams};
 use crate::error::{ShimError, ShimResult};
 use crate::events::Publisher;
+use crate::exits::{Exits, Route};
+use crate::launch::ShimIdentity;
 use crate::lifecycle::Lifecycle;
 use crate::metrics::container_metrics;
 use crate::mount::RootfsMount;
@@ -34,6 +41,10 @@ pub struct TaskService {
     runc: RuncShims,
     /// Set once this shim (and its runc shim) moved into the pod's cgroup.
     in_pod_cgroup: AtomicBool,
+    /// What the container processes log as.
+    identity: ShimIdentity,
+    /// Where the container processes' ends are turned into exits.
+    exits: Arc<Exits>,
 }
 
 /// A task this shim answers for.
@@ -78,15 +89,18 @@ impl TaskService {
         shutdown: mpsc::Sender<()>,
         socket: PathBuf,
         runc: RuncShims,
-    ) -> Self {
-        TaskService {
+        identity: ShimIdentity,
+    ) -> std::io::Result<Self> {
+        Ok(TaskService {
             tasks: Mutex::new(Tasks::default()),
+            exits: Exits::start(publisher.clone())?,
             publisher,
             shutdown: Mutex::new(shutdown),
             socket,
             runc,
             in_pod_cgroup: AtomicBool::new(false),
-        }
+            identity,
+        })
     }
 
     fn tasks(&self) -> MutexGuard<'_, Tasks> {
@@ -188,19 +202,45 @@ impl TaskService {
             CreateParams {
                 id: req.id,
                 bundle,
-                rootfs: req.rootfs,
                 mount,
                 spec,
                 stdio: StdioPaths {
+                    stdin: req.stdin.clone(),
+                    stdout: req.stdout.clone(),
+                    stderr: req.stderr.clone(),
+                    terminal: req.terminal,
+                },
+            },
+            &self.identity,
+        )?;
+        let pid = container.init.pid;
+        self.publisher.publish(
+            "/tasks/create",
+            &TaskCreate {
+                container_id: id.clone(),
+                bundle: req.bundle,
+                rootfs: req.rootfs,
+                io: Some(TaskIO {
                     stdin: req.stdin,
                     stdout: req.stdout,
                     stderr: req.stderr,
                     terminal: req.terminal,
-                },
+                    ..Default::default()
+                })
+                .into(),
+                pid,
+                ..Default::default()
             },
-            self.publisher.clone(),
-        )?;
-        let pid = container.init.pid;
+        );
+        // After the create event: the exit loop reports this process's end after it.
+        if let Err(e) =
+            self.exits
+                .watch(pid, container.init.pidfd(), Route::Init(container.clone()))
+        {
+            container.init.discard();
+            let _ = container.delete();
+            return Err(e.into());
+        }
         self.tasks()
             .containers
             .insert(id.clone(), Served::Wasm(container));
@@ -344,10 +384,35 @@ impl Task for TaskService {
     fn start(&self, ctx: &TtrpcContext, req: api::StartRequest) -> TtrpcResult<api::StartResponse> {
         forward_native!(self, ctx, req, "Start");
         let container = self.container(&req.id)?;
+        // Each start event is queued while the process is held in Created, before it may
+        // run: its exit event cannot come first.
         let pid = if req.exec_id.is_empty() {
-            container.start()?
+            container.before_start()?;
+            let starting = container.init.begin_start()?;
+            self.publisher.publish(
+                "/tasks/start",
+                &TaskStart {
+                    container_id: req.id.clone(),
+                    pid: container.init.pid,
+                    ..Default::default()
+                },
+            );
+            let pid = starting.commit()?;
+            container.after_start();
+            pid
         } else {
-            container.start_exec(&req.exec_id)?
+            let process = container.startable_exec(&req.exec_id)?;
+            let starting = process.begin_start()?;
+            self.publisher.publish(
+                "/tasks/exec-started",
+                &TaskExecStarted {
+                    container_id: req.id.clone(),
+                    exec_id: req.exec_id.clone(),
+                    pid: process.pid,
+                    ..Default::default()
+                },
+            );
+            starting.commit()?
         };
         log::info!("started {} {}", req.id, req.exec_id);
         Ok(api::StartResponse {
@@ -441,6 +506,17 @@ impl Task for TaskService {
         }
         let exit = container.delete()?;
         self.tasks().containers.remove(&req.id);
+        self.publisher.publish(
+            "/tasks/delete",
+            &TaskDelete {
+                container_id: req.id.clone(),
+                id: req.id.clone(),
+                pid: container.init.pid,
+                exit_status: exit.code,
+                exited_at: Some(timestamp(exit.at)).into(),
+                ..Default::default()
+            },
+        );
         log::info!("deleted {}", req.id);
         Ok(api::DeleteResponse {
             pid: container.init.pid,
@@ -514,8 +590,14 @@ impl Task for TaskService {
     fn stats(&self, ctx: &TtrpcContext, req: api::StatsRequest) -> TtrpcResult<api::StatsResponse> {
         forward_native!(self, ctx, req, "Stats");
         let container = self.container(&req.id)?;
+        let stats = match container.cgroup() {
+            Some(cgroup) => cgroup
+                .metrics()
+                .map_err(|e| ShimError::Internal(format!("stats of {}: {e}", req.id)))?,
+            None => container_metrics(&container)?,
+        };
         Ok(api::StatsResponse {
-            stats: Some(container_metrics(&container)?).into(),
+            stats: Some(stats).into(),
             ..Default::default()
         })
     }
@@ -523,12 +605,26 @@ impl Task for TaskService {
     fn pause(&self, ctx: &TtrpcContext, req: api::PauseRequest) -> TtrpcResult<Empty> {
         forward_native!(self, ctx, req, "Pause");
         self.container(&req.id)?.pause()?;
+        self.publisher.publish(
+            "/tasks/paused",
+            &TaskPaused {
+                container_id: req.id.clone(),
+                ..Default::default()
+            },
+        );
         Ok(Empty::new())
     }
 
     fn resume(&self, ctx: &TtrpcContext, req: api::ResumeRequest) -> TtrpcResult<Empty> {
         forward_native!(self, ctx, req, "Resume");
         self.container(&req.id)?.resume()?;
+        self.publisher.publish(
+            "/tasks/resumed",
+            &TaskResumed {
+                container_id: req.id.clone(),
+                ..Default::default()
+            },
+        );
         Ok(Empty::new())
     }
 
@@ -555,18 +651,34 @@ impl Task for TaskService {
         let process: oci_spec::runtime::Process = serde_json::from_slice(spec).map_err(|e| {
             ShimError::InvalidArgument(format!("exec {}: invalid process spec: {e}", req.exec_id))
         })?;
-        container
-            .exec(ExecParams {
-                exec_id: req.exec_id.clone(),
-                process,
-                stdio: StdioPaths {
-                    stdin: req.stdin,
-                    stdout: req.stdout,
-                    stderr: req.stderr,
-                    terminal: req.terminal,
+        let params = ExecParams {
+            exec_id: req.exec_id.clone(),
+            process,
+            stdio: StdioPaths {
+                stdin: req.stdin,
+                stdout: req.stdout,
+                stderr: req.stderr,
+                terminal: req.terminal,
+            },
+        };
+        let announce = || {
+            self.publisher.publish(
+                "/tasks/exec-added",
+                &TaskExecAdded {
+                    container_id: req.id.clone(),
+                    exec_id: req.exec_id.clone(),
+                    ..Default::default()
                 },
-            })
+            )
+        };
+        let process = container
+            .exec(params, announce)
             .inspect_err(|e| log::error!("exec {} in {}: {e}", req.exec_id, req.id))?;
+        self.exits.watch(
+            process.pid,
+            process.pidfd(),
+            Route::Exec(container.clone(), process.clone()),
+        )?;
         log::info!("exec {} added to {}", req.exec_id, req.id);
         Ok(Empty::new())
     }
@@ -600,7 +712,7 @@ impl Task for TaskService {
                 .map_err(|e| {
                     ShimError::InvalidArgument(format!("update {}: invalid resources: {e}", req.id))
                 })?;
-            container.update(&resources);
+            container.update(&resources)?;
         }
         Ok(Empty::new())
     }

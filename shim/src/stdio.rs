@@ -3,7 +3,7 @@
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
 
-use runtime::{StdioFiles, Stopper};
+use runtime::StdioFiles;
 
 use crate::error::{ShimError, ShimResult};
 use crate::tty::Terminal;
@@ -40,14 +40,14 @@ fn local_path(uri: &str) -> ShimResult<&str> {
 
 impl StdioPaths {
     /// Opens the streams, and for a terminal the pty that stands between them and the
-    /// program (its interrupt character stops the program through `stopper`).
+    /// program.
     ///
     /// stdin is opened non-blocking for reading, which succeeds before the client's writer
     /// arrives; the runtime waits for data through the reactor, and sees EOF when the client
     /// closes its end. stdout and stderr are opened read-write: that never blocks and never
     /// fails with ENXIO when the client's reader is not there yet (or anymore), and the client
     /// sees EOF once the program's last descriptor closes.
-    pub fn open(&self, stopper: &Stopper) -> ShimResult<(StdioFiles, Option<Terminal>)> {
+    pub fn open(&self) -> ShimResult<(StdioFiles, Option<Terminal>)> {
         let open_err = |path: &str, e: std::io::Error| {
             ShimError::Internal(format!("opening stdio {path}: {e}"))
         };
@@ -77,7 +77,7 @@ impl StdioPaths {
                 "" => None,
                 uri => Some(local_path(uri)?),
             };
-            let (terminal, slave) = Terminal::open(stdin, output(&self.stdout)?, stopper.clone())?;
+            let (terminal, slave) = Terminal::open(stdin, output(&self.stdout)?)?;
             let files = StdioFiles {
                 stdin: Some(slave.stdin),
                 stdout: Some(slave.stdout),

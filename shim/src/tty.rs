@@ -17,8 +17,7 @@ use std::time::Duration;
 use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::pty::{openpty, Winsize};
-use nix::sys::termios::{tcgetattr, LocalFlags, SpecialCharacterIndices as Cc};
-use runtime::Stopper;
+use nix::sys::termios::{tcgetattr, SpecialCharacterIndices as Cc};
 
 use crate::error::{ShimError, ShimResult};
 
@@ -89,13 +88,12 @@ fn set_nonblocking(file: &File) -> ShimResult<()> {
 
 impl Terminal {
     /// Opens a pty and starts copying: `stdin` (a FIFO path, or none) into it, its output
-    /// into `stdout` (already open). The interrupt and quit characters typed on it stop the
-    /// program through `stopper` with SIGINT and SIGQUIT, as a terminal's line discipline
-    /// would signal a foreground Linux process.
+    /// into `stdout` (already open). The interrupt and quit characters typed on it are the
+    /// line discipline's business: the container's process makes the pty its controlling
+    /// terminal, so they reach it as SIGINT and SIGQUIT, as for a Linux process.
     pub fn open(
         stdin: Option<&str>,
         stdout: Option<File>,
-        stopper: Stopper,
     ) -> ShimResult<(Terminal, TerminalSlave)> {
         let pty = openpty(None, None).map_err(|e| internal("openpty", e))?;
         // openpty's descriptors are inherited by default: a process the shim spawns later
@@ -138,7 +136,7 @@ impl Terminal {
             let writer = dup(&master)?;
             std::thread::Builder::new()
                 .name("tty-in".into())
-                .spawn(move || copy_input(fifo, File::from(control_read), writer, stopper))
+                .spawn(move || copy_input(fifo, File::from(control_read), writer))
                 .map_err(|e| internal("starting the input copier", e))?;
             stdin_control = Some(File::from(control_write));
         }
@@ -228,35 +226,14 @@ fn copy_output(mut master: File, mut stdout: Option<File>, stop: OwnedFd) {
     }
 }
 
-/// The signals the terminal's special characters stand for, when the line discipline
-/// would raise them (ISIG).
-fn signal_characters(master: &File) -> Vec<(u8, i32)> {
-    let Ok(termios) = tcgetattr(master.as_fd()) else {
-        return vec![];
-    };
-    if !termios.local_flags.contains(LocalFlags::ISIG) {
-        return vec![];
-    }
-    let cc = &termios.control_chars;
-    vec![
-        (cc[Cc::VINTR as usize], libc::SIGINT),
-        (cc[Cc::VQUIT as usize], libc::SIGQUIT),
-    ]
-}
-
-/// Writes client input into the terminal, and stops the program on an interrupt character.
-fn forward_input(master: &mut File, bytes: &[u8], stopper: &Stopper) -> std::io::Result<()> {
-    for (character, signal) in signal_characters(master) {
-        if character != 0 && bytes.contains(&character) {
-            stopper.stop(signal);
-        }
-    }
+/// Writes client input into the terminal.
+fn forward_input(master: &mut File, bytes: &[u8]) -> std::io::Result<()> {
     master.write_all(bytes)
 }
 
 /// client → master, until the client closes its end, the terminal asks for end-of-file
 /// (then the FIFO's remaining input goes first) or the terminal is dropped.
-fn copy_input(mut fifo: File, mut control: File, mut master: File, stopper: Stopper) {
+fn copy_input(mut fifo: File, mut control: File, mut master: File) {
     let mut buf = [0u8; 8192];
     let mut last_byte = b'\n';
     loop {
@@ -277,7 +254,7 @@ fn copy_input(mut fifo: File, mut control: File, mut master: File, stopper: Stop
             }
             // CloseIO: what the client wrote before asking, then end-of-file.
             while let Ok(n @ 1..) = fifo.read(&mut buf) {
-                if forward_input(&mut master, &buf[..n], &stopper).is_err() {
+                if forward_input(&mut master, &buf[..n]).is_err() {
                     return;
                 }
                 last_byte = buf[n - 1];
@@ -300,7 +277,7 @@ fn copy_input(mut fifo: File, mut control: File, mut master: File, stopper: Stop
         match fifo.read(&mut buf) {
             Ok(0) => return,
             Ok(n) => {
-                if forward_input(&mut master, &buf[..n], &stopper).is_err() {
+                if forward_input(&mut master, &buf[..n]).is_err() {
                     return;
                 }
                 last_byte = buf[n - 1];
@@ -334,7 +311,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let out_path = dir.path().join("out");
         let out = File::create(&out_path).unwrap();
-        let (terminal, slave) = Terminal::open(None, Some(out), Stopper::new()).unwrap();
+        let (terminal, slave) = Terminal::open(None, Some(out)).unwrap();
         terminal.resize(132, 43).unwrap();
         assert_eq!(size_of(&slave.stdout), (132, 43));
         (&slave.stdout).write_all(b"line\n").unwrap();
@@ -350,9 +327,7 @@ mod tests {
         let fifo = dir.path().join("stdin");
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
         let fifo_path = fifo.to_str().unwrap().to_string();
-        let stopper = Stopper::new();
-        let (mut terminal, slave) =
-            Terminal::open(Some(&fifo_path), None, stopper.clone()).unwrap();
+        let (mut terminal, slave) = Terminal::open(Some(&fifo_path), None).unwrap();
         let mut client = OpenOptions::new().write(true).open(&fifo).unwrap();
         // A partial line, as `printf abc` leaves it: EOF must still end the program's read.
         client.write_all(b"abc").unwrap();
@@ -361,22 +336,5 @@ mod tests {
         let mut stdin = slave.stdin;
         stdin.read_to_string(&mut input).unwrap();
         assert_eq!(input, "abc");
-        assert_eq!(stopper.requested(), None);
-    }
-
-    #[test]
-    fn the_interrupt_character_stops_the_program_with_sigint() {
-        let dir = tempfile::tempdir().unwrap();
-        let fifo = dir.path().join("stdin");
-        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
-        let stopper = Stopper::new();
-        let (_terminal, _slave) = Terminal::open(fifo.to_str(), None, stopper.clone()).unwrap();
-        let mut client = OpenOptions::new().write(true).open(&fifo).unwrap();
-        client.write_all(&[3]).unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while stopper.requested().is_none() && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        assert_eq!(stopper.requested(), Some(libc::SIGINT));
     }
 }

@@ -1,4 +1,5 @@
-//! Least privilege for wasm: the program thread acts as the spec's user with no capabilities,
+//! Least privilege for wasm: each container is a process of its own, in its cgroup, its
+//! namespaces and its own root, acting as the spec's user with no capabilities,
 //! no_new_privs and a seccomp filter; file permissions apply to that user; annotations
 //! narrow the filesystem view further.
 
@@ -33,6 +34,14 @@ impl UserSpec {
             }));
         }
         let dir = tempfile::tempdir().unwrap();
+        // A cgroup of its own per spec, as ctr gives each container.
+        let name = dir
+            .path()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        spec["linux"]["cgroupsPath"] = json!(format!("/wasmtime-test/{name}"));
         std::fs::write(
             dir.path().join("config.json"),
             serde_json::to_vec_pretty(&spec).unwrap(),
@@ -43,6 +52,12 @@ impl UserSpec {
 
     fn path(&self) -> PathBuf {
         self.dir.path().join("config.json")
+    }
+
+    fn cgroups_path(&self) -> String {
+        let text = std::fs::read_to_string(self.path()).unwrap();
+        let spec: Value = serde_json::from_str(&text).unwrap();
+        spec["linux"]["cgroupsPath"].as_str().unwrap().to_string()
     }
 
     fn ctr(&self, containerd: &Containerd, mode: &str, id: &str) -> CtrOutput {
@@ -72,31 +87,87 @@ fn field<'a>(fields: &'a [(String, String)], name: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no {name} in {fields:?}"))
 }
 
+/// Every hierarchy line of `/proc/PID/cgroup` (`ID:CONTROLLERS:PATH`) as (controllers, path).
+fn cgroups_of(pid: u32) -> Vec<(String, String)> {
+    std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            let mut parts = l.splitn(3, ':');
+            let _ = parts.next()?;
+            Some((parts.next()?.to_string(), parts.next()?.to_string()))
+        })
+        .collect()
+}
+
+/// The namespace `/proc/PID/ns/NAME` links to.
+fn namespace(pid: u32, name: &str) -> PathBuf {
+    std::fs::read_link(format!("/proc/{pid}/ns/{name}")).unwrap()
+}
+
 #[test]
-fn the_wasm_thread_is_the_spec_user_with_no_capabilities_no_new_privs_and_seccomp() {
+fn the_wasm_process_is_confined_in_its_own_cgroup_namespaces_and_root() {
     let containerd = Containerd::start().unwrap();
     let rootfs = rootfs_with(&["spin"]).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(data.path().join("host-file"), "x").unwrap();
     let user = json!({"uid": 1000, "gid": 1000, "additionalGids": [44], "umask": 63});
-    let spec = UserSpec::new(rootfs.path(), &["/spin.wasm"], user, &[]);
+    let spec = UserSpec::new(
+        rootfs.path(),
+        &["/spin.wasm"],
+        user,
+        &[(data.path(), "/data")],
+    );
     let out = spec.ctr(&containerd, "-d", "confined");
     assert_eq!(out.code, 0, "{out:?}");
     containerd
         .wait_for_status("confined", "RUNNING", Duration::from_secs(10))
         .unwrap();
-    let tid = containerd.task_pid("confined");
+    let pid = containerd.task_pid("confined");
     let shims = containerd.shim_pids();
     assert_eq!(shims.len(), 1, "{shims:?}");
     let shim = shims[0];
-    let thread = status_fields(&format!("/proc/{shim}/task/{tid}/status"));
-    assert_eq!(field(&thread, "Uid"), "1000 1000 1000 1000");
-    assert_eq!(field(&thread, "Gid"), "1000 1000 1000 1000");
-    assert_eq!(field(&thread, "Groups"), "44");
+    assert!(!shims.contains(&pid), "the task pid {pid} is the shim");
+    // A process of its own, a child of the shim.
+    let status = status_fields(&format!("/proc/{pid}/status"));
+    assert_eq!(field(&status, "PPid"), shim.to_string());
+    assert_eq!(field(&status, "Tgid"), pid.to_string());
+    assert_eq!(field(&status, "Uid"), "1000 1000 1000 1000");
+    assert_eq!(field(&status, "Gid"), "1000 1000 1000 1000");
+    assert_eq!(field(&status, "Groups"), "44");
     for set in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
-        assert_eq!(field(&thread, set), "0000000000000000", "{set}");
+        assert_eq!(field(&status, set), "0000000000000000", "{set}");
     }
-    assert_eq!(field(&thread, "NoNewPrivs"), "1");
-    assert_eq!(field(&thread, "Seccomp"), "2");
-    assert_eq!(field(&thread, "Umask"), "0077");
+    assert_eq!(field(&status, "NoNewPrivs"), "1");
+    assert_eq!(field(&status, "Seccomp"), "2");
+    assert_eq!(field(&status, "Umask"), "0077");
+    // Its threads (executor, epoch ticker, signals) all carry the same confinement.
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
+        let thread = status_fields(&format!("{}/status", task.path().display()));
+        assert_eq!(field(&thread, "Seccomp"), "2", "{}", task.path().display());
+        assert_eq!(field(&thread, "CapEff"), "0000000000000000");
+    }
+    // The spec's cgroup, in every hierarchy.
+    let cgroup_path = spec.cgroups_path();
+    for (controllers, path) in cgroups_of(pid) {
+        assert_eq!(path, cgroup_path, "hierarchy {controllers:?}");
+    }
+    // Namespaces of its own: mount and network.
+    for ns in ["mnt", "net", "ipc", "uts"] {
+        assert_ne!(namespace(pid, ns), namespace(shim, ns), "{ns}");
+    }
+    // Its root is the container's rootfs with the mount point: nothing of the host.
+    let mut root: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/root/"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    root.sort();
+    assert_eq!(root, ["data", "spin.wasm"], "{root:?}");
+    assert!(Path::new(&format!("/proc/{pid}/root/data/host-file")).exists());
     // The shim itself keeps what it needs to serve other containers.
     let main = status_fields(&format!("/proc/{shim}/status"));
     assert_eq!(field(&main, "Uid"), "0 0 0 0");
@@ -104,8 +175,10 @@ fn the_wasm_thread_is_the_spec_user_with_no_capabilities_no_new_privs_and_seccom
     assert_eq!(field(&main, "Seccomp"), "0");
     containerd.kill_and_remove("confined", "SIGKILL");
     containerd.ctr(&["containers", "rm", "confined"]);
+    // Delete removed its cgroup.
+    assert!(!Path::new(&format!("/sys/fs/cgroup/memory{cgroup_path}")).exists());
 
-    // A root container's thread keeps uid 0 but holds no capability either.
+    // A root container's process keeps uid 0 but holds no capability either.
     let root = UserSpec::new(
         rootfs.path(),
         &["/spin.wasm"],
@@ -114,13 +187,12 @@ fn the_wasm_thread_is_the_spec_user_with_no_capabilities_no_new_privs_and_seccom
     );
     let out = root.ctr(&containerd, "-d", "rootwasm");
     assert_eq!(out.code, 0, "{out:?}");
-    let tid = containerd.task_pid("rootwasm");
-    let shim = containerd.shim_pids()[0];
-    let thread = status_fields(&format!("/proc/{shim}/task/{tid}/status"));
-    assert_eq!(field(&thread, "Uid"), "0 0 0 0");
-    assert_eq!(field(&thread, "CapEff"), "0000000000000000");
-    assert_eq!(field(&thread, "CapBnd"), "0000000000000000");
-    assert_eq!(field(&thread, "Seccomp"), "2");
+    let pid = containerd.task_pid("rootwasm");
+    let status = status_fields(&format!("/proc/{pid}/status"));
+    assert_eq!(field(&status, "Uid"), "0 0 0 0");
+    assert_eq!(field(&status, "CapEff"), "0000000000000000");
+    assert_eq!(field(&status, "CapBnd"), "0000000000000000");
+    assert_eq!(field(&status, "Seccomp"), "2");
     containerd.kill_and_remove("rootwasm", "SIGKILL");
 }
 

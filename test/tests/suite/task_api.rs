@@ -9,13 +9,17 @@ use integration::{
     EventWatch, RUNTIME,
 };
 
-/// The pid `ctr task ls` shows for task `id`.
-/// CPU time in ns of thread `tid` of process `pid` (a program thread of the shim).
-fn thread_cpu_ns(pid: u32, tid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/schedstat"))
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse().ok())
-        .unwrap_or_else(|| panic!("no schedstat for thread {tid} of {pid}"))
+/// CPU time in ns of process `pid`, all its threads (a container's process).
+fn process_cpu_ns(pid: u32) -> u64 {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap_or_else(|e| panic!("no process {pid}: {e}"))
+        .flatten()
+        .filter_map(|task| {
+            std::fs::read_to_string(task.path().join("schedstat"))
+                .ok()
+                .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        })
+        .sum()
 }
 
 #[test]
@@ -142,8 +146,7 @@ fn pause_freezes_a_busy_program_and_resume_continues_it() {
     containerd
         .wait_for_status("pz", "RUNNING", Duration::from_secs(10))
         .unwrap();
-    let tid = containerd.task_pid("pz");
-    let shim = containerd.shim_pids()[0];
+    let pid = containerd.task_pid("pz");
 
     let pause = containerd.ctr(&["task", "pause", "pz"]);
     assert_eq!(pause.code, 0, "{pause:?}");
@@ -154,9 +157,9 @@ fn pause_freezes_a_busy_program_and_resume_continues_it() {
     // A second pause is refused, as runc refuses it.
     assert_ne!(containerd.ctr(&["task", "pause", "pz"]).code, 0);
     std::thread::sleep(Duration::from_millis(100));
-    let before = thread_cpu_ns(shim, tid);
+    let before = process_cpu_ns(pid);
     std::thread::sleep(Duration::from_secs(1));
-    let paused_ns = thread_cpu_ns(shim, tid) - before;
+    let paused_ns = process_cpu_ns(pid) - before;
     assert!(
         paused_ns < 50_000_000,
         "a paused program used {paused_ns} ns of CPU in a second"
@@ -168,9 +171,9 @@ fn pause_freezes_a_busy_program_and_resume_continues_it() {
         .wait_for_status("pz", "RUNNING", Duration::from_secs(2))
         .unwrap();
     events.expect("/tasks/resumed", &["pz"]);
-    let before = thread_cpu_ns(shim, tid);
+    let before = process_cpu_ns(pid);
     std::thread::sleep(Duration::from_secs(1));
-    let running_ns = thread_cpu_ns(shim, tid) - before;
+    let running_ns = process_cpu_ns(pid) - before;
     assert!(
         running_ns > 200_000_000,
         "the resumed program used only {running_ns} ns of CPU in a second"

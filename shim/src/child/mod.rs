@@ -1,0 +1,216 @@
+//! A container's process: the shim binary run again (with [`crate::launch::CHILD_ARG`]) to
+//! become one wasm container, the way runc's init becomes a Linux one.
+//!
+//! It starts single-threaded, with the descriptors `spawn` placed, and in this order:
+//! blocks the signals it will hand to the program (see `signals`); reads its [`Launch`];
+//! joins the container's cgroup; makes or joins its namespaces; loads the program (from the
+//! compile cache the shim filled while validating the Create); makes its own mount
+//! namespace rooted at the rootfs (an exec joins the main process's); answers Ready. On
+//! Start it confines itself for good (uid, gid, no capabilities, `no_new_privs`, seccomp)
+//! and only then makes threads and runs guest code. Its exit status is the program's.
+
+mod namespaces;
+mod root;
+mod signals;
+
+use std::fs::File;
+use std::os::fd::FromRawFd;
+use std::os::unix::net::UnixStream;
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use oci_spec::runtime::Spec;
+use runtime::{Controls, ExitStatus, Program, StdioFiles, Stopper, WasiPlan};
+
+use crate::confine::Confinement;
+use crate::error::{ShimError, ShimResult};
+use crate::launch::{self, FailureKind, FromChild, Launch, ToChild, CONTROL_FD, LOG_FD};
+use signals::Signals;
+
+/// Runs the container's process to its end; never returns.
+pub fn run() -> ! {
+    // SAFETY: `spawn` placed the control socket and the log at these descriptors, and
+    // nothing else in this fresh process owns them.
+    let control = unsafe { UnixStream::from_raw_fd(CONTROL_FD) };
+    let log = unsafe { File::from_raw_fd(LOG_FD) };
+    // First, so that a signal sent from now on is the program's, not the process's end
+    // before it was ready (a signal that comes even earlier ends the process with it, which
+    // the shim reports the same way).
+    let signals = match Signals::block() {
+        Ok(signals) => signals,
+        Err(e) => fail(
+            &control,
+            ShimError::Internal(format!("blocking signals: {e}")),
+        ),
+    };
+    let launch = match launch::receive::<ToChild>(&control) {
+        Ok(Some(ToChild::Launch(launch))) => launch,
+        _ => std::process::exit(1),
+    };
+    let identity = &launch.identity;
+    crate::logger::init_with_sink(
+        Some(log),
+        identity.debug,
+        &identity.namespace,
+        &identity.shim_id,
+        true,
+    );
+    runtime::set_single_threaded_compilation();
+    runtime::set_compile_cache(crate::cache_config::compile_cache(&launch.bundle, |key| {
+        std::env::var(key).ok()
+    }));
+    let program = match prepare(&launch) {
+        Ok(program) => program,
+        Err(e) => fail(&control, e),
+    };
+    if launch::send(&control, &FromChild::Ready).is_err() {
+        std::process::exit(1);
+    }
+    wait_for_start(&control, &signals);
+    let status = run_program(&launch, program, signals);
+    let code = status.code();
+    match &status {
+        ExitStatus::Trapped(_) | ExitStatus::Failed(_) | ExitStatus::OutOfMemory(_) => {
+            log::warn!("{}: {status}", launch.name)
+        }
+        _ => log::info!("{}: {status}", launch.name),
+    }
+    let _ = launch::send(
+        &control,
+        &FromChild::Exited {
+            code,
+            oom: matches!(status, ExitStatus::OutOfMemory(_)),
+            status: status.to_string(),
+        },
+    );
+    std::process::exit(code as i32)
+}
+
+/// Reports why the process could not become the container, and ends it.
+fn fail(control: &UnixStream, e: ShimError) -> ! {
+    let _ = launch::send(
+        control,
+        &FromChild::Failed {
+            kind: FailureKind::from(&e),
+            message: e.to_string(),
+        },
+    );
+    std::process::exit(1)
+}
+
+/// Everything before Ready: cgroup, namespaces, program, root.
+fn prepare(launch: &Launch) -> ShimResult<Program> {
+    // A session of its own: the shim's terminal signals never reach it, and with `-t` the
+    // pty becomes its controlling terminal, so the interrupt character is a real SIGINT.
+    let _ = nix::unistd::setsid();
+    if launch.terminal {
+        // SAFETY: TIOCSCTTY on descriptor 0 (the pty's slave) with argument 0.
+        if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } < 0 {
+            log::debug!(
+                "{}: the pty did not become the controlling terminal: {}",
+                launch.name,
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+    let pid = std::process::id().to_string();
+    for procs in &launch.cgroup_procs {
+        std::fs::write(procs, &pid).map_err(|e| {
+            ShimError::Internal(format!("joining the cgroup ({}): {e}", procs.display()))
+        })?;
+    }
+    let joinable = match launch.join {
+        Some(main) => Some(namespaces::Joinable::open(main)?),
+        None => {
+            namespaces::enter_from_spec(&launch.spec)?;
+            None
+        }
+    };
+    let plan = WasiPlan::from_spec(&launch.spec, &launch.rootfs)?;
+    let mut program = Program::load(plan)?;
+    log::debug!("{}: loaded {}", launch.name, program.guest_path());
+    match joinable {
+        Some(joinable) => joinable.join()?,
+        None => root::pivot_into(&launch.rootfs, &program.plan().preopens, &launch.spec)?,
+    }
+    program.enter_own_root(&launch.rootfs)?;
+    Ok(program)
+}
+
+/// Waits for Start. A handled signal before it ends the process as the signal would have
+/// (128 + signal: killed before it ran); so does a shim that went away.
+fn wait_for_start(control: &UnixStream, signals: &Signals) {
+    use std::os::fd::{AsFd, BorrowedFd};
+    loop {
+        // SAFETY: the signalfd outlives this borrow.
+        let signal_fd = unsafe { BorrowedFd::borrow_raw(signals.raw_fd()) };
+        let mut fds = [
+            PollFd::new(control.as_fd(), PollFlags::POLLIN),
+            PollFd::new(signal_fd, PollFlags::POLLIN),
+        ];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => std::process::exit(1),
+        }
+        let ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
+        if ready(&fds[1]) {
+            let signal = signals.next().unwrap_or(libc::SIGTERM);
+            std::process::exit(128 + signal);
+        }
+        if ready(&fds[0]) {
+            match launch::receive::<ToChild>(control) {
+                Ok(Some(ToChild::Start)) => return,
+                _ => std::process::exit(1),
+            }
+        }
+    }
+}
+
+/// The memory limit the spec sets, in bytes.
+fn memory_limit(spec: &Spec) -> Option<u64> {
+    spec.linux()
+        .as_ref()
+        .and_then(|l| l.resources().as_ref())
+        .and_then(|r| r.memory().as_ref())
+        .and_then(|m| m.limit())
+        .filter(|l| *l > 0)
+        .map(|l| l as u64)
+}
+
+/// Confines the process and runs the program to its end.
+fn run_program(launch: &Launch, program: Program, signals: Signals) -> ExitStatus {
+    let controls = Controls::default();
+    controls
+        .gauge
+        .set_limit(memory_limit(&launch.spec).unwrap_or(0));
+    let stream = |fd: i32| {
+        // SAFETY: `spawn` placed the program's streams at 0–2; each is taken once.
+        launch.stdio[fd as usize].then(|| unsafe { File::from_raw_fd(fd) })
+    };
+    let stdio = StdioFiles {
+        stdin: stream(0),
+        stdout: stream(1),
+        stderr: stream(2),
+        terminal: launch.terminal,
+    };
+    let confinement = Confinement::from_process(launch.spec.process().as_ref());
+    let stopper = controls.stopper.clone();
+    program.run_blocking_confined(stdio, &controls, move || {
+        confinement.apply()?;
+        // Made after the confinement, which it inherits.
+        forward_signals(signals, stopper)
+    })
+}
+
+/// Hands every signal the process receives from now on to the program's stopper.
+fn forward_signals(signals: Signals, stopper: Stopper) -> Result<(), String> {
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            while let Ok(signal) = signals.next() {
+                stopper.stop(signal);
+            }
+        })
+        .map(drop)
+        .map_err(|e| format!("starting the signal thread: {e}"))
+}

@@ -1,0 +1,110 @@
+//! The namespaces a container's process enters before its program is loaded.
+//!
+//! The main process makes or joins what the spec's `linux.namespaces` asks for: network (as
+//! `netns` plans it), IPC, UTS (with the spec's hostname) and cgroup. Its mount namespace is
+//! always its own (see `root`). An exec joins every namespace of its container's main
+//! process, mount namespace last: after that one, the host's paths are gone.
+//!
+//! Not made: a PID namespace (it would have to exist before the process does, and a wasm
+//! program has no way to see or signal processes), a user namespace (the spec's ids are
+//! taken as they are, on the host) and a time namespace (Docker 29 lists one by default; a
+//! wasm program's clocks are the host's).
+
+use std::fs::File;
+use std::os::fd::AsFd;
+
+use nix::sched::{setns, unshare, CloneFlags};
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
+
+use crate::error::{ShimError, ShimResult};
+use crate::netns::NetworkPlan;
+
+/// Makes or joins the namespaces `spec` asks for, apart from the mount namespace.
+pub fn enter_from_spec(spec: &Spec) -> ShimResult<()> {
+    NetworkPlan::from_spec(spec).enter()?;
+    let namespaces = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().clone())
+        .unwrap_or_default();
+    for namespace in &namespaces {
+        let flag = match namespace.typ() {
+            LinuxNamespaceType::Ipc => CloneFlags::CLONE_NEWIPC,
+            LinuxNamespaceType::Uts => CloneFlags::CLONE_NEWUTS,
+            LinuxNamespaceType::Cgroup => CloneFlags::CLONE_NEWCGROUP,
+            LinuxNamespaceType::Network | LinuxNamespaceType::Mount => continue,
+            other => {
+                log::debug!("namespace {other:?} is not made for a wasm process");
+                continue;
+            }
+        };
+        match namespace.path() {
+            Some(path) if !path.as_os_str().is_empty() => {
+                let file = File::open(path).map_err(|e| {
+                    ShimError::InvalidArgument(format!("namespace {}: {e}", path.display()))
+                })?;
+                setns(file.as_fd(), flag).map_err(|e| {
+                    ShimError::InvalidArgument(format!("joining namespace {}: {e}", path.display()))
+                })?;
+            }
+            _ => unshare(flag).map_err(|e| {
+                ShimError::Internal(format!("making a {:?} namespace: {e}", namespace.typ()))
+            })?,
+        }
+        if namespace.typ() == LinuxNamespaceType::Uts {
+            if let Some(hostname) = spec.hostname().as_deref().filter(|h| !h.is_empty()) {
+                // SAFETY: sethostname reads `len` bytes from the pointer.
+                let rc = unsafe {
+                    libc::sethostname(hostname.as_ptr() as *const libc::c_char, hostname.len())
+                };
+                if rc < 0 {
+                    return Err(ShimError::Internal(format!(
+                        "setting the hostname {hostname}: {}",
+                        std::io::Error::last_os_error()
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The namespaces of the main process `pid`, opened now (while `/proc` is the host's) to be
+/// joined later with [`join`].
+pub struct Joinable {
+    namespaces: Vec<(File, CloneFlags, &'static str)>,
+}
+
+impl Joinable {
+    /// Opens `/proc/PID/ns/*` of the main process.
+    pub fn open(pid: u32) -> ShimResult<Joinable> {
+        let mut namespaces = Vec::new();
+        // The mount namespace goes last: joining it changes the root.
+        for (name, flag) in [
+            ("net", CloneFlags::CLONE_NEWNET),
+            ("ipc", CloneFlags::CLONE_NEWIPC),
+            ("uts", CloneFlags::CLONE_NEWUTS),
+            ("cgroup", CloneFlags::CLONE_NEWCGROUP),
+            ("mnt", CloneFlags::CLONE_NEWNS),
+        ] {
+            let path = format!("/proc/{pid}/ns/{name}");
+            let file = File::open(&path).map_err(|e| {
+                ShimError::FailedPrecondition(format!(
+                    "the container's main process {pid} is gone ({path}: {e})"
+                ))
+            })?;
+            namespaces.push((file, flag, name));
+        }
+        Ok(Joinable { namespaces })
+    }
+
+    /// Joins them all; afterwards the root is the container's.
+    pub fn join(self) -> ShimResult<()> {
+        for (file, flag, name) in self.namespaces {
+            setns(file.as_fd(), flag).map_err(|e| {
+                ShimError::Internal(format!("joining the container's {name} namespace: {e}"))
+            })?;
+        }
+        Ok(())
+    }
+}

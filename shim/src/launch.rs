@@ -1,0 +1,203 @@
+//! What the shim and a container's process say to each other over their control socket.
+//!
+//! A container's process is this same binary, executed afresh (see `spawn` and `child`), so
+//! it starts single-threaded with nothing inherited but the descriptors the shim placed:
+//! 0–2 the program's stdio, [`CONTROL_FD`] this socket, [`LOG_FD`] the shim's log. The
+//! conversation is short and always in this order: the shim sends [`ToChild::Launch`]; the
+//! child prepares (namespaces, cgroup, program, root) and answers [`FromChild::Ready`] or
+//! [`FromChild::Failed`]; the shim sends [`ToChild::Start`] when containerd starts the task;
+//! the child's last word before it exits is [`FromChild::Exited`]. A closed socket means the
+//! other side is gone.
+//!
+//! Messages are JSON behind a 4-byte length, on a stream socket: a spec can be larger than
+//! one datagram may be.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+
+use oci_spec::runtime::Spec;
+use serde::{Deserialize, Serialize};
+
+use crate::error::ShimError;
+
+/// The argument that makes the shim binary a container's process.
+pub const CHILD_ARG: &str = "--container-process";
+/// The control socket's descriptor in the child.
+pub const CONTROL_FD: i32 = 3;
+/// The shim log's descriptor in the child.
+pub const LOG_FD: i32 = 4;
+/// Messages larger than this are refused (a spec is kilobytes).
+const MAX_MESSAGE: usize = 16 << 20;
+
+/// Everything a container's process needs to become the container.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Launch {
+    /// How logs name it: `task ID` or `task ID exec EXEC`.
+    pub name: String,
+    /// Which shim it belongs to, for its log lines.
+    pub identity: ShimIdentity,
+    /// The container's spec, with the process to run (an exec's in place of the main one).
+    pub spec: Spec,
+    /// The rootfs directory, as the shim sees it.
+    pub rootfs: PathBuf,
+    /// The bundle (where the compile cache is found by default).
+    pub bundle: PathBuf,
+    /// Which of descriptors 0, 1, 2 are the program's streams (the others are /dev/null
+    /// and the program sees them closed).
+    pub stdio: [bool; 3],
+    /// The streams are a terminal, to become the process's controlling terminal.
+    pub terminal: bool,
+    /// For an exec: the main process, whose namespaces it joins.
+    pub join: Option<u32>,
+    /// `cgroup.procs` files to join before anything else.
+    pub cgroup_procs: Vec<PathBuf>,
+}
+
+/// What a shim's log lines carry, which a container's process logs with too.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ShimIdentity {
+    /// containerd's namespace.
+    pub namespace: String,
+    /// The id the shim was started for.
+    pub shim_id: String,
+    /// Whether debug lines are logged.
+    pub debug: bool,
+}
+
+/// From the shim to the child.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ToChild {
+    /// Become this container.
+    Launch(Box<Launch>),
+    /// Run the program.
+    Start,
+}
+
+/// How a Create or Exec failed in the child, so the shim answers with the right code.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The spec or the program is wrong.
+    InvalidArgument,
+    /// Something named does not exist.
+    NotFound,
+    /// Asked for something this shim does not do.
+    Unimplemented,
+    /// The host failed.
+    Internal,
+}
+
+/// From the child to the shim.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum FromChild {
+    /// Prepared: in its namespaces and cgroup, program loaded, root changed; waiting for
+    /// Start.
+    Ready,
+    /// Could not prepare; the child exits.
+    Failed {
+        /// The code to answer with.
+        kind: FailureKind,
+        /// Why, for the client and the log.
+        message: String,
+    },
+    /// The program ended; the process exits with `code` next.
+    Exited {
+        /// The status the process exits with.
+        code: u32,
+        /// The program outgrew its memory limit (a `/tasks/oom` event is due).
+        oom: bool,
+        /// How it ended, for the log.
+        status: String,
+    },
+}
+
+impl From<&ShimError> for FailureKind {
+    fn from(e: &ShimError) -> Self {
+        match e {
+            ShimError::InvalidArgument(_) | ShimError::AlreadyExists(_) => {
+                FailureKind::InvalidArgument
+            }
+            ShimError::NotFound(_) => FailureKind::NotFound,
+            ShimError::Unimplemented(_) => FailureKind::Unimplemented,
+            ShimError::FailedPrecondition(_) | ShimError::Internal(_) => FailureKind::Internal,
+        }
+    }
+}
+
+impl FailureKind {
+    /// The task API error for a failure of this kind.
+    pub fn error(self, message: String) -> ShimError {
+        match self {
+            FailureKind::InvalidArgument => ShimError::InvalidArgument(message),
+            FailureKind::NotFound => ShimError::NotFound(message),
+            FailureKind::Unimplemented => ShimError::Unimplemented(message),
+            FailureKind::Internal => ShimError::Internal(message),
+        }
+    }
+}
+
+/// Writes one message.
+pub fn send<M: Serialize>(socket: &UnixStream, message: &M) -> std::io::Result<()> {
+    let body = serde_json::to_vec(message).map_err(std::io::Error::other)?;
+    let mut frame = Vec::with_capacity(body.len() + 4);
+    frame.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    frame.extend_from_slice(&body);
+    let mut writer = socket;
+    writer.write_all(&frame)
+}
+
+/// Reads one message; `Ok(None)` when the other side closed the socket.
+pub fn receive<M: for<'de> Deserialize<'de>>(socket: &UnixStream) -> std::io::Result<Option<M>> {
+    let mut reader = socket;
+    let mut length = [0u8; 4];
+    match reader.read_exact(&mut length) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let length = u32::from_le_bytes(length) as usize;
+    if length > MAX_MESSAGE {
+        return Err(std::io::Error::other(format!(
+            "a control message of {length} bytes"
+        )));
+    }
+    let mut body = vec![0u8; length];
+    reader.read_exact(&mut body)?;
+    serde_json::from_slice(&body)
+        .map(Some)
+        .map_err(std::io::Error::other)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_cross_the_socket_in_order_and_eof_is_none() {
+        let (a, b) = UnixStream::pair().unwrap();
+        send(&a, &FromChild::Ready).unwrap();
+        send(
+            &a,
+            &FromChild::Exited {
+                code: 137,
+                oom: true,
+                status: "killed".into(),
+            },
+        )
+        .unwrap();
+        drop(a);
+        assert!(matches!(receive(&b).unwrap(), Some(FromChild::Ready)));
+        match receive(&b).unwrap() {
+            Some(FromChild::Exited { code, oom, .. }) => assert_eq!((code, oom), (137, true)),
+            other => panic!("{other:?}"),
+        }
+        assert!(receive::<FromChild>(&b).unwrap().is_none());
+    }
+
+    #[test]
+    fn failures_keep_their_code() {
+        let e = ShimError::NotFound("x".into());
+        let kind = FailureKind::from(&e);
+        assert!(matches!(kind.error("y".into()), ShimError::NotFound(m) if m == "y"));
+    }
+}

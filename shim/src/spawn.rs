@@ -1,0 +1,117 @@
+//! Starting a container's process: the shim binary executed afresh in its child mode (see
+//! `child`), with the program's stdio at 0–2, the control socket and the shim's log.
+//!
+//! Why a new executable and not a fork of the shim: the shim is multithreaded, and a forked
+//! child may only touch locks no other thread held at the fork; the program's process goes
+//! on to load wasm, allocate and log, which all take locks. Executing the binary again
+//! costs about a millisecond (measured: `containerd-shim-wasmtime-v1 -v` in 0.9 ms) and
+//! gives a clean, single-threaded process whose compiled program comes from the compile
+//! cache as a file mapping, shared with every other process that maps it.
+
+use std::fs::File;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+
+use runtime::StdioFiles;
+
+use crate::error::{ShimError, ShimResult};
+use crate::launch::{self, FromChild, Launch, ToChild, CHILD_ARG, CONTROL_FD, LOG_FD};
+
+/// A container's process that is ready and waits for Start.
+pub struct Spawned {
+    /// Its pid: the task's pid.
+    pub pid: u32,
+    /// A pidfd, to signal it without racing pid reuse and to see it exit.
+    pub pidfd: OwnedFd,
+    /// The control socket: Start goes down it, the exit report comes up it.
+    pub control: UnixStream,
+}
+
+fn internal(what: &str, e: impl std::fmt::Display) -> ShimError {
+    ShimError::Internal(format!("{what}: {e}"))
+}
+
+/// Starts the process for `launch` and waits until it is ready (or failed, which fails the
+/// Create or Exec with the child's reason; the process is reaped before returning).
+pub fn spawn(launch: Launch, stdio: StdioFiles) -> ShimResult<Spawned> {
+    let (ours, theirs) = UnixStream::pair().map_err(|e| internal("a control socket", e))?;
+    let log = match crate::logger::sink_copy() {
+        Some(log) => log,
+        None => File::open("/dev/null").map_err(|e| internal("opening /dev/null", e))?,
+    };
+    let stream = |file: Option<File>| file.map(Stdio::from).unwrap_or_else(Stdio::null);
+    let mut command = Command::new("/proc/self/exe");
+    command
+        .arg(CHILD_ARG)
+        .stdin(stream(stdio.stdin))
+        .stdout(stream(stdio.stdout))
+        .stderr(stream(stdio.stderr));
+    let (control_fd, log_fd) = (theirs.as_raw_fd(), log.as_raw_fd());
+    // SAFETY: only fcntl and dup2, which are async-signal-safe, run between fork and exec.
+    unsafe {
+        command.pre_exec(move || {
+            // Moved out of the way first, so placing one cannot overwrite the other.
+            let control = check(libc::fcntl(control_fd, libc::F_DUPFD_CLOEXEC, 10))?;
+            let log = check(libc::fcntl(log_fd, libc::F_DUPFD_CLOEXEC, 10))?;
+            check(libc::dup2(control, CONTROL_FD))?;
+            check(libc::dup2(log, LOG_FD))?;
+            Ok(())
+        });
+    }
+    let child = command
+        .spawn()
+        .map_err(|e| internal("starting the container's process", e))?;
+    let pid = child.id();
+    drop((command, theirs, log));
+    // SAFETY: pidfd_open with a pid of our own unreaped child; the result is a new fd.
+    let pidfd = match unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } {
+        fd if fd >= 0 => unsafe { OwnedFd::from_raw_fd(fd as i32) },
+        _ => {
+            let e = std::io::Error::last_os_error();
+            reap(pid, true);
+            return Err(internal("pidfd_open", e));
+        }
+    };
+    let name = launch.name.clone();
+    let answer = launch::send(&ours, &ToChild::Launch(Box::new(launch)))
+        .and_then(|()| launch::receive::<FromChild>(&ours));
+    match answer {
+        Ok(Some(FromChild::Ready)) => Ok(Spawned {
+            pid,
+            pidfd,
+            control: ours,
+        }),
+        Ok(Some(FromChild::Failed { kind, message })) => {
+            reap(pid, false);
+            Err(kind.error(message))
+        }
+        other => {
+            let status = reap(pid, true);
+            Err(ShimError::Internal(format!(
+                "{name}: its process ended before it was ready ({status}; {other:?})"
+            )))
+        }
+    }
+}
+
+fn check(rc: libc::c_int) -> std::io::Result<libc::c_int> {
+    if rc < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
+/// Waits for a child that failed before it was ready, killing it first if asked.
+fn reap(pid: u32, kill: bool) -> String {
+    if kill {
+        // SAFETY: our own unreaped child: the pid cannot have been reused.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    }
+    match nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid as i32), None) {
+        Ok(status) => format!("{status:?}"),
+        Err(e) => format!("waitpid: {e}"),
+    }
+}
