@@ -194,10 +194,12 @@ impl Container {
     }
 
     /// Runs the startContainer hooks. A failing one fails Start, and the program never
-    /// runs: the process is killed, so containerd sees an exit it can clean up after.
+    /// runs: the process is killed and its exit recorded before Start answers, so the
+    /// client's next step (ctr deletes the task and the container) finds it stopped.
     pub fn before_start(&self) -> ShimResult<()> {
         if let Err(e) = self.hooks.run(Phase::StartContainer, self.init.pid) {
             let _ = self.init.kill(libc::SIGKILL as u32);
+            self.init.wait();
             return Err(e);
         }
         Ok(())

@@ -3,8 +3,10 @@
 //! A container's process is this same binary, executed afresh (see `spawn` and `child`), so
 //! it starts single-threaded with nothing inherited but the descriptors the shim placed:
 //! 0–2 the program's stdio, [`CONTROL_FD`] this socket, [`LOG_FD`] the shim's log. The
-//! conversation is short and always in this order: the shim sends [`ToChild::Launch`]; the
-//! child prepares (namespaces, cgroup, program, root) and answers [`FromChild::Ready`] or
+//! conversation is short and always in this order: the shim sends [`ToChild::Launch`], moves
+//! the child into its cgroup meanwhile the child enters its namespaces, and sends
+//! [`ToChild::Joined`]; the child loads its program, changes its root and answers
+//! [`FromChild::Ready`] or
 //! [`FromChild::Failed`]; the shim sends [`ToChild::Start`] when containerd starts the task;
 //! the child's last word before it exits is [`FromChild::Exited`]. A closed socket means the
 //! other side is gone.
@@ -50,7 +52,8 @@ pub struct Launch {
     pub terminal: bool,
     /// For an exec: the main process, whose namespaces it joins.
     pub join: Option<u32>,
-    /// `cgroup.procs` files to join before anything else.
+    /// `cgroup.procs` files the shim moves the process into (not sent: the shim's part).
+    #[serde(skip)]
     pub cgroup_procs: Vec<PathBuf>,
 }
 
@@ -70,6 +73,9 @@ pub struct ShimIdentity {
 pub enum ToChild {
     /// Become this container.
     Launch(Box<Launch>),
+    /// The process is in the container's cgroup: what it allocates from now on is the
+    /// container's.
+    Joined,
     /// Run the program.
     Start,
 }

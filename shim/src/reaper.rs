@@ -113,6 +113,7 @@ impl Reaper {
                     )
                 };
                 let exit = reap(pid);
+                log::debug!("reaped {pid}: status {}", exit.code);
                 if exits.send(exit).is_err() {
                     return;
                 }

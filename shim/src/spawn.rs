@@ -35,7 +35,7 @@ fn internal(what: &str, e: impl std::fmt::Display) -> ShimError {
 
 /// Starts the process for `launch` and waits until it is ready (or failed, which fails the
 /// Create or Exec with the child's reason; the process is reaped before returning).
-pub fn spawn(launch: Launch, stdio: StdioFiles) -> ShimResult<Spawned> {
+pub fn spawn(mut launch: Launch, stdio: StdioFiles) -> ShimResult<Spawned> {
     let (ours, theirs) = UnixStream::pair().map_err(|e| internal("a control socket", e))?;
     let log = match crate::logger::sink_copy() {
         Some(log) => log,
@@ -43,13 +43,23 @@ pub fn spawn(launch: Launch, stdio: StdioFiles) -> ShimResult<Spawned> {
     };
     let stream = |file: Option<File>| file.map(Stdio::from).unwrap_or_else(Stdio::null);
     let mut command = Command::new("/proc/self/exe");
+    // `ps`, `docker top` and `/proc/PID/cmdline` show the program this process runs.
+    if let Some(program) = launch
+        .spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.args().as_ref()?.first().cloned())
+    {
+        command.arg0(program);
+    }
     command
         .arg(CHILD_ARG)
         .stdin(stream(stdio.stdin))
         .stdout(stream(stdio.stdout))
         .stderr(stream(stdio.stderr));
     let (control_fd, log_fd) = (theirs.as_raw_fd(), log.as_raw_fd());
-    // SAFETY: only fcntl and dup2, which are async-signal-safe, run between fork and exec.
+    // SAFETY: only fcntl, dup2 and close_range, which are async-signal-safe, run between
+    // fork and exec.
     unsafe {
         command.pre_exec(move || {
             // Moved out of the way first, so placing one cannot overwrite the other.
@@ -57,6 +67,8 @@ pub fn spawn(launch: Launch, stdio: StdioFiles) -> ShimResult<Spawned> {
             let log = check(libc::fcntl(log_fd, libc::F_DUPFD_CLOEXEC, 10))?;
             check(libc::dup2(control, CONTROL_FD))?;
             check(libc::dup2(log, LOG_FD))?;
+            // Nothing else: not a descriptor the shim inherited without FD_CLOEXEC.
+            check(libc::syscall(libc::SYS_close_range, LOG_FD + 1, u32::MAX, 0) as libc::c_int)?;
             Ok(())
         });
     }
@@ -75,8 +87,21 @@ pub fn spawn(launch: Launch, stdio: StdioFiles) -> ShimResult<Spawned> {
         }
     };
     let name = launch.name.clone();
-    let answer = launch::send(&ours, &ToChild::Launch(Box::new(launch)))
-        .and_then(|()| launch::receive::<FromChild>(&ours));
+    let cgroup_procs = std::mem::take(&mut launch.cgroup_procs);
+    if let Err(e) = launch::send(&ours, &ToChild::Launch(Box::new(launch))) {
+        let status = reap(pid, true);
+        return Err(internal(&format!("{name}: launching ({status})"), e));
+    }
+    // Here rather than in the child: on cgroup v1 the first move into a cgroup waits for an
+    // RCU grace period (4–15 ms measured here), which the child spends entering its
+    // namespaces. It loads nothing before Joined, so its program's memory is the
+    // container's.
+    if let Err(e) = join_cgroup(pid, &cgroup_procs) {
+        reap(pid, true);
+        return Err(e);
+    }
+    let answer =
+        launch::send(&ours, &ToChild::Joined).and_then(|()| launch::receive::<FromChild>(&ours));
     match answer {
         Ok(Some(FromChild::Ready)) => Ok(Spawned {
             pid,
@@ -94,6 +119,20 @@ pub fn spawn(launch: Launch, stdio: StdioFiles) -> ShimResult<Spawned> {
             )))
         }
     }
+}
+
+/// Moves process `pid` into the cgroup whose `cgroup.procs` files are `procs`.
+fn join_cgroup(pid: u32, procs: &[std::path::PathBuf]) -> ShimResult<()> {
+    let pid = pid.to_string();
+    for file in procs {
+        std::fs::write(file, &pid).map_err(|e| {
+            ShimError::Internal(format!(
+                "moving the process into its cgroup ({}): {e}",
+                file.display()
+            ))
+        })?;
+    }
+    Ok(())
 }
 
 fn check(rc: libc::c_int) -> std::io::Result<libc::c_int> {

@@ -472,7 +472,7 @@ impl Containerd {
         assert_eq!(out.code, 0, "ctr run -d {id}: {out:?}");
     }
 
-    /// The pid `ctr task ls` shows for task `id` (for a wasm task: its program thread).
+    /// The pid `ctr task ls` shows for task `id` (for a wasm task: its own process).
     pub fn task_pid(&self, id: &str) -> u32 {
         let ls = self.ctr(&["task", "ls"]);
         ls.stdout
@@ -911,4 +911,17 @@ impl Drop for EventWatch {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// CPU time in ns of process `pid`, all its threads (a container's process).
+pub fn process_cpu_ns(pid: u32) -> u64 {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap_or_else(|e| panic!("no process {pid}: {e}"))
+        .flatten()
+        .filter_map(|task| {
+            std::fs::read_to_string(task.path().join("schedstat"))
+                .ok()
+                .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        })
+        .sum()
 }

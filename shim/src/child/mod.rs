@@ -3,7 +3,8 @@
 //!
 //! It starts single-threaded, with the descriptors `spawn` placed, and in this order:
 //! blocks the signals it will hand to the program (see `signals`); reads its [`Launch`];
-//! joins the container's cgroup; makes or joins its namespaces; loads the program (from the
+//! makes or joins its namespaces while the shim moves it into the container's cgroup;
+//! loads the program (from the
 //! compile cache the shim filled while validating the Create); makes its own mount
 //! namespace rooted at the rootfs (an exec joins the main process's); answers Ready. On
 //! Start it confines itself for good (uid, gid, no capabilities, `no_new_privs`, seccomp)
@@ -58,7 +59,7 @@ pub fn run() -> ! {
     runtime::set_compile_cache(crate::cache_config::compile_cache(&launch.bundle, |key| {
         std::env::var(key).ok()
     }));
-    let program = match prepare(&launch) {
+    let program = match prepare(&launch, &control) {
         Ok(program) => program,
         Err(e) => fail(&control, e),
     };
@@ -66,7 +67,14 @@ pub fn run() -> ! {
         std::process::exit(1);
     }
     wait_for_start(&control, &signals);
-    let status = run_program(&launch, program, signals);
+    let shim = match control.try_clone() {
+        Ok(shim) => shim,
+        Err(e) => fail(
+            &control,
+            ShimError::Internal(format!("control socket: {e}")),
+        ),
+    };
+    let status = run_program(&launch, program, signals, shim);
     let code = status.code();
     match &status {
         ExitStatus::Trapped(_) | ExitStatus::Failed(_) | ExitStatus::OutOfMemory(_) => {
@@ -97,8 +105,8 @@ fn fail(control: &UnixStream, e: ShimError) -> ! {
     std::process::exit(1)
 }
 
-/// Everything before Ready: cgroup, namespaces, program, root.
-fn prepare(launch: &Launch) -> ShimResult<Program> {
+/// Everything before Ready: namespaces, cgroup (the shim's part), program, root.
+fn prepare(launch: &Launch, control: &UnixStream) -> ShimResult<Program> {
     // A session of its own: the shim's terminal signals never reach it, and with `-t` the
     // pty becomes its controlling terminal, so the interrupt character is a real SIGINT.
     let _ = nix::unistd::setsid();
@@ -112,12 +120,20 @@ fn prepare(launch: &Launch) -> ShimResult<Program> {
             );
         }
     }
-    let pid = std::process::id().to_string();
-    for procs in &launch.cgroup_procs {
-        std::fs::write(procs, &pid).map_err(|e| {
-            ShimError::Internal(format!("joining the cgroup ({}): {e}", procs.display()))
-        })?;
+    // `comm` (what `top` and `ps -o comm` show) is the executable's name, `exe` after a
+    // start through /proc/self/exe: name the process after its program instead.
+    if let Some(name) = launch
+        .spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.args().as_ref()?.first().cloned())
+        .and_then(|p| Some(p.rsplit('/').next()?.to_string()))
+        .and_then(|n| std::ffi::CString::new(n).ok())
+    {
+        // SAFETY: PR_SET_NAME reads a NUL-terminated string (truncated to 15 bytes).
+        unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
     }
+    let started = std::time::Instant::now();
     let joinable = match launch.join {
         Some(main) => Some(namespaces::Joinable::open(main)?),
         None => {
@@ -125,14 +141,30 @@ fn prepare(launch: &Launch) -> ShimResult<Program> {
             None
         }
     };
+    let entered = started.elapsed();
+    // The shim moves this process into the container's cgroup meanwhile.
+    match launch::receive::<ToChild>(control) {
+        Ok(Some(ToChild::Joined)) => {}
+        _ => std::process::exit(1),
+    }
+    let joined = started.elapsed();
     let plan = WasiPlan::from_spec(&launch.spec, &launch.rootfs)?;
     let mut program = Program::load(plan)?;
-    log::debug!("{}: loaded {}", launch.name, program.guest_path());
+    let loaded = started.elapsed();
     match joinable {
         Some(joinable) => joinable.join()?,
         None => root::pivot_into(&launch.rootfs, &program.plan().preopens, &launch.spec)?,
     }
     program.enter_own_root(&launch.rootfs)?;
+    // Where a start's time goes, for an operator comparing nodes.
+    log::debug!(
+        "{}: {} ready: namespaces {entered:?}, cgroup {:?} more, load {:?}, root {:?}",
+        launch.name,
+        program.guest_path(),
+        joined - entered,
+        loaded - joined,
+        started.elapsed() - loaded,
+    );
     Ok(program)
 }
 
@@ -178,7 +210,12 @@ fn memory_limit(spec: &Spec) -> Option<u64> {
 }
 
 /// Confines the process and runs the program to its end.
-fn run_program(launch: &Launch, program: Program, signals: Signals) -> ExitStatus {
+fn run_program(
+    launch: &Launch,
+    program: Program,
+    signals: Signals,
+    shim: UnixStream,
+) -> ExitStatus {
     let controls = Controls::default();
     controls
         .gauge
@@ -198,17 +235,39 @@ fn run_program(launch: &Launch, program: Program, signals: Signals) -> ExitStatu
     program.run_blocking_confined(stdio, &controls, move || {
         confinement.apply()?;
         // Made after the confinement, which it inherits.
-        forward_signals(signals, stopper)
+        watch(signals, shim, stopper)
     })
 }
 
-/// Hands every signal the process receives from now on to the program's stopper.
-fn forward_signals(signals: Signals, stopper: Stopper) -> Result<(), String> {
+/// Hands every signal the process receives from now on to the program's stopper, and ends
+/// the process at once if its shim goes away (the control socket closes: the shim said
+/// all it had to say at Start). A container does not outlive its shim, as it did not when
+/// it ran inside it: nothing would report its exit or clean up after it.
+fn watch(signals: Signals, shim: UnixStream, stopper: Stopper) -> Result<(), String> {
+    use std::os::fd::{AsFd, BorrowedFd};
     std::thread::Builder::new()
         .name("signals".into())
-        .spawn(move || {
-            while let Ok(signal) = signals.next() {
-                stopper.stop(signal);
+        .spawn(move || loop {
+            // SAFETY: the signalfd lives as long as this thread.
+            let signal_fd = unsafe { BorrowedFd::borrow_raw(signals.raw_fd()) };
+            let mut fds = [
+                PollFd::new(signal_fd, PollFlags::POLLIN),
+                PollFd::new(shim.as_fd(), PollFlags::POLLIN),
+            ];
+            match poll(&mut fds, PollTimeout::NONE) {
+                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                Err(_) => return,
+            }
+            let ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
+            if ready(&fds[1]) {
+                // SAFETY: _exit ends the process without running anything else.
+                unsafe { libc::_exit(128 + libc::SIGKILL) };
+            }
+            if ready(&fds[0]) {
+                match signals.next() {
+                    Ok(signal) => stopper.stop(signal),
+                    Err(_) => return,
+                }
             }
         })
         .map(drop)

@@ -111,13 +111,13 @@ pub fn rollup_field(rollup: &str, field: &str) -> Option<u64> {
     })
 }
 
-/// The process (thread group) a thread id belongs to. A wasm task's pid is its program
-/// thread inside the shim, so this names the shim serving it.
-pub fn thread_group(tid: u32) -> Option<u32> {
-    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+/// The process that started process `pid` (`PPid`). A wasm task's pid is its own process,
+/// started by the shim serving it, so this names that shim.
+pub fn parent(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("Tgid:"))
+        .find_map(|l| l.strip_prefix("PPid:"))
         .and_then(|v| v.trim().parse().ok())
 }
 
@@ -146,6 +146,6 @@ mod tests {
         assert!(with_descendants(&[me]).contains(&me));
         let pss = rollup(me).and_then(|r| rollup_field(&r, "Pss"));
         assert!(pss.is_some_and(|k| k > 0));
-        assert_eq!(thread_group(me), Some(me));
+        assert!(parent(me).is_some_and(|p| p != me));
     }
 }

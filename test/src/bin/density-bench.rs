@@ -131,18 +131,18 @@ fn wait_all_answer(ports: &[u16], workers: usize, deadline: Instant) -> Result<(
 }
 
 /// Fails unless every container is RUNNING in a shim of its own: as many wasmtime shims as
-/// containers, and each task's program thread in a different one.
+/// containers, and each task's process started by a different one.
 fn check_one_shim_each(containerd: &Containerd, ids: &[String]) -> Result<usize> {
     let running = expect_running(containerd, ids)?;
     let shims = containerd.shim_pids();
     let groups: BTreeSet<Option<u32>> = ids
         .iter()
         .filter_map(|id| running.get(id))
-        .map(|pid| pss::thread_group(*pid))
+        .map(|pid| pss::parent(*pid))
         .collect();
     if shims.len() != ids.len() || groups.len() != ids.len() || groups.contains(&None) {
         bail!(
-            "{} containers but {} shims and {} distinct task thread groups",
+            "{} containers but {} shims and {} distinct task parents",
             ids.len(),
             shims.len(),
             groups.len()

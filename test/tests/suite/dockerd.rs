@@ -174,13 +174,16 @@ fn docker_manages_a_running_wasm_container() {
         logs(&dockerd)
     );
 
-    // docker top answers. It lists the processes of `ps -ef` whose pid the task's Pids
-    // names; the task pid is still a thread of the shim (a process of its own is issue 17),
-    // which `ps -ef` does not list, so only the header comes back for now.
+    // docker top lists the processes of `ps -ef` whose pids the task's Pids names: the
+    // container's own process is one of them.
     let out = dockerd.docker(&["top", "ticker"]);
     assert_eq!(out.code, 0, "{out:?}\n{}", logs(&dockerd));
     assert!(
-        out.stdout.starts_with("UID") && out.stdout.contains("PID"),
+        out.stdout.starts_with("UID") && out.stdout.lines().count() >= 2,
+        "docker top: {out:?}"
+    );
+    assert!(
+        out.stdout.contains("--container-process"),
         "docker top: {out:?}"
     );
 

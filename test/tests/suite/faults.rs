@@ -77,6 +77,7 @@ fn a_killed_shim_is_cleaned_up_and_its_neighbour_keeps_running() {
     run("victim");
     let victim_shim = containerd.shim_pids();
     assert_eq!(victim_shim.len(), 1);
+    let victim_process = containerd.task_pid("victim");
     run("neighbour");
 
     let bundle =
@@ -128,6 +129,15 @@ fn a_killed_shim_is_cleaned_up_and_its_neighbour_keeps_running() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(!running_line(&containerd, "victim"));
+    // The container's process did not outlive its shim (a zombie waiting for init to reap
+    // it has ended).
+    let state = std::fs::read_to_string(format!("/proc/{victim_process}/stat"))
+        .ok()
+        .and_then(|s| Some(s.rsplit_once(')')?.1.split_whitespace().next()?.to_string()));
+    assert!(
+        state.is_none() || state.as_deref() == Some("Z"),
+        "the victim's process {victim_process} outlived its shim: state {state:?}"
+    );
 
     // The neighbour, in its own shim, never noticed.
     assert!(running_line(&containerd, "neighbour"));

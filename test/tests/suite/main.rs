@@ -15,6 +15,7 @@ mod filesystem;
 mod http;
 mod isolation;
 mod lifecycle;
+mod limits;
 mod native;
 mod network;
 mod pod;

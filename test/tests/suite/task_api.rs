@@ -5,22 +5,9 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use integration::{
-    assert_ttycheck_answered, rootfs_with, run_on_a_terminal, Containerd, ContainerdBinaries,
-    EventWatch, RUNTIME,
+    assert_ttycheck_answered, process_cpu_ns, rootfs_with, run_on_a_terminal, Containerd,
+    ContainerdBinaries, EventWatch, RUNTIME,
 };
-
-/// CPU time in ns of process `pid`, all its threads (a container's process).
-fn process_cpu_ns(pid: u32) -> u64 {
-    std::fs::read_dir(format!("/proc/{pid}/task"))
-        .unwrap_or_else(|e| panic!("no process {pid}: {e}"))
-        .flatten()
-        .filter_map(|task| {
-            std::fs::read_to_string(task.path().join("schedstat"))
-                .ok()
-                .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-        })
-        .sum()
-}
 
 #[test]
 fn exec_runs_another_wasm_program_of_the_container() {

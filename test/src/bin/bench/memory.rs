@@ -175,9 +175,9 @@ fn settled_sample(
 }
 
 /// Fails unless the running containers sit in the shims `layout` promises. A wasm task's
-/// pid is its program thread inside the shim, so the thread's group (`Tgid`) names the
-/// shim: one distinct group per container for separate shims, a single one (the only
-/// wasmtime shim of this containerd) for the pod.
+/// pid is its own process, started by the shim serving it, so its parent names the shim:
+/// one distinct parent per container for separate shims, a single one (the only wasmtime
+/// shim of this containerd) for the pod.
 pub fn check_layout(containerd: &Containerd, ids: &[String], layout: Layout) -> Result<()> {
     let running = expect_running(containerd, ids)?;
     let shims = containerd.shim_pids();
@@ -185,7 +185,7 @@ pub fn check_layout(containerd: &Containerd, ids: &[String], layout: Layout) -> 
     let groups: BTreeSet<Option<u32>> = ids
         .iter()
         .filter_map(|id| running.get(id))
-        .map(|pid| pss::thread_group(*pid))
+        .map(|pid| pss::parent(*pid))
         .collect();
     let ok = match layout {
         Layout::WasmSeparate => {
@@ -202,7 +202,7 @@ pub fn check_layout(containerd: &Containerd, ids: &[String], layout: Layout) -> 
     if !ok {
         bail!(
             "{layout:?} with {} containers: wasmtime shims {shims:?}, runc shims {runc:?}, \
-             task thread groups {groups:?}",
+             task parents {groups:?}",
             ids.len()
         );
     }
