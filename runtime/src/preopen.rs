@@ -35,7 +35,9 @@ pub struct PreopenPlan {
     pub rootfs_hidden: bool,
 }
 
-/// The preopened directories, held open from load to the program's end.
+/// The preopened directories, held open from load to the program's end. A host that gives
+/// the program a mount namespace of its own re-pins them there by path
+/// ([`PreopenPlan::pin_in_own_root`]); otherwise they are reached as below.
 ///
 /// The program's WASI contexts are built on its own thread, which by then acts with the
 /// container's uid and no capabilities (HTTP handlers build one per request). Reaching the

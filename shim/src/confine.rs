@@ -1,18 +1,19 @@
-//! Least privilege for the thread that runs a container's wasm.
+//! Least privilege for a container's process (see `child`).
 //!
-//! The wasm runs inside the shim, a root process, on a thread of its own. Before any guest
-//! code runs, that thread (and so every helper thread it later spawns, which inherits all of
-//! this) gives up what a Linux container's process would not have, and more:
-//! - its own umask (`process.user.umask`), on a filesystem context of its own;
+//! Before any guest code runs, and before the process has a second thread (every thread made
+//! later inherits all of this), the process gives up what a Linux container's process would
+//! not have, and more:
+//! - its own umask (`process.user.umask`);
 //! - the spec's `process.user` uid, gid and additional gids, so file permissions on the
 //!   rootfs and the mounts apply to the wasm as they would to a Linux process;
 //! - no capabilities at all, in every set, bounding set included;
 //! - `no_new_privs`, and a seccomp filter that allows only the system calls wasmtime, WASI
-//!   and the thread's executor make (file, socket, memory, time, thread and signal calls);
-//!   anything else fails with EPERM.
+//!   and the executor make (file, socket, memory, time, thread and signal calls); anything
+//!   else fails with EPERM.
 //!
-//! Every change is a raw system call on the calling thread. glibc's `setuid` family would
-//! change every thread of the shim (it broadcasts the change), which must never happen.
+//! Every change is a raw system call on the calling thread, which at that point is the
+//! process's only thread. (glibc's `setuid` family would broadcast the change to every
+//! thread; raw calls keep `apply` usable on one thread of a larger process, as its test does.)
 
 use std::collections::BTreeMap;
 use std::io;

@@ -8,6 +8,7 @@ use std::time::SystemTime;
 
 use containerd_shim_protos::api::DeleteResponse;
 
+use crate::cgroup::{ContainerCgroup, Hierarchies};
 use crate::clock::timestamp;
 use crate::native::{self, ContainerdEndpoint, NATIVE_MARKER};
 use crate::{mount, reply};
@@ -17,9 +18,9 @@ pub const SHIM_PID_FILE: &str = "shim.pid";
 
 /// Cleans up `bundle` after a dead shim and writes the `DeleteResponse` to `stdout`.
 ///
-/// Programs run inside the shim process, so a dead shim leaves no guest behind; what can be
-/// left is a daemon that stopped answering (killed here, if the pid file still names this
-/// binary) and the rootfs mount.
+/// A container's process ends with its shim, so a dead shim leaves no guest behind; what
+/// can be left is a daemon that stopped answering (killed here, if the pid file still names
+/// this binary), the container's cgroup and the rootfs mount.
 ///
 /// A native container's bundle belongs to the runc shim: its own `delete` cleans it (runc
 /// state, init process, rootfs) and answers.
@@ -53,6 +54,9 @@ pub fn delete(
             }
         }
     }
+    if !answering {
+        end_container_cgroup(bundle);
+    }
     let removed = mount::unmount_all(&bundle.join("rootfs"));
     if removed > 0 {
         log::info!("unmounted the rootfs of {}", bundle.display());
@@ -65,6 +69,36 @@ pub fn delete(
         ..Default::default()
     };
     reply::write(stdout, &reply::encode(&response)?, "DeleteResponse")
+}
+
+/// Kills whatever is left in the container's cgroup and removes it. A container's process
+/// ends by itself when its shim dies (see `child`); this covers one that had not noticed yet
+/// and the cgroup directories, which only the shim's Delete would have removed.
+fn end_container_cgroup(bundle: &Path) {
+    let Ok(text) = std::fs::read(bundle.join("config.json")) else {
+        return;
+    };
+    let Ok(spec) = serde_json::from_slice::<oci_spec::runtime::Spec>(&text) else {
+        return;
+    };
+    let Some(path) = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.cgroups_path().as_ref())
+        .and_then(|p| p.to_str().map(str::to_string))
+        .filter(|p| !p.is_empty())
+    else {
+        return;
+    };
+    let Ok(cgroup) = Hierarchies::discover().and_then(|h| ContainerCgroup::open(&h, &path)) else {
+        return;
+    };
+    for pid in cgroup.pids() {
+        // SAFETY: kill(2) with a pid of the dead shim's container's cgroup.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    }
+    cgroup.remove();
+    log::info!("removed the cgroup {path} of a dead shim's container");
 }
 
 fn is_socket(path: &Path) -> bool {

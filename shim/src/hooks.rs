@@ -3,7 +3,7 @@
 //! runc runs a Linux container's hooks itself; for a wasm container the shim is the runtime,
 //! so it runs them at the points the OCI runtime spec names. NRI plugins, GPU toolkits and
 //! network plugins rely on them: the create-time hooks see the pid Create returns (the
-//! program thread, already in the container's network namespace) before any wasm runs.
+//! container's process, already in its cgroup and namespaces) before any wasm runs.
 //!
 //! | phase | when | state `status` | a failure |
 //! |---|---|---|---|

@@ -1,8 +1,7 @@
-//! The network namespace a container's program thread lives in.
+//! The network namespace a container's process lives in.
 //!
-//! Network namespaces belong to threads, so each program thread can sit in the namespace its
-//! spec asks for while the shim's other threads stay where they are. This matters even for
-//! programs without sockets: the pid returned by Create is that thread's id, and clients
+//! The process enters it before anything else of the container (see `child`). This matters
+//! even for programs without sockets: the pid returned by Create is that process, and clients
 //! (dockerd wiring its bridge network, CNI) configure `/proc/<pid>/ns/net`. Handing them the
 //! host's namespace would let them reconfigure the host.
 

@@ -1,9 +1,10 @@
 //! Moving the shim that serves a pod into the pod's cgroup.
 //!
-//! Wasm runs inside the shim process, so the pod's wasm CPU and memory are the shim's. The
+//! Each wasm container's process has a cgroup of its own, below the pod's; the shim's own
+//! work for the pod (validating and compiling programs, copying output) is the shim's. The
 //! node (kubelet, cAdvisor, the OOM killer's pod limits) accounts a pod by its cgroup: the
-//! parent of the cgroup the sandbox's spec names. Living there makes the pod's wasm usage
-//! count where an operator looks for it.
+//! parent of the cgroup the sandbox's spec names. Living there makes the shim's share count
+//! where an operator looks for it.
 
 use std::path::{Path, PathBuf};
 

@@ -2,8 +2,9 @@
 //! FIFOs.
 //!
 //! For a Linux container runc hands the pty master to the shim and the process gets the
-//! slave; a wasm program runs inside the shim, so the shim makes the pty itself and gives the
-//! program the slave as its stdin, stdout and stderr. Two copier threads connect the master
+//! slave; for a wasm container the shim makes the pty itself and gives the container's
+//! process the slave as its stdin, stdout, stderr and controlling terminal (so the line
+//! discipline's ^C is a real SIGINT to it). Two copier threads connect the master
 //! to the client: stdin FIFO → master (the line discipline echoes and edits as on any
 //! terminal), master → stdout FIFO. Resizes go to the master.
 

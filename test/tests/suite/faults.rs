@@ -138,6 +138,14 @@ fn a_killed_shim_is_cleaned_up_and_its_neighbour_keeps_running() {
         state.is_none() || state.as_deref() == Some("Z"),
         "the victim's process {victim_process} outlived its shim: state {state:?}"
     );
+    // `shim delete` removed its cgroup, which the dead shim's Delete never did.
+    let memory = std::path::Path::new("/sys/fs/cgroup/memory");
+    if memory.exists() {
+        assert!(
+            !memory.join("default/victim").exists(),
+            "the victim's cgroup is left"
+        );
+    }
 
     // The neighbour, in its own shim, never noticed.
     assert!(running_line(&containerd, "neighbour"));
