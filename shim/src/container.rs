@@ -91,13 +91,29 @@ impl Drop for Loading<'_> {
     }
 }
 
+/// The task API error for a cgroup failure, its whole chain of causes in the message.
 fn cgroup_error(e: CgroupError) -> ShimError {
+    let mut message = format!("cgroup: {e}");
+    let mut cause = std::error::Error::source(&e);
+    while let Some(source) = cause {
+        message.push_str(&format!(": {source}"));
+        cause = source.source();
+    }
     match e {
         CgroupError::InvalidPath { .. } | CgroupError::InvalidValue { .. } => {
-            ShimError::InvalidArgument(format!("cgroup: {e}"))
+            ShimError::InvalidArgument(message)
         }
-        e => ShimError::Internal(format!("cgroup: {e}")),
+        _ => ShimError::Internal(message),
     }
+}
+
+/// Loads the program `plan` names once in the shim: a missing, corrupt or unlinkable program
+/// fails the request with its reason, and a first start compiles it here with every core,
+/// into the compile cache the container's process loads from.
+fn validate(name: &str, plan: WasiPlan) -> ShimResult<()> {
+    let program = Program::load(plan)?;
+    log::debug!("{name}: validated {}", program.guest_path());
+    Ok(())
 }
 
 /// The container's cgroup, made from the spec (none without a `cgroupsPath`).
@@ -118,10 +134,10 @@ fn create_cgroup(spec: &Spec) -> ShimResult<Option<ContainerCgroup>> {
 }
 
 impl Container {
-    /// Prepares a container whose rootfs is mounted: validates and compiles the program
-    /// (here, where compilation may use every core; the container's process then maps it
-    /// from the compile cache), makes the cgroup, and starts the main process, which waits
-    /// for Start. Any failure leaves nothing behind: no mount, no cgroup, no process.
+    /// Prepares a container whose rootfs is mounted: makes the cgroup and starts the main
+    /// process, which waits for Start; meanwhile validates and compiles the program (here,
+    /// where compilation may use every core; the container's process then maps it from the
+    /// compile cache). Any failure leaves nothing behind: no mount, no cgroup, no process.
     pub fn create(params: CreateParams, identity: &ShimIdentity) -> ShimResult<Arc<Container>> {
         let spec = params.spec;
         let guard = params.mount;
@@ -130,9 +146,6 @@ impl Container {
         for (destination, why) in &plan.preopens.skipped {
             log::debug!("{}: mount {destination} not preopened: {why}", params.id);
         }
-        let program = Program::load(plan)?;
-        log::debug!("{}: validated {}", params.id, program.guest_path());
-        drop(program);
         let cgroup = create_cgroup(&spec)?;
         if let Some(cgroup) = &cgroup {
             log::debug!("{}: cgroup {}", params.id, cgroup.path().display());
@@ -152,7 +165,8 @@ impl Container {
                 .map(ContainerCgroup::procs_files)
                 .unwrap_or_default(),
         };
-        let init = match Process::create(&params.id, None, launch, params.stdio) {
+        let validate = || validate(&params.id, plan);
+        let init = match Process::create(&params.id, None, launch, params.stdio, validate) {
             Ok(init) => init,
             Err(e) => {
                 if let Some(cgroup) = &cgroup {
@@ -299,7 +313,6 @@ impl Container {
             )));
         }
         let plan = WasiPlan::from_spec(&spec, &self.rootfs)?;
-        drop(Program::load(plan)?);
         let launch = Launch {
             name: format!("task {} exec {}", self.id, params.exec_id),
             identity: self.identity.clone(),
@@ -315,7 +328,14 @@ impl Container {
                 .map(ContainerCgroup::procs_files)
                 .unwrap_or_default(),
         };
-        let process = Process::create(&self.id, Some(&params.exec_id), launch, params.stdio)?;
+        let name = format!("{} exec {}", self.id, params.exec_id);
+        let process = Process::create(
+            &self.id,
+            Some(&params.exec_id),
+            launch,
+            params.stdio,
+            || validate(&name, plan),
+        )?;
         let mut execs = lock(&self.execs);
         if execs.closed {
             drop(execs);

@@ -78,13 +78,14 @@ impl Starting<'_> {
 
 impl Process {
     /// Opens stdio and starts the process for `launch` (whose stdio fields are filled in
-    /// here), returning once it is ready to run. Any failure leaves nothing behind: no
-    /// process, no open FIFO, no pty.
+    /// here), returning once it is ready to run; `meanwhile` runs while the process starts
+    /// (see [`spawn`]). Any failure leaves nothing behind: no process, no open FIFO, no pty.
     pub fn create(
         container_id: &str,
         exec_id: Option<&str>,
         mut launch: Launch,
         stdio: StdioPaths,
+        meanwhile: impl FnOnce() -> ShimResult<()>,
     ) -> ShimResult<Arc<Process>> {
         let (files, terminal) = stdio.open()?;
         let output_done = terminal.as_ref().map(Terminal::output_done);
@@ -95,7 +96,7 @@ impl Process {
             files.stderr.is_some(),
         ];
         launch.terminal = files.terminal;
-        let spawned = spawn(launch, files)?;
+        let spawned = spawn(launch, files, meanwhile)?;
         Ok(Arc::new(Process {
             container_id: container_id.to_string(),
             exec_id: exec_id.map(str::to_string),

@@ -35,7 +35,14 @@ fn internal(what: &str, e: impl std::fmt::Display) -> ShimError {
 
 /// Starts the process for `launch` and waits until it is ready (or failed, which fails the
 /// Create or Exec with the child's reason; the process is reaped before returning).
-pub fn spawn(mut launch: Launch, stdio: StdioFiles) -> ShimResult<Spawned> {
+/// `meanwhile` runs while the new process starts and enters its namespaces, before it loads
+/// its program: the shim's validation, which also fills the compile cache the process loads
+/// from. Its failure fails the start.
+pub fn spawn(
+    mut launch: Launch,
+    stdio: StdioFiles,
+    meanwhile: impl FnOnce() -> ShimResult<()>,
+) -> ShimResult<Spawned> {
     let (ours, theirs) = UnixStream::pair().map_err(|e| internal("a control socket", e))?;
     let log = match crate::logger::sink_copy() {
         Some(log) => log,
@@ -93,15 +100,21 @@ pub fn spawn(mut launch: Launch, stdio: StdioFiles) -> ShimResult<Spawned> {
         return Err(internal(&format!("{name}: launching ({status})"), e));
     }
     // Here rather than in the child: on cgroup v1 the first move into a cgroup waits for an
-    // RCU grace period (4–15 ms measured here), which the child spends entering its
-    // namespaces. It loads nothing before Joined, so its program's memory is the
-    // container's.
-    if let Err(e) = join_cgroup(pid, &cgroup_procs) {
+    // RCU grace period (4–15 ms measured here), which the child spends starting and entering
+    // its namespaces, as the validation does. It loads nothing before Joined, so its
+    // program's memory is the container's and the cache holds what validation compiled.
+    if let Err(e) = meanwhile().and_then(|()| join_cgroup(pid, &cgroup_procs)) {
         reap(pid, true);
-        return Err(e);
+        // A process that failed on its own (a namespace it could not enter) said why; the
+        // socket holds that, or end-of-file now that the process is gone.
+        return Err(match launch::receive::<FromChild>(&ours) {
+            Ok(Some(FromChild::Failed { kind, message })) => kind.error(message),
+            _ => e,
+        });
     }
-    let answer =
-        launch::send(&ours, &ToChild::Joined).and_then(|()| launch::receive::<FromChild>(&ours));
+    // A process that already failed has closed its end: the answer below says why.
+    let _ = launch::send(&ours, &ToChild::Joined);
+    let answer = launch::receive::<FromChild>(&ours);
     match answer {
         Ok(Some(FromChild::Ready)) => Ok(Spawned {
             pid,

@@ -193,9 +193,39 @@ fn docker_manages_a_running_wasm_container() {
     assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(inspect(&dockerd, "{{.State.ExitCode}}", "ticker"), "143");
 
-    // docker stats: a busy program shows CPU and memory; docker kill ends it with 137.
-    let out = dockerd.docker(&run_args(&["-d", "--name", "spin"], &spin, &[]));
+    // docker stats: a busy program shows CPU and memory; docker kill ends it with 137. Its
+    // limits are its cgroup's, which the kernel enforces.
+    let out = dockerd.docker(&run_args(
+        &[
+            "-d",
+            "--name",
+            "spin",
+            "--cpus",
+            "0.5",
+            "--memory",
+            "128m",
+            "--pids-limit",
+            "64",
+        ],
+        &spin,
+        &[],
+    ));
     assert_eq!(out.code, 0, "{out:?}\n{}", logs(&dockerd));
+    let pid = dockerd.docker(&["inspect", "-f", "{{.State.Pid}}", "spin"]);
+    let pid: u32 = pid
+        .stdout
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("{pid:?}"));
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let pids_path = cgroups
+        .lines()
+        .find_map(|l| l.split_once(":pids:").map(|(_, p)| p.to_string()))
+        .unwrap_or_else(|| panic!("no pids cgroup: {cgroups}"));
+    let pids_max = format!("/sys/fs/cgroup/pids{pids_path}/pids.max");
+    if std::path::Path::new(&pids_max).exists() {
+        assert_eq!(std::fs::read_to_string(&pids_max).unwrap().trim(), "64");
+    }
     std::thread::sleep(Duration::from_millis(1500));
     let stats = dockerd.docker(&[
         "stats",
@@ -211,12 +241,16 @@ fn docker_manages_a_running_wasm_container() {
         .split_once(' ')
         .unwrap_or_else(|| panic!("docker stats: {stats:?}"));
     let cpu: f64 = cpu.trim_end_matches('%').parse().unwrap_or(0.0);
-    assert!(cpu > 0.0, "docker stats CPU: {stats:?}");
-    let used = memory.split('/').next().unwrap_or("").trim();
+    // Half a core at most (a spinning program alone would show 100%).
+    assert!(cpu > 0.0 && cpu < 70.0, "docker stats CPU: {stats:?}");
+    let (used, limit) = memory
+        .split_once('/')
+        .unwrap_or_else(|| panic!("docker stats memory: {stats:?}"));
     assert!(
-        !used.is_empty() && !used.starts_with("0B"),
+        !used.trim().is_empty() && !used.trim().starts_with("0B"),
         "docker stats memory: {stats:?}"
     );
+    assert_eq!(limit.trim(), "128MiB", "docker stats memory: {stats:?}");
     let out = dockerd.docker(&["kill", "spin"]);
     assert_eq!(out.code, 0, "{out:?}");
     let out = dockerd.docker(&["wait", "spin"]);
