@@ -51,12 +51,23 @@ impl Exits {
                         log::warn!("pid {} exited, but no task knows it", exit.pid);
                         continue;
                     };
-                    let publisher = publisher.clone();
-                    let finisher = std::thread::Builder::new()
-                        .name("exit".into())
-                        .spawn(move || finish(route, exit, &publisher));
+                    // Handed back if no thread can be made: finished here then, late
+                    // rather than never.
+                    let job = Arc::new(Mutex::new(Some(route)));
+                    let (thread_job, thread_publisher) = (job.clone(), publisher.clone());
+                    let finisher =
+                        std::thread::Builder::new()
+                            .name("exit".into())
+                            .spawn(move || {
+                                if let Some(route) = lock(&thread_job).take() {
+                                    finish(route, exit, &thread_publisher);
+                                }
+                            });
                     if let Err(e) = finisher {
-                        log::error!("pid {}: finishing its exit: {e}", exit.pid);
+                        log::warn!("pid {}: no thread to finish its exit ({e})", exit.pid);
+                        if let Some(route) = lock(&job).take() {
+                            finish(route, exit, &publisher);
+                        }
                     }
                 }
             })?;

@@ -63,10 +63,7 @@ pub fn run() -> ! {
         Ok(program) => program,
         Err(e) => fail(&control, e),
     };
-    if launch::send(&control, &FromChild::Ready).is_err() {
-        std::process::exit(1);
-    }
-    wait_for_start(&control, &signals);
+    // The signal thread's watch on the shim (see `watch`).
     let shim = match control.try_clone() {
         Ok(shim) => shim,
         Err(e) => fail(
@@ -74,6 +71,10 @@ pub fn run() -> ! {
             ShimError::Internal(format!("control socket: {e}")),
         ),
     };
+    if launch::send(&control, &FromChild::Ready).is_err() {
+        std::process::exit(1);
+    }
+    wait_for_start(&control, &signals);
     let status = run_program(&launch, program, signals, shim);
     let code = status.code();
     match &status {
