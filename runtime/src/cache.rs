@@ -384,7 +384,10 @@ fn entry_is_sound(file: &File, len: u64) -> std::io::Result<bool> {
         return Ok(false);
     }
     let (first, second) = halves(artifact);
-    let sums = if artifact.len() >= PARALLEL_CHECK_FROM {
+    // A process that will confine itself (and, for an exec, join a mount namespace, which
+    // the kernel refuses while another thread shares its filesystem context) makes no
+    // helper thread here.
+    let sums = if artifact.len() >= PARALLEL_CHECK_FROM && !crate::engine::single_threaded() {
         std::thread::scope(|scope| {
             let helper = std::thread::Builder::new()
                 .name("cache-check".into())

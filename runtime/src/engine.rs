@@ -18,6 +18,11 @@ static COMPILE_CACHE: OnceLock<Option<CompileCache>> = OnceLock::new();
 
 static SINGLE_THREADED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
+/// Whether [`set_single_threaded_compilation`] was called.
+pub(crate) fn single_threaded() -> bool {
+    SINGLE_THREADED.load(std::sync::atomic::Ordering::SeqCst)
+}
+
 /// Makes this process compile on its calling thread only, never on a pool of helper threads.
 /// A process that confines itself after loading its program calls this first: helper threads
 /// made before the confinement would outlive it unconfined. Takes effect only before the

@@ -291,6 +291,13 @@ impl Container {
             if execs.closed || !matches!(self.init.lifecycle(), Lifecycle::Running) {
                 return Err(not_running());
             }
+            // Its process would join the frozen cgroup and never answer; runc refuses too.
+            if self.is_paused() {
+                return Err(ShimError::FailedPrecondition(format!(
+                    "task {} is paused; resume it before exec",
+                    self.id
+                )));
+            }
             if execs.processes.contains_key(&params.exec_id)
                 || !execs.loading.insert(params.exec_id.clone())
             {
@@ -362,6 +369,13 @@ impl Container {
             )));
         }
         Ok(process)
+    }
+
+    /// Forgets exec `exec_id` whose process could not be watched, ending that process.
+    pub fn drop_exec(&self, exec_id: &str) {
+        if let Some(process) = lock(&self.execs).processes.remove(exec_id) {
+            process.discard();
+        }
     }
 
     /// Deletes exec `exec_id` once it has ended.
@@ -453,15 +467,26 @@ impl Container {
         *lock(&self.paused)
     }
 
-    /// Applies new resources to the running container's cgroup.
+    /// Applies new resources to the running container's cgroup, and a new memory limit to
+    /// its programs' linear memory too.
     pub fn update(&self, resources: &LinuxResources) -> ShimResult<()> {
         match &self.cgroup {
-            Some(cgroup) => cgroup.update(resources).map_err(cgroup_error),
-            None => {
-                log::info!("{}: no cgroup, resources not applied", self.id);
-                Ok(())
+            Some(cgroup) => cgroup.update(resources).map_err(cgroup_error)?,
+            None => log::info!("{}: no cgroup, only a memory limit applies", self.id),
+        }
+        let limit = resources
+            .memory()
+            .as_ref()
+            .and_then(|m| m.limit())
+            .map(|l| l.max(0) as u64);
+        if let Some(limit) = limit {
+            log::info!("{}: memory limit set to {limit} bytes", self.id);
+            self.init.set_memory_limit(limit);
+            for exec in self.execs() {
+                exec.set_memory_limit(limit);
             }
         }
+        Ok(())
     }
 
     /// The container's cgroup, if the spec named one.

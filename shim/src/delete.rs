@@ -93,6 +93,10 @@ fn end_container_cgroup(bundle: &Path) {
     let Ok(cgroup) = Hierarchies::discover().and_then(|h| ContainerCgroup::open(&h, &path)) else {
         return;
     };
+    // A frozen (paused) process would hold the kill until thawed.
+    if cgroup.has_freezer() {
+        let _ = cgroup.thaw();
+    }
     for pid in cgroup.pids() {
         // SAFETY: kill(2) with a pid of the dead shim's container's cgroup.
         unsafe { libc::kill(pid as i32, libc::SIGKILL) };

@@ -78,6 +78,9 @@ pub enum ToChild {
     Joined,
     /// Run the program.
     Start,
+    /// The container's memory limit changed (an Update): the program's linear memory is held
+    /// to this many bytes from now on.
+    MemoryLimit(u64),
 }
 
 /// How a Create or Exec failed in the child, so the shim answers with the right code.

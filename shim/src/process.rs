@@ -224,7 +224,20 @@ impl Process {
     pub fn discard(&self) {
         let _ = self.kill(libc::SIGKILL as u32);
         let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(self.pid as i32), None);
+        // Recorded, so that a Delete or a waiter does not wait for an exit no one reports.
+        self.record_exit(128 + libc::SIGKILL as u32, |_| {});
         lock(&self.terminal).take();
+    }
+
+    /// Tells the process its container's new memory limit (an Update); a process that has
+    /// ended has no use for it.
+    pub fn set_memory_limit(&self, bytes: u64) {
+        if matches!(self.lifecycle(), Lifecycle::Stopped(_)) {
+            return;
+        }
+        if let Err(e) = launch::send(&lock(&self.control), &ToChild::MemoryLimit(bytes)) {
+            log::debug!("{}: new memory limit not delivered: {e}", self.name());
+        }
     }
 
     /// Blocks until the process's end is recorded.

@@ -674,11 +674,14 @@ impl Task for TaskService {
         let process = container
             .exec(params, announce)
             .inspect_err(|e| log::error!("exec {} in {}: {e}", req.exec_id, req.id))?;
-        self.exits.watch(
+        if let Err(e) = self.exits.watch(
             process.pid,
             process.pidfd(),
             Route::Exec(container.clone(), process.clone()),
-        )?;
+        ) {
+            container.drop_exec(&req.exec_id);
+            return Err(e.into());
+        }
         log::info!("exec {} added to {}", req.exec_id, req.id);
         Ok(Empty::new())
     }

@@ -94,6 +94,18 @@ pub fn spawn(
         }
     };
     let name = launch.name.clone();
+    // As runc does: the spec's score, else the one inherited from the shim (containerd's
+    // own plus one). CRI always gives one, so a pod's container is not kept at the shim's.
+    if let Some(score) = launch
+        .spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.oom_score_adj())
+    {
+        if let Err(e) = std::fs::write(format!("/proc/{pid}/oom_score_adj"), score.to_string()) {
+            log::debug!("{name}: oom_score_adj {score}: {e}");
+        }
+    }
     let cgroup_procs = std::mem::take(&mut launch.cgroup_procs);
     if let Err(e) = launch::send(&ours, &ToChild::Launch(Box::new(launch))) {
         let status = reap(pid, true);

@@ -20,7 +20,7 @@ use std::os::unix::net::UnixStream;
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use oci_spec::runtime::Spec;
-use runtime::{Controls, ExitStatus, Program, StdioFiles, Stopper, WasiPlan};
+use runtime::{Controls, ExitStatus, Program, StdioFiles, WasiPlan};
 
 use crate::confine::Confinement;
 use crate::error::{ShimError, ShimResult};
@@ -36,6 +36,12 @@ pub fn run() -> ! {
     // First, so that a signal sent from now on is the program's, not the process's end
     // before it was ready (a signal that comes even earlier ends the process with it, which
     // the shim reports the same way).
+    // With a terminal this process is its session's foreground: ^Z, or a background read
+    // or write, would stop it with no one to continue it. Its init would ignore them too.
+    for signal in [libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU] {
+        // SAFETY: setting a signal's disposition to ignore.
+        unsafe { libc::signal(signal, libc::SIG_IGN) };
+    }
     let signals = match Signals::block() {
         Ok(signals) => signals,
         Err(e) => fail(
@@ -74,8 +80,8 @@ pub fn run() -> ! {
     if launch::send(&control, &FromChild::Ready).is_err() {
         std::process::exit(1);
     }
-    wait_for_start(&control, &signals);
-    let status = run_program(&launch, program, signals, shim);
+    let limit = wait_for_start(&control, &signals);
+    let status = run_program(&launch, program, signals, shim, limit);
     let code = status.code();
     match &status {
         ExitStatus::Trapped(_) | ExitStatus::Failed(_) | ExitStatus::OutOfMemory(_) => {
@@ -148,6 +154,9 @@ fn prepare(launch: &Launch, control: &UnixStream) -> ShimResult<Program> {
         Ok(Some(ToChild::Joined)) => {}
         _ => std::process::exit(1),
     }
+    if joinable.is_none() {
+        namespaces::enter_cgroup_namespace(&launch.spec)?;
+    }
     let joined = started.elapsed();
     let plan = WasiPlan::from_spec(&launch.spec, &launch.rootfs)?;
     let mut program = Program::load(plan)?;
@@ -169,9 +178,11 @@ fn prepare(launch: &Launch, control: &UnixStream) -> ShimResult<Program> {
     Ok(program)
 }
 
-/// Waits for Start. A handled signal before it ends the process as the signal would have
-/// (128 + signal: killed before it ran); so does a shim that went away.
-fn wait_for_start(control: &UnixStream, signals: &Signals) {
+/// Waits for Start, returning a memory limit an Update set meanwhile. A handled signal before
+/// it ends the process as the signal would have (128 + signal: killed before it ran); so
+/// does a shim that went away.
+fn wait_for_start(control: &UnixStream, signals: &Signals) -> Option<u64> {
+    let mut limit = None;
     use std::os::fd::{AsFd, BorrowedFd};
     loop {
         // SAFETY: the signalfd outlives this borrow.
@@ -192,7 +203,8 @@ fn wait_for_start(control: &UnixStream, signals: &Signals) {
         }
         if ready(&fds[0]) {
             match launch::receive::<ToChild>(control) {
-                Ok(Some(ToChild::Start)) => return,
+                Ok(Some(ToChild::Start)) => return limit,
+                Ok(Some(ToChild::MemoryLimit(bytes))) => limit = Some(bytes),
                 _ => std::process::exit(1),
             }
         }
@@ -216,11 +228,12 @@ fn run_program(
     program: Program,
     signals: Signals,
     shim: UnixStream,
+    limit: Option<u64>,
 ) -> ExitStatus {
     let controls = Controls::default();
     controls
         .gauge
-        .set_limit(memory_limit(&launch.spec).unwrap_or(0));
+        .set_limit(limit.or_else(|| memory_limit(&launch.spec)).unwrap_or(0));
     let stream = |fd: i32| {
         // SAFETY: `spawn` placed the program's streams at 0–2; each is taken once.
         launch.stdio[fd as usize].then(|| unsafe { File::from_raw_fd(fd) })
@@ -232,19 +245,19 @@ fn run_program(
         terminal: launch.terminal,
     };
     let confinement = Confinement::from_process(launch.spec.process().as_ref());
-    let stopper = controls.stopper.clone();
+    let watched = controls.clone();
     program.run_blocking_confined(stdio, &controls, move || {
         confinement.apply()?;
         // Made after the confinement, which it inherits.
-        watch(signals, shim, stopper)
+        watch(signals, shim, watched)
     })
 }
 
-/// Hands every signal the process receives from now on to the program's stopper, and ends
-/// the process at once if its shim goes away (the control socket closes: the shim said
-/// all it had to say at Start). A container does not outlive its shim, as it did not when
-/// it ran inside it: nothing would report its exit or clean up after it.
-fn watch(signals: Signals, shim: UnixStream, stopper: Stopper) -> Result<(), String> {
+/// Hands every signal the process receives from now on to the program's stopper, applies
+/// the memory limits the shim sends (an Update), and ends the process at once if its shim
+/// goes away (the control socket closes). A container does not outlive its shim, as it did
+/// not when it ran inside it: nothing would report its exit or clean up after it.
+fn watch(signals: Signals, shim: UnixStream, controls: Controls) -> Result<(), String> {
     use std::os::fd::{AsFd, BorrowedFd};
     std::thread::Builder::new()
         .name("signals".into())
@@ -261,12 +274,16 @@ fn watch(signals: Signals, shim: UnixStream, stopper: Stopper) -> Result<(), Str
             }
             let ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
             if ready(&fds[1]) {
-                // SAFETY: _exit ends the process without running anything else.
-                unsafe { libc::_exit(128 + libc::SIGKILL) };
+                match launch::receive::<ToChild>(&shim) {
+                    Ok(Some(ToChild::MemoryLimit(bytes))) => controls.gauge.set_limit(bytes),
+                    Ok(Some(_)) => {}
+                    // SAFETY: _exit ends the process without running anything else.
+                    _ => unsafe { libc::_exit(128 + libc::SIGKILL) },
+                }
             }
             if ready(&fds[0]) {
                 match signals.next() {
-                    Ok(signal) => stopper.stop(signal),
+                    Ok(signal) => controls.stopper.stop(signal),
                     Err(_) => return,
                 }
             }

@@ -19,15 +19,27 @@ use oci_spec::runtime::{LinuxNamespaceType, Spec};
 use crate::error::{ShimError, ShimResult};
 use crate::netns::NetworkPlan;
 
-/// Makes or joins the namespaces `spec` asks for, apart from the mount namespace.
+/// Makes or joins the namespaces `spec` asks for, apart from the mount and cgroup
+/// namespaces (see [`enter_cgroup_namespace`]).
 pub fn enter_from_spec(spec: &Spec) -> ShimResult<()> {
     NetworkPlan::from_spec(spec).enter()?;
+    enter(spec, &[LinuxNamespaceType::Ipc, LinuxNamespaceType::Uts])
+}
+
+/// Makes or joins the cgroup namespace the spec asks for. Called once the process is in its
+/// cgroup: a new namespace is rooted at the cgroup the process is in when it is made.
+pub fn enter_cgroup_namespace(spec: &Spec) -> ShimResult<()> {
+    enter(spec, &[LinuxNamespaceType::Cgroup])
+}
+
+/// Makes or joins those of the spec's namespaces whose type is in `which`.
+fn enter(spec: &Spec, which: &[LinuxNamespaceType]) -> ShimResult<()> {
     let namespaces = spec
         .linux()
         .as_ref()
         .and_then(|l| l.namespaces().clone())
         .unwrap_or_default();
-    for namespace in &namespaces {
+    for namespace in namespaces.iter().filter(|n| which.contains(&n.typ())) {
         let flag = match namespace.typ() {
             LinuxNamespaceType::Ipc => CloneFlags::CLONE_NEWIPC,
             LinuxNamespaceType::Uts => CloneFlags::CLONE_NEWUTS,

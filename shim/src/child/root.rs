@@ -6,11 +6,16 @@
 //! (`Program::enter_own_root`). Kernel filesystems (`/proc`, `/sys`, `/dev`) are not
 //! mounted: no WASI call needs them.
 
-use std::fs::{File, OpenOptions};
-use std::path::{Path, PathBuf};
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Component, Path, PathBuf};
 
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{unshare, CloneFlags};
+use nix::sys::stat::Mode;
 use oci_spec::runtime::Spec;
 use runtime::PreopenPlan;
 
@@ -37,20 +42,26 @@ pub fn pivot_into(rootfs: &Path, preopens: &PreopenPlan, spec: &Spec) -> ShimRes
     // pivot_root needs the new root to be a mount point (a plain directory from
     // `ctr run --rootfs` is not).
     bind(rootfs, rootfs)?;
+    // Mount points are found and made inside the rootfs as if it were `/` already: the
+    // image's symlinks resolve within it, so a link to `/etc` makes nothing on the host.
+    let root = open_in_root(None, rootfs, OFlag::O_DIRECTORY)
+        .map_err(|e| internal(format!("opening the rootfs {}", rootfs.display()), e))?;
     for preopen in preopens.outside(rootfs) {
-        let target = below(rootfs, &preopen.guest);
-        std::fs::create_dir_all(&target).map_err(|e| {
+        let target = make_dir_in(&root, &preopen.guest).map_err(|e| {
             ShimError::InvalidArgument(format!(
                 "making the mount point {} in the rootfs: {e}",
                 preopen.guest
             ))
         })?;
-        bind(&preopen.host, &target)?;
+        bind(&preopen.host, &fd_path(&target))?;
         if preopen.read_only {
-            remount_read_only(&target)?;
+            // The new mount is on top of the descriptor's directory: found again.
+            let top = open_in_root(Some(&root), Path::new(&preopen.guest), OFlag::O_DIRECTORY)
+                .map_err(|e| internal(format!("finding the mount at {}", preopen.guest), e))?;
+            remount_read_only(&fd_path(&top))?;
         }
     }
-    bind_files(rootfs, spec);
+    bind_files(&root, spec);
     std::env::set_current_dir(rootfs)
         .map_err(|e| internal(format!("entering {}", rootfs.display()), e))?;
     nix::unistd::pivot_root(".", ".").map_err(|e| internal("pivot_root".into(), e))?;
@@ -69,9 +80,126 @@ pub fn pivot_into(rootfs: &Path, preopens: &PreopenPlan, spec: &Spec) -> ShimRes
     Ok(())
 }
 
-/// `rootfs` + an absolute container path.
-fn below(rootfs: &Path, guest: &str) -> PathBuf {
-    rootfs.join(guest.trim_start_matches('/'))
+/// The path through which a mount call reaches the directory or file `fd` holds.
+fn fd_path(fd: &OwnedFd) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
+/// Opens `path` (`O_PATH` and `flags`): inside `root` as if it were `/` (symlinks and `..`
+/// cannot lead out of it), or on the host without one.
+fn open_in_root(root: Option<&OwnedFd>, path: &Path, flags: OFlag) -> Result<OwnedFd, Errno> {
+    let (dir, resolve) = match root {
+        Some(root) => (
+            root.as_raw_fd(),
+            ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS,
+        ),
+        None => (libc::AT_FDCWD, ResolveFlag::empty()),
+    };
+    let relative = match root {
+        Some(_) => path.strip_prefix("/").unwrap_or(path),
+        None => path,
+    };
+    let relative = if relative.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        relative
+    };
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_CLOEXEC | flags)
+        .mode(Mode::empty())
+        .resolve(resolve);
+    let fd = nix::fcntl::openat2(dir, relative, how)?;
+    // SAFETY: openat2 returned a fresh descriptor nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `mkdir -p` of the container path `guest` inside `root`, each level resolved within it; a
+/// symlink whose target is missing is followed (within the root) and its target made, as
+/// runc makes mount points.
+fn make_dir_in(root: &OwnedFd, guest: &str) -> Result<OwnedFd, Errno> {
+    /// Symlinks followed at most, as the kernel's own bound on a path.
+    const MAX_LINKS: usize = 40;
+    let components = |path: &Path| -> Vec<OsString> {
+        path.components()
+            .filter_map(|c| match c {
+                Component::Normal(name) => Some(name.to_os_string()),
+                Component::ParentDir => Some(OsString::from("..")),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut pending: VecDeque<OsString> = components(Path::new(guest)).into();
+    let mut made = PathBuf::from("/");
+    let mut links = 0;
+    while let Some(name) = pending.pop_front() {
+        if name == ".." {
+            made.pop();
+            continue;
+        }
+        let parent = open_in_root(Some(root), &made, OFlag::O_DIRECTORY)?;
+        // mkdirat never follows a symlink in its last component: an existing name (a
+        // directory, or a link to one) fails with EEXIST and is resolved below.
+        match nix::sys::stat::mkdirat(
+            Some(parent.as_raw_fd()),
+            name.as_os_str(),
+            Mode::from_bits_truncate(0o755),
+        ) {
+            Ok(()) | Err(Errno::EEXIST) => {}
+            Err(e) => return Err(e),
+        }
+        let candidate = made.join(&name);
+        match open_in_root(Some(root), &candidate, OFlag::O_DIRECTORY) {
+            Ok(_) => made = candidate,
+            // A symlink to somewhere not there yet: make its target, inside the root.
+            Err(Errno::ENOENT) => {
+                let target = nix::fcntl::readlinkat(Some(parent.as_raw_fd()), name.as_os_str())?;
+                links += 1;
+                if links > MAX_LINKS {
+                    return Err(Errno::ELOOP);
+                }
+                let target = PathBuf::from(target);
+                if target.is_absolute() {
+                    made = PathBuf::from("/");
+                }
+                for component in components(&target).into_iter().rev() {
+                    pending.push_front(component);
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    open_in_root(Some(root), &made, OFlag::O_DIRECTORY)
+}
+
+/// The file at container path `guest` inside `root`, made empty if missing, to bind a file
+/// onto. Never follows a symlink out of the root.
+fn make_file_in(root: &OwnedFd, guest: &str) -> Result<OwnedFd, Errno> {
+    let path = Path::new(guest);
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(Errno::EINVAL);
+    };
+    let parent = make_dir_in(root, &parent.to_string_lossy())?;
+    // O_CREAT with O_EXCL never follows a symlink: an existing name is opened below instead.
+    match nix::fcntl::openat(
+        Some(parent.as_raw_fd()),
+        name,
+        OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(0o644),
+    ) {
+        // SAFETY: a fresh descriptor, closed at once.
+        Ok(fd) => drop(unsafe { OwnedFd::from_raw_fd(fd) }),
+        Err(Errno::EEXIST) => {}
+        Err(e) => return Err(e),
+    }
+    let file = open_in_root(Some(root), path, OFlag::empty())?;
+    let is_file = nix::sys::stat::fstat(file.as_raw_fd())
+        .map(|st| st.st_mode & libc::S_IFMT == libc::S_IFREG)
+        .unwrap_or(false);
+    if is_file {
+        Ok(file)
+    } else {
+        Err(Errno::EISDIR)
+    }
 }
 
 fn bind(source: &Path, target: &Path) -> ShimResult<()> {
@@ -105,7 +233,7 @@ fn remount_read_only(target: &Path) -> ShimResult<()> {
 /// Binds the spec's bind mounts of single files. They are not preopens (WASI preopens
 /// directories), but through the rootfs a program reads `/etc/hosts` and the like as a
 /// Linux process would. Best effort: a file that cannot be placed is logged and left out.
-fn bind_files(rootfs: &Path, spec: &Spec) {
+fn bind_files(root: &OwnedFd, spec: &Spec) {
     for m in spec.mounts().as_deref().unwrap_or_default() {
         let is_bind = m.typ().as_deref() == Some("bind")
             || m.options()
@@ -122,34 +250,22 @@ fn bind_files(rootfs: &Path, spec: &Spec) {
         let Some(guest) = m.destination().to_str() else {
             continue;
         };
-        let target = below(rootfs, guest);
-        let placed = target.is_file()
-            || (target
-                .parent()
-                .is_some_and(|p| std::fs::create_dir_all(p).is_ok())
-                && OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(false)
-                    .open(&target)
-                    .map(|_: File| ())
-                    .is_ok());
         let read_only = m
             .options()
             .as_deref()
             .unwrap_or_default()
             .iter()
             .any(|o| o == "ro");
-        let result = if placed {
-            bind(source, &target).and_then(|()| {
-                if read_only {
-                    remount_read_only(&target)
-                } else {
-                    Ok(())
+        let result = match make_file_in(root, guest) {
+            Ok(target) => bind(source, &fd_path(&target)).and_then(|()| {
+                if !read_only {
+                    return Ok(());
                 }
-            })
-        } else {
-            Err(ShimError::Internal("no place for it in the rootfs".into()))
+                let top = open_in_root(Some(root), Path::new(guest), OFlag::empty())
+                    .map_err(|e| internal(format!("finding the mount at {guest}"), e))?;
+                remount_read_only(&fd_path(&top))
+            }),
+            Err(e) => Err(internal("no place for it in the rootfs".into(), e)),
         };
         if let Err(e) = result {
             log::debug!("file mount {guest} left out: {e}");

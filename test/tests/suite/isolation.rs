@@ -361,3 +361,35 @@ fn annotations_make_the_rootfs_read_only_or_hidden_and_expose_only_listed_mounts
         .is_empty());
     assert!(containerd.mounts().is_empty(), "{:?}", containerd.mounts());
 }
+
+#[test]
+fn mount_points_are_made_inside_the_rootfs_even_through_the_images_symlinks() {
+    let containerd = Containerd::start().unwrap();
+    let rootfs = rootfs_with(&["hello"]).unwrap();
+    // Where an image's absolute symlinks point to on the host: nothing may appear there.
+    let host = tempfile::tempdir().unwrap();
+    let escape_file = host.path().join("nologin");
+    let escape_dir = host.path().join("voldir");
+    std::fs::create_dir(rootfs.path().join("etc")).unwrap();
+    std::os::unix::fs::symlink(&escape_file, rootfs.path().join("etc/hosts")).unwrap();
+    std::os::unix::fs::symlink(&escape_dir, rootfs.path().join("vol")).unwrap();
+    let sources = tempfile::tempdir().unwrap();
+    let hosts = sources.path().join("hosts");
+    std::fs::write(&hosts, "127.0.0.1 localhost\n").unwrap();
+    let data = sources.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let spec = UserSpec::new(
+        rootfs.path(),
+        &["/hello.wasm"],
+        json!({"uid": 0, "gid": 0}),
+        &[(&hosts, "/etc/hosts"), (&data, "/vol/data")],
+    );
+    let out = spec.ctr(&containerd, "--rm", "symlinks");
+    assert_eq!(out.code, 0, "{out:?}\n{}", containerd.shim_log());
+    assert_eq!(out.stdout, "hello from wasm\n");
+    assert!(!escape_file.exists(), "a file was made on the host");
+    assert!(!escape_dir.exists(), "a directory was made on the host");
+    // Inside the rootfs instead, where the links lead within it.
+    let inside = rootfs.path().join(escape_dir.strip_prefix("/").unwrap());
+    assert!(inside.join("data").is_dir(), "{}", inside.display());
+}

@@ -141,8 +141,11 @@ fn pause_freezes_a_busy_program_and_resume_continues_it() {
         .wait_for_status("pz", "PAUSED", Duration::from_secs(2))
         .unwrap();
     events.expect("/tasks/paused", &["pz"]);
-    // A second pause is refused, as runc refuses it.
+    // A second pause is refused, as runc refuses it; so is an exec, whose process would
+    // join the frozen cgroup.
     assert_ne!(containerd.ctr(&["task", "pause", "pz"]).code, 0);
+    let exec = containerd.ctr(&["task", "exec", "--exec-id", "frozen", "pz", "/spin.wasm"]);
+    assert!(exec.code != 0 && exec.stderr.contains("paused"), "{exec:?}");
     std::thread::sleep(Duration::from_millis(100));
     let before = process_cpu_ns(pid);
     std::thread::sleep(Duration::from_secs(1));
