@@ -88,7 +88,9 @@ pub struct Joinable {
 }
 
 impl Joinable {
-    /// Opens `/proc/PID/ns/*` of the main process.
+    /// Opens `/proc/PID/ns/*` of the main process, checking (after opening them) that `pid`
+    /// is still a process of this shim: a pid freed by the main process's end and taken by
+    /// another process must not lend it its namespaces.
     pub fn open(pid: u32) -> ShimResult<Joinable> {
         let mut namespaces = Vec::new();
         // The mount namespace goes last: joining it changes the root.
@@ -106,6 +108,19 @@ impl Joinable {
                 ))
             })?;
             namespaces.push((file, flag, name));
+        }
+        let parent = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|status| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("PPid:"))
+                    .and_then(|v| v.trim().parse::<u32>().ok())
+            });
+        if parent != Some(std::os::unix::process::parent_id()) {
+            return Err(ShimError::FailedPrecondition(format!(
+                "the container's main process {pid} is gone"
+            )));
         }
         Ok(Joinable { namespaces })
     }
