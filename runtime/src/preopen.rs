@@ -168,18 +168,7 @@ impl PreopenPlan {
                 pinned.paths.push(preopen.host.clone());
                 continue;
             }
-            let dir = std::fs::OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
-                .open(&preopen.host)
-                .map_err(|e| {
-                    RuntimeError::InvalidMount(format!(
-                        "{} (for {}): {e}",
-                        preopen.host.display(),
-                        preopen.guest
-                    ))
-                })?;
-            let fd = OwnedFd::from(dir);
+            let fd = open_directory(preopen)?;
             pinned.paths.push(fd_path(&fd));
             pinned.fds.push(fd);
         }
@@ -218,19 +207,8 @@ impl PreopenPlan {
             ..Default::default()
         };
         for preopen in self.visible() {
-            let dir = std::fs::OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
-                .open(&preopen.host)
-                .map_err(|e| {
-                    RuntimeError::InvalidMount(format!(
-                        "{} (for {}): {e}",
-                        preopen.host.display(),
-                        preopen.guest
-                    ))
-                })?;
+            pinned.fds.push(open_directory(preopen)?);
             pinned.paths.push(preopen.host.clone());
-            pinned.fds.push(OwnedFd::from(dir));
         }
         pinned.working_directory = crate::working_directory::pin(self, cwd, &mut pinned);
         Ok(pinned)
@@ -263,6 +241,23 @@ impl PreopenPlan {
             })
             .max_by_key(|(p, _)| p.guest.len())
     }
+}
+
+/// Opens a preopen's directory with `O_PATH`: no access check on the directory itself, as
+/// a mount point has none.
+fn open_directory(preopen: &Preopen) -> Result<OwnedFd, RuntimeError> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(&preopen.host)
+        .map(OwnedFd::from)
+        .map_err(|e| {
+            RuntimeError::InvalidMount(format!(
+                "{} (for {}): {e}",
+                preopen.host.display(),
+                preopen.guest
+            ))
+        })
 }
 
 /// The path through which a WASI context opens the directory `fd` holds.
@@ -334,6 +329,38 @@ mod tests {
         assert_eq!(plan.preopens[1].guest, "/data");
         assert!(plan.preopens[1].read_only);
         assert!(!plan.preopens[0].read_only);
+    }
+
+    #[test]
+    fn a_relocated_plan_names_each_directory_by_its_container_path() {
+        let rootfs = tempfile::tempdir().unwrap();
+        let volume = tempfile::tempdir().unwrap();
+        std::fs::create_dir(rootfs.path().join("inside")).unwrap();
+        let plan = PreopenPlan::from_mounts(
+            rootfs.path(),
+            false,
+            &[
+                bind("/data", volume.path(), &["rbind"]),
+                bind("/again", &rootfs.path().join("inside"), &["rbind"]),
+            ],
+        )
+        .unwrap();
+        // Only what lies outside the rootfs must be bound into the new root.
+        let outside: Vec<&str> = plan
+            .outside(rootfs.path())
+            .map(|p| p.guest.as_str())
+            .collect();
+        assert_eq!(outside, ["/data"]);
+        let relocated = plan.relocated(rootfs.path());
+        let hosts: Vec<&Path> = relocated
+            .preopens
+            .iter()
+            .map(|p| p.host.as_path())
+            .collect();
+        assert_eq!(
+            hosts,
+            [Path::new("/"), Path::new("/data"), Path::new("/inside")]
+        );
     }
 
     #[test]
