@@ -115,8 +115,15 @@ impl<'a> Pod<'a> {
             }
         }
         cgroup::remove(&self.cgroup_parent(), Duration::from_secs(5));
-        // The shared root goes too when no other test pod is using it.
-        for dir in cgroup::dirs(CGROUP_ROOT) {
+        // The shared root goes too when no other test is using it: only the root itself (in
+        // each hierarchy), which rmdir refuses while anything is below it. Not every empty
+        // directory below: another test's container cgroup is empty between its making
+        // and its process's arrival.
+        let root = CGROUP_ROOT.trim_start_matches('/');
+        for dir in cgroup::dirs(CGROUP_ROOT)
+            .into_iter()
+            .filter(|d| d.ends_with(root))
+        {
             let _ = std::fs::remove_dir(dir);
         }
         report
