@@ -925,3 +925,17 @@ pub fn process_cpu_ns(pid: u32) -> u64 {
         })
         .sum()
 }
+
+/// Every hierarchy line of `/proc/PID/cgroup` (`ID:CONTROLLERS:PATH`) as (controllers, path);
+/// the controllers are empty for cgroup v2's line.
+pub fn cgroups_of(pid: u32) -> Vec<(String, String)> {
+    std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .unwrap_or_else(|e| panic!("/proc/{pid}/cgroup: {e}"))
+        .lines()
+        .filter_map(|l| {
+            let mut parts = l.splitn(3, ':');
+            let _ = parts.next()?;
+            Some((parts.next()?.to_string(), parts.next()?.to_string()))
+        })
+        .collect()
+}

@@ -7,7 +7,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use integration::{fixtures_dir, rootfs_with, Containerd, CtrOutput, RUNTIME};
+use integration::{cgroups_of, fixtures_dir, rootfs_with, Containerd, CtrOutput, RUNTIME};
 use serde_json::{json, Value};
 
 /// A `ctr run --config` spec from ctr's own capture, with the test's rootfs, program, user
@@ -85,19 +85,6 @@ fn field<'a>(fields: &'a [(String, String)], name: &str) -> &'a str {
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.as_str())
         .unwrap_or_else(|| panic!("no {name} in {fields:?}"))
-}
-
-/// Every hierarchy line of `/proc/PID/cgroup` (`ID:CONTROLLERS:PATH`) as (controllers, path).
-fn cgroups_of(pid: u32) -> Vec<(String, String)> {
-    std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
-        .unwrap()
-        .lines()
-        .filter_map(|l| {
-            let mut parts = l.splitn(3, ':');
-            let _ = parts.next()?;
-            Some((parts.next()?.to_string(), parts.next()?.to_string()))
-        })
-        .collect()
 }
 
 /// The namespace `/proc/PID/ns/NAME` links to.

@@ -4,20 +4,15 @@
 use std::path::Path;
 use std::time::Duration;
 
-use integration::{process_cpu_ns, rootfs_with, Containerd, EventWatch};
+use integration::{cgroups_of, process_cpu_ns, rootfs_with, Containerd, EventWatch};
 
 /// The container's cgroup path (relative to each hierarchy) for a controller.
 fn cgroup_of(pid: u32, controller: &str) -> String {
-    std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
-        .unwrap()
-        .lines()
-        .find_map(|l| {
-            let mut parts = l.splitn(3, ':');
-            let _ = parts.next()?;
-            let controllers = parts.next()?;
-            let path = parts.next()?;
+    cgroups_of(pid)
+        .into_iter()
+        .find_map(|(controllers, path)| {
             let v2 = controllers.is_empty();
-            (v2 || controllers.split(',').any(|c| c == controller)).then(|| path.to_string())
+            (v2 || controllers.split(',').any(|c| c == controller)).then_some(path)
         })
         .unwrap_or_else(|| panic!("{pid} has no {controller} cgroup"))
 }
