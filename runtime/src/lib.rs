@@ -47,5 +47,5 @@ pub use preopen::{PinnedPreopens, Preopen, PreopenPlan};
 pub use program::{Controls, Program, ProgramKind};
 pub use stdio::StdioFiles;
 pub use stop::Stopper;
-pub use usage::{thread_cpu_usage, CpuUsage, MemoryGauge, OutOfMemory};
+pub use usage::{MemoryGauge, OutOfMemory};
 pub use working_directory::NamedDirectory;

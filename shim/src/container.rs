@@ -10,15 +10,15 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use oci_spec::runtime::{LinuxResources, Process as SpecProcess, Spec};
-use runtime::{CpuUsage, Program, WasiPlan};
+use runtime::{Program, WasiPlan};
 
-use crate::cgroup::{CgroupError, ContainerCgroup, Hierarchies};
+use crate::cgroup::{cgroups_path, CgroupError, ContainerCgroup, Hierarchies};
 use crate::error::{ShimError, ShimResult};
 use crate::hooks::{Hooks, Phase};
 use crate::launch::{Launch, ShimIdentity};
 use crate::lifecycle::{Exit, Lifecycle};
 use crate::mount::{self, RootfsMount};
-use crate::process::{lock, Process};
+use crate::process::{lock, CpuUsage, Process};
 use crate::stdio::StdioPaths;
 
 /// What a Create request asks for, in the shim's own terms.
@@ -118,16 +118,11 @@ fn validate(name: &str, plan: WasiPlan) -> ShimResult<()> {
 
 /// The container's cgroup, made from the spec (none without a `cgroupsPath`).
 fn create_cgroup(spec: &Spec) -> ShimResult<Option<ContainerCgroup>> {
-    let linux = spec.linux().as_ref();
-    let Some(path) = linux
-        .and_then(|l| l.cgroups_path().as_ref())
-        .and_then(|p| p.to_str())
-        .filter(|p| !p.is_empty())
-    else {
+    let Some(path) = cgroups_path(spec) else {
         return Ok(None);
     };
     let hierarchies = Hierarchies::discover().map_err(cgroup_error)?;
-    let resources = linux.and_then(|l| l.resources().as_ref());
+    let resources = spec.linux().as_ref().and_then(|l| l.resources().as_ref());
     ContainerCgroup::create(&hierarchies, path, resources)
         .map(Some)
         .map_err(cgroup_error)

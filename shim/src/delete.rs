@@ -8,7 +8,7 @@ use std::time::SystemTime;
 
 use containerd_shim_protos::api::DeleteResponse;
 
-use crate::cgroup::{ContainerCgroup, Hierarchies};
+use crate::cgroup::{cgroups_path, ContainerCgroup, Hierarchies};
 use crate::clock::timestamp;
 use crate::native::{self, ContainerdEndpoint, NATIVE_MARKER};
 use crate::{mount, reply};
@@ -81,16 +81,10 @@ fn end_container_cgroup(bundle: &Path) {
     let Ok(spec) = serde_json::from_slice::<oci_spec::runtime::Spec>(&text) else {
         return;
     };
-    let Some(path) = spec
-        .linux()
-        .as_ref()
-        .and_then(|l| l.cgroups_path().as_ref())
-        .and_then(|p| p.to_str().map(str::to_string))
-        .filter(|p| !p.is_empty())
-    else {
+    let Some(path) = cgroups_path(&spec) else {
         return;
     };
-    let Ok(cgroup) = Hierarchies::discover().and_then(|h| ContainerCgroup::open(&h, &path)) else {
+    let Ok(cgroup) = Hierarchies::discover().and_then(|h| ContainerCgroup::open(&h, path)) else {
         return;
     };
     // A frozen (paused) process would hold the kill until thawed.

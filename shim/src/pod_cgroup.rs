@@ -8,6 +8,8 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::cgroup::{expand_slice, Hierarchies};
+
 /// The pod's cgroup, relative to each hierarchy's root, from a container's `cgroupsPath`:
 /// its parent for the cgroupfs form (`/kubepods/burstable/pod<uid>/<id>`), the slice for the
 /// systemd form (`kubepods-burstable-pod<uid>.slice:cri-containerd:<id>`).
@@ -17,55 +19,23 @@ pub fn pod_cgroup(cgroups_path: &str) -> Option<PathBuf> {
         return (parent != Path::new("/")).then(|| parent.to_path_buf());
     }
     let (slice, _) = cgroups_path.split_once(':')?;
-    expand_slice(slice)
-}
-
-/// systemd's slice naming: `a-b-c.slice` lives at `/a.slice/a-b.slice/a-b-c.slice`.
-fn expand_slice(slice: &str) -> Option<PathBuf> {
-    let name = slice.strip_suffix(".slice")?;
-    if name.is_empty() || name == "-" {
-        return Some(PathBuf::from("/"));
-    }
-    let mut path = PathBuf::from("/");
-    let mut prefix = String::new();
-    for part in name.split('-') {
-        if part.is_empty() {
-            return None;
-        }
-        if !prefix.is_empty() {
-            prefix.push('-');
-        }
-        prefix.push_str(part);
-        path.push(format!("{prefix}.slice"));
-    }
-    Some(path)
-}
-
-/// Mount points of every cgroup hierarchy (v1 controllers and the v2 unified one).
-fn hierarchies() -> Vec<PathBuf> {
-    let Ok(mountinfo) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return vec![];
-    };
-    mountinfo
-        .lines()
-        .filter_map(|line| {
-            let (left, right) = line.split_once(" - ")?;
-            let fstype = right.split_whitespace().next()?;
-            if fstype != "cgroup" && fstype != "cgroup2" {
-                return None;
-            }
-            left.split_whitespace().nth(4).map(PathBuf::from)
-        })
-        .collect()
+    expand_slice(slice).ok()
 }
 
 /// Moves the processes `pids` into `cgroup` in every hierarchy where that cgroup exists
 /// (runc made it when it created the sandbox). Returns how many hierarchies took them.
 pub fn join(cgroup: &Path, pids: &[i32]) -> usize {
     let relative = cgroup.strip_prefix("/").unwrap_or(cgroup);
+    let hierarchies = match Hierarchies::discover() {
+        Ok(hierarchies) => hierarchies,
+        Err(e) => {
+            log::debug!("moving into the pod cgroup: {e}");
+            return 0;
+        }
+    };
     let mut joined = 0;
-    for root in hierarchies() {
-        let dir = root.join(relative);
+    for hierarchy in hierarchies.list() {
+        let dir = hierarchy.mount.join(relative);
         if !dir.is_dir() {
             continue;
         }

@@ -11,8 +11,6 @@ use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
-use runtime::CpuUsage;
-
 use crate::error::{ShimError, ShimResult};
 use crate::launch::{self, FromChild, Launch, ToChild};
 use crate::lifecycle::{Exit, Lifecycle};
@@ -303,6 +301,17 @@ impl Process {
             terminal.close_stdin();
         }
     }
+}
+
+/// CPU time a process (or a container's processes together) consumed, in nanoseconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuUsage {
+    /// Total time on CPU.
+    pub total_ns: u64,
+    /// Time in user mode.
+    pub user_ns: u64,
+    /// Time in kernel mode.
+    pub kernel_ns: u64,
 }
 
 /// User and system time of process `pid`, from fields 14 and 15 of `/proc/PID/stat`.

@@ -279,12 +279,7 @@ impl TaskService {
         if self.in_pod_cgroup.load(Ordering::Acquire) {
             return;
         }
-        let Some(cgroup) = spec
-            .linux()
-            .as_ref()
-            .and_then(|l| l.cgroups_path().as_ref())
-            .and_then(|p| p.to_str())
-            .and_then(pod_cgroup::pod_cgroup)
+        let Some(cgroup) = crate::cgroup::cgroups_path(spec).and_then(pod_cgroup::pod_cgroup)
         else {
             return;
         };
@@ -326,12 +321,7 @@ fn runc_options(options: Option<Any>, spec: &Spec) -> Option<Any> {
             return Some(options);
         }
     }
-    let cgroups_path = spec
-        .linux()
-        .as_ref()
-        .and_then(|l| l.cgroups_path().as_ref())
-        .and_then(|p| p.to_str())
-        .unwrap_or("");
+    let cgroups_path = crate::cgroup::cgroups_path(spec).unwrap_or("");
     let systemd = !cgroups_path.starts_with('/') && cgroups_path.split(':').count() == 3;
     systemd.then(|| Any {
         type_url: "containerd.runc.v1.Options".to_string(),

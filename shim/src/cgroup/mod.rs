@@ -29,7 +29,16 @@ use std::time::{Duration, Instant};
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use oci_spec::runtime::LinuxResources;
 
-pub use path::relative_path;
+pub use path::{expand_slice, relative_path};
+
+/// The spec's `linux.cgroupsPath`, if it names one (an empty one names none).
+pub fn cgroups_path(spec: &oci_spec::runtime::Spec) -> Option<&str> {
+    spec.linux()
+        .as_ref()
+        .and_then(|l| l.cgroups_path().as_ref())
+        .and_then(|p| p.to_str())
+        .filter(|p| !p.is_empty())
+}
 
 /// Why a cgroup operation failed; every variant names the file or path involved.
 #[derive(Debug, thiserror::Error)]
@@ -215,7 +224,6 @@ impl Hierarchies {
     }
 
     /// Every hierarchy found, in mountinfo order.
-    #[cfg(test)]
     pub fn list(&self) -> &[Hierarchy] {
         &self.list
     }

@@ -71,7 +71,7 @@ fn systemd_path(slice: &str, prefix: &str, name: &str) -> Result<PathBuf, &'stat
 
 /// systemd's slice naming: `a-b-c.slice` lives at `/a.slice/a-b.slice/a-b-c.slice`, and
 /// `-.slice` is the root slice.
-fn expand_slice(slice: &str) -> Result<PathBuf, &'static str> {
+pub fn expand_slice(slice: &str) -> Result<PathBuf, &'static str> {
     let name = slice
         .strip_suffix(".slice")
         .ok_or("a systemd slice name must end in .slice")?;
