@@ -55,5 +55,12 @@ impl From<ShimError> for ttrpc::Error {
     }
 }
 
+impl ShimError {
+    /// A host failure while doing `what`, with its cause in the message.
+    pub fn internal(what: impl std::fmt::Display, cause: impl std::fmt::Display) -> Self {
+        ShimError::Internal(format!("{what}: {cause}"))
+    }
+}
+
 /// Result of a task operation.
 pub type ShimResult<T> = Result<T, ShimError>;

@@ -29,10 +29,6 @@ pub struct Spawned {
     pub control: UnixStream,
 }
 
-fn internal(what: &str, e: impl std::fmt::Display) -> ShimError {
-    ShimError::Internal(format!("{what}: {e}"))
-}
-
 /// Starts the process for `launch` and waits until it is ready (or failed, which fails the
 /// Create or Exec with the child's reason; the process is reaped before returning).
 /// `meanwhile` runs while the new process starts and enters its namespaces, before it loads
@@ -43,10 +39,11 @@ pub fn spawn(
     stdio: StdioFiles,
     meanwhile: impl FnOnce() -> ShimResult<()>,
 ) -> ShimResult<Spawned> {
-    let (ours, theirs) = UnixStream::pair().map_err(|e| internal("a control socket", e))?;
+    let (ours, theirs) =
+        UnixStream::pair().map_err(|e| ShimError::internal("a control socket", e))?;
     let log = match crate::logger::sink_copy() {
         Some(log) => log,
-        None => File::open("/dev/null").map_err(|e| internal("opening /dev/null", e))?,
+        None => File::open("/dev/null").map_err(|e| ShimError::internal("opening /dev/null", e))?,
     };
     let stream = |file: Option<File>| file.map(Stdio::from).unwrap_or_else(Stdio::null);
     let mut command = Command::new("/proc/self/exe");
@@ -81,7 +78,7 @@ pub fn spawn(
     }
     let child = command
         .spawn()
-        .map_err(|e| internal("starting the container's process", e))?;
+        .map_err(|e| ShimError::internal("starting the container's process", e))?;
     let pid = child.id();
     drop((command, theirs, log));
     // SAFETY: pidfd_open with a pid of our own unreaped child; the result is a new fd.
@@ -90,7 +87,7 @@ pub fn spawn(
         _ => {
             let e = std::io::Error::last_os_error();
             reap(pid, true);
-            return Err(internal("pidfd_open", e));
+            return Err(ShimError::internal("pidfd_open", e));
         }
     };
     let name = launch.name.clone();
@@ -109,7 +106,10 @@ pub fn spawn(
     let cgroup_procs = std::mem::take(&mut launch.cgroup_procs);
     if let Err(e) = launch::send(&ours, &ToChild::Launch(Box::new(launch))) {
         let status = reap(pid, true);
-        return Err(internal(&format!("{name}: launching ({status})"), e));
+        return Err(ShimError::internal(
+            format!("{name}: launching ({status})"),
+            e,
+        ));
     }
     // Here rather than in the child: on cgroup v1 the first move into a cgroup waits for an
     // RCU grace period (4–15 ms measured here), which the child spends starting and entering

@@ -70,7 +70,7 @@ pub struct TerminalSlave {
 }
 
 fn internal(what: &str, e: impl std::fmt::Display) -> ShimError {
-    ShimError::Internal(format!("terminal: {what}: {e}"))
+    ShimError::internal(format_args!("terminal: {what}"), e)
 }
 
 fn set_cloexec(fd: &OwnedFd) -> ShimResult<()> {

@@ -21,15 +21,12 @@ use runtime::PreopenPlan;
 
 use crate::error::{ShimError, ShimResult};
 
-fn internal(what: String, e: impl std::fmt::Display) -> ShimError {
-    ShimError::Internal(format!("{what}: {e}"))
-}
-
 /// Makes a mount namespace whose root is `rootfs`, with the directories `preopens` holds
 /// outside it bound at their destinations and the spec's file bind mounts (docker's
 /// `/etc/hosts`, `/etc/resolv.conf`) where they can be.
 pub fn pivot_into(rootfs: &Path, preopens: &PreopenPlan, spec: &Spec) -> ShimResult<()> {
-    unshare(CloneFlags::CLONE_NEWNS).map_err(|e| internal("making a mount namespace".into(), e))?;
+    unshare(CloneFlags::CLONE_NEWNS)
+        .map_err(|e| ShimError::internal("making a mount namespace", e))?;
     // Nothing done here may reach the host's namespace.
     mount(
         None::<&str>,
@@ -38,14 +35,14 @@ pub fn pivot_into(rootfs: &Path, preopens: &PreopenPlan, spec: &Spec) -> ShimRes
         MsFlags::MS_REC | MsFlags::MS_PRIVATE,
         None::<&str>,
     )
-    .map_err(|e| internal("making the mounts private".into(), e))?;
+    .map_err(|e| ShimError::internal("making the mounts private", e))?;
     // pivot_root needs the new root to be a mount point (a plain directory from
     // `ctr run --rootfs` is not).
     bind(rootfs, rootfs)?;
     // Mount points are found and made inside the rootfs as if it were `/` already: the
     // image's symlinks resolve within it, so a link to `/etc` makes nothing on the host.
     let root = open_in_root(None, rootfs, OFlag::O_DIRECTORY)
-        .map_err(|e| internal(format!("opening the rootfs {}", rootfs.display()), e))?;
+        .map_err(|e| ShimError::internal(format!("opening the rootfs {}", rootfs.display()), e))?;
     for preopen in preopens.outside(rootfs) {
         let target = make_dir_in(&root, &preopen.guest).map_err(|e| {
             ShimError::InvalidArgument(format!(
@@ -57,18 +54,20 @@ pub fn pivot_into(rootfs: &Path, preopens: &PreopenPlan, spec: &Spec) -> ShimRes
         if preopen.read_only {
             // The new mount is on top of the descriptor's directory: found again.
             let top = open_in_root(Some(&root), Path::new(&preopen.guest), OFlag::O_DIRECTORY)
-                .map_err(|e| internal(format!("finding the mount at {}", preopen.guest), e))?;
+                .map_err(|e| {
+                    ShimError::internal(format!("finding the mount at {}", preopen.guest), e)
+                })?;
             remount_read_only(&fd_path(&top))?;
         }
     }
     bind_files(&root, spec);
     std::env::set_current_dir(rootfs)
-        .map_err(|e| internal(format!("entering {}", rootfs.display()), e))?;
-    nix::unistd::pivot_root(".", ".").map_err(|e| internal("pivot_root".into(), e))?;
+        .map_err(|e| ShimError::internal(format!("entering {}", rootfs.display()), e))?;
+    nix::unistd::pivot_root(".", ".").map_err(|e| ShimError::internal("pivot_root", e))?;
     // The old root is stacked under the new one at `/`; detaching it leaves only the new.
     umount2(".", MntFlags::MNT_DETACH)
-        .map_err(|e| internal("detaching the host's root".into(), e))?;
-    std::env::set_current_dir("/").map_err(|e| internal("entering /".into(), e))?;
+        .map_err(|e| ShimError::internal("detaching the host's root", e))?;
+    std::env::set_current_dir("/").map_err(|e| ShimError::internal("entering /", e))?;
     let read_only = spec
         .root()
         .as_ref()
@@ -227,7 +226,7 @@ fn remount_read_only(target: &Path) -> ShimResult<()> {
         MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
         None::<&str>,
     )
-    .map_err(|e| internal(format!("making {} read-only", target.display()), e))
+    .map_err(|e| ShimError::internal(format!("making {} read-only", target.display()), e))
 }
 
 /// Binds the spec's bind mounts of single files. They are not preopens (WASI preopens
@@ -262,10 +261,10 @@ fn bind_files(root: &OwnedFd, spec: &Spec) {
                     return Ok(());
                 }
                 let top = open_in_root(Some(root), Path::new(guest), OFlag::empty())
-                    .map_err(|e| internal(format!("finding the mount at {guest}"), e))?;
+                    .map_err(|e| ShimError::internal(format!("finding the mount at {guest}"), e))?;
                 remount_read_only(&fd_path(&top))
             }),
-            Err(e) => Err(internal("no place for it in the rootfs".into(), e)),
+            Err(e) => Err(ShimError::internal("no place for it in the rootfs", e)),
         };
         if let Err(e) = result {
             log::debug!("file mount {guest} left out: {e}");
