@@ -119,6 +119,12 @@ impl CompileCache {
         ))
     }
 
+    /// Whether an entry is stored for the wasm with sha256 `digest` compiled by `engine`
+    /// (not whether it is sound: loading it checks that).
+    pub(crate) fn has_entry(&self, engine: &Engine, digest: &WasmDigest) -> bool {
+        self.entry(engine, digest).is_file()
+    }
+
     /// The compiled module for `wasm` (whose sha256 is `digest`): from the cache when a
     /// sound entry is there, else compiled and stored. A cache that cannot be read or written
     /// only costs the compile.
@@ -570,7 +576,9 @@ mod tests {
         let cache = CompileCache::new(dir.path(), 1 << 30);
         let wasm = wat::parse_str(MODULE).unwrap();
         assert!(cache.cached_module(engine(), &digest(&wasm)).is_none());
+        assert!(!cache.has_entry(engine(), &digest(&wasm)));
         cache.module(engine(), &digest(&wasm), &wasm).unwrap();
+        assert!(cache.has_entry(engine(), &digest(&wasm)));
         let module = cache.cached_module(engine(), &digest(&wasm)).unwrap();
         assert!(module.get_export("_start").is_some());
         let other = wat::parse_str(r#"(module (func (export "other")))"#).unwrap();

@@ -237,6 +237,35 @@ impl Program {
         })
     }
 
+    /// Whether loading the program the plan names would find it compiled in the compile
+    /// cache. A host that loads it in another process asks this to know whether a load of
+    /// its own first would compile anything (with every core, into the cache) or only
+    /// repeat the other's work. Costs a digest at most (none for a remembered program); any
+    /// error answers `false`, so the full load is the one that reports it.
+    pub fn is_compiled(plan: &WasiPlan) -> bool {
+        Self::find_compiled(plan).unwrap_or(false)
+    }
+
+    fn find_compiled(plan: &WasiPlan) -> Result<bool, RuntimeError> {
+        let Some(cache) = compile_cache() else {
+            return Ok(false);
+        };
+        let mut source = ProgramSource::open(
+            &plan.entrypoint,
+            &plan.preopens,
+            &plan.cwd,
+            plan.path_var(),
+            Some(cache.digests()),
+        )?;
+        let engine = match classify(source.guest_path(), source.head())? {
+            ProgramKind::Component if source.is_http_handler()? => {
+                &serving().map_err(RuntimeError::Unsupported)?.engine
+            }
+            _ => shared_engine().map_err(RuntimeError::Unsupported)?,
+        };
+        Ok(cache.has_entry(engine, &source.digest()?))
+    }
+
     /// The linked program, or `None` when the memo gave its digest and the cache no longer
     /// has what it names (never for a program whose bytes were read).
     fn compile_and_link(

@@ -18,6 +18,7 @@ use crate::hooks::{Hooks, Phase};
 use crate::launch::{Launch, ShimIdentity};
 use crate::lifecycle::{Exit, Lifecycle};
 use crate::mount::{self, RootfsMount};
+use crate::oom_watch::{OomAlarm, OomWatch};
 use crate::process::{lock, CpuUsage, Process};
 use crate::stdio::StdioPaths;
 
@@ -61,8 +62,8 @@ pub struct Container {
     /// The cgroup `linux.cgroupsPath` names; `None` when the spec names none.
     cgroup: Option<ContainerCgroup>,
     paused: Mutex<bool>,
-    /// The cgroup's OOM kills already reported (or there before the container).
-    oom_kills_seen: Mutex<u64>,
+    /// The kernel's OOM notices for the cgroup, watched while the container exists.
+    oom: Option<Arc<OomAlarm>>,
     mounted_rootfs: Option<PathBuf>,
     /// The spec's OCI hooks, run at Create, Start and Delete.
     hooks: Hooks,
@@ -107,10 +108,15 @@ fn cgroup_error(e: CgroupError) -> ShimError {
     }
 }
 
-/// Loads the program `plan` names once in the shim: a missing, corrupt or unlinkable program
-/// fails the request with its reason, and a first start compiles it here with every core,
-/// into the compile cache the container's process loads from.
+/// Loads the program `plan` names once in the shim, unless the compile cache already holds
+/// it: a first start compiles it here with every core, into the cache the container's
+/// process loads from, and a missing, corrupt or unlinkable program fails the request with
+/// its reason. A cached program is not loaded twice: the process's own load (which would
+/// report the same errors) is then the only one, and the start waits for no other.
 fn validate(name: &str, plan: WasiPlan) -> ShimResult<()> {
+    if Program::is_compiled(&plan) {
+        return Ok(());
+    }
     let program = Program::load(plan)?;
     log::debug!("{name}: validated {}", program.guest_path());
     Ok(())
@@ -128,12 +134,37 @@ fn create_cgroup(spec: &Spec) -> ShimResult<Option<ContainerCgroup>> {
         .map_err(cgroup_error)
 }
 
+/// Registers the cgroup's OOM notices with the shim's watch. A container whose notices
+/// cannot be watched still runs: only its `/tasks/oom` events are missing, which is logged.
+fn watch_oom(
+    id: &str,
+    cgroup: Option<&ContainerCgroup>,
+    watch: &Arc<OomWatch>,
+) -> Option<Arc<OomAlarm>> {
+    let notifier = match cgroup?.oom_notifier()? {
+        Ok(notifier) => notifier,
+        Err(e) => {
+            log::warn!("{id}: no OOM events: {}", cgroup_error(e));
+            return None;
+        }
+    };
+    watch
+        .watch(id, notifier)
+        .inspect_err(|e| log::warn!("{id}: no OOM events: watching the cgroup: {e}"))
+        .ok()
+}
+
 impl Container {
-    /// Prepares a container whose rootfs is mounted: makes the cgroup and starts the main
-    /// process, which waits for Start; meanwhile validates and compiles the program (here,
-    /// where compilation may use every core; the container's process then maps it from the
-    /// compile cache). Any failure leaves nothing behind: no mount, no cgroup, no process.
-    pub fn create(params: CreateParams, identity: &ShimIdentity) -> ShimResult<Arc<Container>> {
+    /// Prepares a container whose rootfs is mounted: starts the main process, which waits
+    /// for Start; while it starts, makes the cgroup and validates and compiles the program
+    /// (here, where compilation may use every core; the container's process then maps it
+    /// from the compile cache). Any failure leaves nothing behind: no mount, no cgroup, no
+    /// process.
+    pub fn create(
+        params: CreateParams,
+        identity: &ShimIdentity,
+        oom_watch: &Arc<OomWatch>,
+    ) -> ShimResult<Arc<Container>> {
         let spec = params.spec;
         let guard = params.mount;
         let rootfs = rootfs_dir(&params.bundle, &spec, guard.is_mounted())?;
@@ -141,11 +172,6 @@ impl Container {
         for (destination, why) in &plan.preopens.skipped {
             log::debug!("{}: mount {destination} not preopened: {why}", params.id);
         }
-        let cgroup = create_cgroup(&spec)?;
-        if let Some(cgroup) = &cgroup {
-            log::debug!("{}: cgroup {}", params.id, cgroup.path().display());
-        }
-        let oom_kills = cgroup.as_ref().map(ContainerCgroup::oom_kills).unwrap_or(0);
         let launch = Launch {
             name: format!("task {}", params.id),
             identity: identity.clone(),
@@ -155,13 +181,23 @@ impl Container {
             stdio: [false; 3],
             terminal: false,
             join: None,
-            cgroup_procs: cgroup
+        };
+        // Made while the process starts (see `spawn`); kept here for the container.
+        let mut cgroup = None;
+        let prepare = || {
+            cgroup = create_cgroup(&spec)?;
+            if let Some(cgroup) = &cgroup {
+                log::debug!("{}: cgroup {}", params.id, cgroup.path().display());
+            }
+            let procs = cgroup
                 .as_ref()
                 .map(ContainerCgroup::procs_files)
-                .unwrap_or_default(),
+                .unwrap_or_default();
+            validate(&params.id, plan)?;
+            Ok(procs)
         };
-        let validate = || validate(&params.id, plan);
-        let init = match Process::create(&params.id, None, launch, params.stdio, validate) {
+        let created = Process::create(&params.id, None, launch, params.stdio, prepare);
+        let init = match created {
             Ok(init) => init,
             Err(e) => {
                 if let Some(cgroup) = &cgroup {
@@ -186,6 +222,7 @@ impl Container {
                 return Err(e);
             }
         }
+        let oom = watch_oom(&params.id, cgroup.as_ref(), oom_watch);
         Ok(Arc::new(Container {
             id: params.id,
             bundle: params.bundle,
@@ -196,7 +233,7 @@ impl Container {
             identity: identity.clone(),
             cgroup,
             paused: Mutex::new(false),
-            oom_kills_seen: Mutex::new(oom_kills),
+            oom,
             mounted_rootfs: guard.keep(),
             hooks,
         }))
@@ -238,16 +275,11 @@ impl Container {
         }
     }
 
-    /// Whether the kernel OOM-killed a process of the container since the last look.
-    pub fn take_oom_kill(&self) -> bool {
-        let Some(cgroup) = &self.cgroup else {
-            return false;
-        };
-        let now = cgroup.oom_kills();
-        let mut seen = lock(&self.oom_kills_seen);
-        let new = now > *seen;
-        *seen = now;
-        new
+    /// Publishes `/tasks/oom` if the kernel gave an OOM notice for the container's cgroup
+    /// that was not published yet; returns whether it did. The exit loop asks before it
+    /// publishes an exit, so the notice comes first.
+    pub fn check_oom(&self) -> bool {
+        self.oom.as_ref().is_some_and(|alarm| alarm.check())
     }
 
     /// The process `exec_id` names: the main process for "".
@@ -324,19 +356,19 @@ impl Container {
             stdio: [false; 3],
             terminal: false,
             join: Some(self.init.pid),
-            cgroup_procs: self
-                .cgroup
-                .as_ref()
-                .map(ContainerCgroup::procs_files)
-                .unwrap_or_default(),
         };
         let name = format!("{} exec {}", self.id, params.exec_id);
+        let procs = self
+            .cgroup
+            .as_ref()
+            .map(ContainerCgroup::procs_files)
+            .unwrap_or_default();
         let process = Process::create(
             &self.id,
             Some(&params.exec_id),
             launch,
             params.stdio,
-            || validate(&name, plan),
+            || validate(&name, plan).map(|()| procs),
         )?;
         let mut execs = lock(&self.execs);
         if execs.closed {
@@ -501,6 +533,10 @@ impl Container {
         for exec in execs {
             let _ = exec.kill(libc::SIGKILL as u32);
             let _ = exec.delete();
+        }
+        if let Some(alarm) = &self.oom {
+            // Before the removal, which signals a v1 cgroup's eventfd too.
+            alarm.stop();
         }
         if let Some(cgroup) = &self.cgroup {
             if *lock(&self.paused) {

@@ -101,20 +101,16 @@ fn finish(route: Route, exit: ChildExit, publisher: &Publisher) {
     }
 }
 
-/// Records `exit` for `process` and publishes it, after an OOM event if the program or the
-/// kernel ended it for memory.
+/// Records `exit` for `process` and publishes it, after an OOM event if the kernel (its
+/// cgroup's notice, published by the container's alarm) or the program (a linear memory
+/// that outgrew its limit) ended it for memory.
 fn report(container: &Container, process: &Process, exit: ChildExit, publisher: &Publisher) {
     let program_oom = process.collect(&exit);
-    let kernel_oom = exit.signal == Some(libc::SIGKILL) && container.take_oom_kill();
-    if program_oom || kernel_oom {
+    let kernel_oom = container.check_oom();
+    if program_oom && !kernel_oom {
         log::warn!(
-            "{}: out of memory ({})",
-            process.name(),
-            if kernel_oom {
-                "killed by the kernel's cgroup OOM killer"
-            } else {
-                "the program outgrew its memory limit"
-            }
+            "{}: out of memory: the program outgrew its memory limit",
+            process.name()
         );
         publisher.publish(
             "/tasks/oom",

@@ -52,9 +52,6 @@ pub struct Launch {
     pub terminal: bool,
     /// For an exec: the main process, whose namespaces it joins.
     pub join: Option<u32>,
-    /// `cgroup.procs` files the shim moves the process into (not sent: the shim's part).
-    #[serde(skip)]
-    pub cgroup_procs: Vec<PathBuf>,
 }
 
 /// What a shim's log lines carry, which a container's process logs with too.

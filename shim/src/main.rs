@@ -25,6 +25,7 @@ mod metrics;
 mod mount;
 mod native;
 mod netns;
+mod oom_watch;
 mod pod;
 mod pod_cgroup;
 mod process;

@@ -8,6 +8,7 @@ use std::fs::File;
 use std::io::ErrorKind;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
@@ -83,7 +84,7 @@ impl Process {
         exec_id: Option<&str>,
         mut launch: Launch,
         stdio: StdioPaths,
-        meanwhile: impl FnOnce() -> ShimResult<()>,
+        meanwhile: impl FnOnce() -> ShimResult<Vec<PathBuf>>,
     ) -> ShimResult<Arc<Process>> {
         let (files, terminal) = stdio.open()?;
         let output_done = terminal.as_ref().map(Terminal::output_done);

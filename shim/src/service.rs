@@ -24,6 +24,7 @@ use crate::lifecycle::Lifecycle;
 use crate::metrics::container_metrics;
 use crate::mount::RootfsMount;
 use crate::native::{RuncShim, RuncShims, NATIVE_MARKER};
+use crate::oom_watch::OomWatch;
 use crate::pod::PodMembership;
 use crate::pod_cgroup;
 use crate::process::Process;
@@ -45,6 +46,8 @@ pub struct TaskService {
     identity: ShimIdentity,
     /// Where the container processes' ends are turned into exits.
     exits: Arc<Exits>,
+    /// Where the kernel's OOM notices are turned into `/tasks/oom`.
+    oom_watch: Arc<OomWatch>,
 }
 
 /// A task this shim answers for.
@@ -94,6 +97,7 @@ impl TaskService {
         Ok(TaskService {
             tasks: Mutex::new(Tasks::default()),
             exits: Exits::start(publisher.clone())?,
+            oom_watch: OomWatch::new(publisher.clone())?,
             publisher,
             shutdown: Mutex::new(shutdown),
             socket,
@@ -212,6 +216,7 @@ impl TaskService {
                 },
             },
             &self.identity,
+            &self.oom_watch,
         )?;
         let pid = container.init.pid;
         self.publisher.publish(

@@ -12,6 +12,7 @@ use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use runtime::StdioFiles;
@@ -32,12 +33,13 @@ pub struct Spawned {
 /// Starts the process for `launch` and waits until it is ready (or failed, which fails the
 /// Create or Exec with the child's reason; the process is reaped before returning).
 /// `meanwhile` runs while the new process starts and enters its namespaces, before it loads
-/// its program: the shim's validation, which also fills the compile cache the process loads
-/// from. Its failure fails the start.
+/// its program: the shim's part, which makes the container's cgroup and validates the
+/// program (filling the compile cache the process loads from). It returns the
+/// `cgroup.procs` files to move the process into; its failure fails the start.
 pub fn spawn(
-    mut launch: Launch,
+    launch: Launch,
     stdio: StdioFiles,
-    meanwhile: impl FnOnce() -> ShimResult<()>,
+    meanwhile: impl FnOnce() -> ShimResult<Vec<PathBuf>>,
 ) -> ShimResult<Spawned> {
     let (ours, theirs) =
         UnixStream::pair().map_err(|e| ShimError::internal("a control socket", e))?;
@@ -103,7 +105,6 @@ pub fn spawn(
             log::debug!("{name}: oom_score_adj {score}: {e}");
         }
     }
-    let cgroup_procs = std::mem::take(&mut launch.cgroup_procs);
     if let Err(e) = launch::send(&ours, &ToChild::Launch(Box::new(launch))) {
         let status = reap(pid, true);
         return Err(ShimError::internal(
@@ -111,11 +112,12 @@ pub fn spawn(
             e,
         ));
     }
-    // Here rather than in the child: on cgroup v1 the first move into a cgroup waits for an
-    // RCU grace period (4–15 ms measured here), which the child spends starting and entering
-    // its namespaces, as the validation does. It loads nothing before Joined, so its
-    // program's memory is the container's and the cache holds what validation compiled.
-    if let Err(e) = meanwhile().and_then(|()| join_cgroup(pid, &cgroup_procs)) {
+    // While the child executes the binary and enters its namespaces (about 2 ms), not
+    // before: making the cgroup, validating and the first move into a cgroup (which on v1
+    // can wait for an RCU grace period under load) all overlap its start. It loads nothing
+    // before Joined, so its program's memory is the container's and the cache holds what
+    // validation compiled.
+    if let Err(e) = meanwhile().and_then(|procs| join_cgroup(pid, &procs)) {
         reap(pid, true);
         // A process that failed on its own (a namespace it could not enter) said why; the
         // socket holds that, or end-of-file now that the process is gone.
@@ -147,7 +149,7 @@ pub fn spawn(
 }
 
 /// Moves process `pid` into the cgroup whose `cgroup.procs` files are `procs`.
-fn join_cgroup(pid: u32, procs: &[std::path::PathBuf]) -> ShimResult<()> {
+fn join_cgroup(pid: u32, procs: &[PathBuf]) -> ShimResult<()> {
     let pid = pid.to_string();
     for file in procs {
         std::fs::write(file, &pid).map_err(|e| {

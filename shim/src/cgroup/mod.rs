@@ -16,6 +16,7 @@
 //! its dependency tree out of a binary that runs once per container.
 
 mod metrics;
+mod oom;
 mod path;
 mod v1;
 mod v2;
@@ -28,6 +29,8 @@ use std::time::{Duration, Instant};
 
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use oci_spec::runtime::LinuxResources;
+
+pub use oom::OomNotifier;
 
 pub use path::{expand_slice, relative_path};
 
@@ -433,13 +436,13 @@ impl ContainerCgroup {
         }
     }
 
-    /// How many processes the kernel's OOM killer killed in this cgroup (0 when unknown),
-    /// so the shim can report an OOM event when the count grows.
-    pub fn oom_kills(&self) -> u64 {
+    /// A notifier of the kernel's OOM notices for this cgroup: v1's memory hierarchy where
+    /// there is one, else the unified one on pure v2; `None` with neither.
+    pub fn oom_notifier(&self) -> Option<Result<OomNotifier, CgroupError>> {
         match (self.v1_dir("memory"), self.v2_dir()) {
-            (Some(dir), _) => v1::oom_kills(dir),
-            (None, Some(dir)) if self.unified => v2::oom_kills(dir),
-            _ => 0,
+            (Some(dir), _) => Some(OomNotifier::v1(dir)),
+            (None, Some(dir)) if self.unified => Some(OomNotifier::v2(dir)),
+            _ => None,
         }
     }
 

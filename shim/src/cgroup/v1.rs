@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use oci_spec::runtime::{LinuxBlockIo, LinuxCpu, LinuxMemory, LinuxPids, LinuxResources};
 
-use super::{read_file, read_keyed, read_u64, write_file, CgroupError, ContainerCgroup};
+use super::{read_file, read_u64, write_file, CgroupError, ContainerCgroup};
 
 /// Gives a new cpuset cgroup its parent's cpus and mems. The kernel creates a v1 cpuset
 /// cgroup with both empty, and moving a pid into it then fails with ENOSPC; runc copies
@@ -199,14 +199,6 @@ fn apply_blkio_weight(dir: &Path, block_io: &LinuxBlockIo) -> Result<(), CgroupE
             Ok(())
         }
     }
-}
-
-/// `oom_kill` from `memory.oom_control` (Linux 4.13 and later; 0 before).
-pub(super) fn oom_kills(dir: &Path) -> u64 {
-    read_keyed(dir, "memory.oom_control")
-        .get("oom_kill")
-        .copied()
-        .unwrap_or(0)
 }
 
 /// How often the freezer state is polled, and how long before giving up.
@@ -438,19 +430,6 @@ mod tests {
         assert_eq!(read(tmp.path().join("freezer/f/freezer.state")), "FROZEN");
         cgroup.thaw().expect("thaw");
         assert_eq!(read(tmp.path().join("freezer/f/freezer.state")), "THAWED");
-    }
-
-    #[test]
-    fn oom_kills_reads_memory_oom_control() {
-        let (tmp, h) = fake_v1();
-        let cgroup = ContainerCgroup::create(&h, "/o", None).expect("create");
-        assert_eq!(cgroup.oom_kills(), 0);
-        fs::write(
-            tmp.path().join("memory/o/memory.oom_control"),
-            "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n",
-        )
-        .expect("w");
-        assert_eq!(cgroup.oom_kills(), 3);
     }
 
     #[test]

@@ -429,16 +429,18 @@ pub(super) mod tests {
     }
 
     #[test]
-    fn oom_kills_reads_memory_events() {
+    fn oom_notices_come_from_memory_events_of_the_unified_cgroup() {
         let (tmp, h) = fake_v2();
         let cgroup = ContainerCgroup::create(&h, "/o", None).expect("create");
-        assert_eq!(cgroup.oom_kills(), 0);
-        fs::write(
-            tmp.path().join("cgroup/o/memory.events"),
-            "low 0\nhigh 0\nmax 4\noom 2\noom_kill 2\n",
-        )
-        .expect("w");
-        assert_eq!(cgroup.oom_kills(), 2);
+        let events = tmp.path().join("cgroup/o/memory.events");
+        fs::write(&events, "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\n").expect("w");
+        let notifier = cgroup
+            .oom_notifier()
+            .expect("a memory cgroup")
+            .expect("watch");
+        assert_eq!(notifier.take(), 0);
+        fs::write(&events, "low 0\nhigh 0\nmax 4\noom 2\noom_kill 2\n").expect("w");
+        assert_eq!(notifier.take(), 2);
     }
 
     #[test]

@@ -165,9 +165,144 @@ fn host_memory_over_the_cgroup_limit_ends_in_137_and_an_oom_event() {
     assert_eq!(out.code, 137, "{out:?}\n{}", containerd.shim_log());
     events.expect("/tasks/oom", &["hog"]);
     events.expect("/tasks/exit", &["\"hog\"", "\"exit_status\":137"]);
+    assert_oom_before_exit(&events.lines(), "hog");
     assert!(
         containerd.shim_log().contains("cgroup OOM killer"),
         "{}",
         containerd.shim_log()
     );
+}
+
+#[test]
+fn the_kernels_oom_notice_is_published_while_the_container_still_runs() {
+    let containerd = Containerd::start().unwrap();
+    // Waits for a byte on stdin, then grows host memory (table elements) without end.
+    let hog = wat::parse_str(
+        r#"(module
+            (import "wasi_snapshot_preview1" "fd_read"
+                (func $fd_read (param i32 i32 i32 i32) (result i32)))
+            (memory (export "memory") 1)
+            (table $t 1 funcref)
+            (func (export "_start")
+                (i32.store (i32.const 0) (i32.const 16))
+                (i32.store (i32.const 4) (i32.const 1))
+                (drop (call $fd_read (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 8)))
+                (loop $more
+                    (drop (table.grow $t (ref.null func) (i32.const 1048576)))
+                    (br $more))))"#,
+    )
+    .unwrap();
+    let rootfs = tempfile::tempdir().unwrap();
+    std::fs::write(rootfs.path().join("hog.wasm"), hog).unwrap();
+    let events = EventWatch::start(&containerd);
+    let mut run = containerd
+        .run_rootfs_command(
+            &["--memory-limit", &(64u64 << 20).to_string()],
+            rootfs.path(),
+            "stuck",
+            &["/hog.wasm"],
+        )
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    containerd
+        .wait_for_status("stuck", "RUNNING", Duration::from_secs(10))
+        .unwrap();
+    let pid = containerd.task_pid("stuck");
+    // With the OOM killer off, a cgroup at its limit holds its processes in the kernel's
+    // OOM wait instead of killing one: nothing exits, so only the kernel's notice can say
+    // what happened. (v1 only: v2 has no such switch, and its notice follows a kill.)
+    let oom_control = Path::new("/sys/fs/cgroup/memory")
+        .join(cgroup_of(pid, "memory").trim_start_matches('/'))
+        .join("memory.oom_control");
+    if !oom_control.exists() {
+        eprintln!("skipped: no v1 memory hierarchy");
+        let _ = run.kill();
+        let _ = run.wait();
+        return;
+    }
+    std::fs::write(&oom_control, "1").unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = run.stdin.take().unwrap();
+        stdin.write_all(b"x").unwrap();
+    }
+    events.expect("/tasks/oom", &["stuck"]);
+    let status = containerd.ctr(&["task", "ls"]);
+    assert!(
+        status
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("stuck ") && l.contains("RUNNING")),
+        "{status:?}"
+    );
+    assert!(
+        !events.lines().iter().any(|l| l.contains("/tasks/exit")),
+        "{:?}",
+        events.lines()
+    );
+    let kill = containerd.ctr(&["task", "kill", "-s", "SIGKILL", "stuck"]);
+    assert_eq!(kill.code, 0, "{kill:?}");
+    let out = run.wait().unwrap();
+    assert_eq!(out.code(), Some(137), "{out:?}\n{}", containerd.shim_log());
+    events.expect("/tasks/exit", &["\"stuck\"", "\"exit_status\":137"]);
+    assert_oom_before_exit(&events.lines(), "stuck");
+}
+
+/// Every `/tasks/oom` of container `id` came before its `/tasks/exit`, as runc's shim
+/// orders them (a client reading the exit decides then whether it was an OOM kill).
+fn assert_oom_before_exit(lines: &[String], id: &str) {
+    let position = |topic: &str| {
+        lines
+            .iter()
+            .rposition(|l| l.contains(topic) && l.contains(&format!("\"{id}\"")))
+    };
+    let (oom, exit) = (position("/tasks/oom"), position("/tasks/exit"));
+    assert!(
+        matches!((oom, exit), (Some(o), Some(e)) if o < e),
+        "{lines:#?}"
+    );
+}
+
+#[test]
+fn a_pids_limit_holds_and_an_exec_past_it_fails_clearly() {
+    let containerd = Containerd::start().unwrap();
+    let rootfs = rootfs_with(&["spin"]).unwrap();
+    containerd.run_detached(&[], rootfs.path(), "pids", &["/spin.wasm"]);
+    containerd
+        .wait_for_status("pids", "RUNNING", Duration::from_secs(10))
+        .unwrap();
+    let pid = containerd.task_pid("pids");
+    let dir = Path::new("/sys/fs/cgroup/pids").join(cgroup_of(pid, "pids").trim_start_matches('/'));
+    let current: u64 = std::fs::read_to_string(dir.join("pids.current"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // The container's process and its threads: the program's, signals and the epoch ticker.
+    assert!((1..=4).contains(&current), "pids.current {current}");
+    // The limit reached: what Kubernetes' podPidsLimit and `docker run --pids-limit` set.
+    std::fs::write(dir.join("pids.max"), current.to_string()).unwrap();
+    // The exec's process may join (the kernel lets a move exceed the limit), but not start a
+    // thread there, and it says so, as `runc exec` fails into a full container.
+    let exec = containerd.ctr(&["task", "exec", "--exec-id", "more", "pids", "/spin.wasm"]);
+    assert_ne!(exec.code, 0, "{exec:?}");
+    assert!(
+        exec.stderr.contains("Resource temporarily unavailable"),
+        "{exec:?}"
+    );
+    let after: u64 = std::fs::read_to_string(dir.join("pids.current"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(after, current);
+    // The container goes on.
+    let before = process_cpu_ns(pid);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(process_cpu_ns(pid) > before + 50_000_000);
+    containerd.kill_and_remove("pids", "SIGKILL");
+    containerd.ctr(&["containers", "rm", "pids"]);
 }
