@@ -2,7 +2,9 @@
 //!
 //! - Start-up: `ctr run --rm` hello under this shim, runc running a native busybox `echo`, and
 //!   the floor (the same module loaded from a compile cache and run in-process by the
-//!   `runtime` crate, no containerd); interleaved runs, medians and ratios.
+//!   `runtime` crate, no containerd); interleaved runs, medians and ratios. Hello runs twice
+//!   a round: from its image (as users run it) and, like runc's row, from a `--rootfs`
+//!   directory, which spares containerd the snapshot both ways (like for like).
 //! - Throughput (item 4d): `BENCH_TASKS` (200) `ctr run --rm` of each at `BENCH_WORKERS` (2)
 //!   at a time; tasks per second and the ratio.
 //! - Large program (item 4b): first (compile) and second (cached) start of CPython as a
@@ -98,7 +100,10 @@ impl Roots {
 
 /// Start-up samples, warm-up excluded.
 struct Startup {
+    /// Hello from its image.
     shim: Vec<Duration>,
+    /// Hello from a `--rootfs` directory, as runc's busybox runs.
+    shim_rootfs: Vec<Duration>,
     runc: Vec<Duration>,
     floor: Vec<Duration>,
 }
@@ -178,6 +183,16 @@ fn shim_hello(image: &str, id: &str) -> Vec<String> {
         .collect()
 }
 
+/// `ctr run --rm` arguments (after `--rm`) of hello from the directory `root`, as runc's
+/// busybox runs, as container `id`.
+fn shim_hello_rootfs(root: &Path, id: &str) -> Vec<String> {
+    let root = root.display().to_string();
+    ["--runtime", RUNTIME, "--rootfs", &root, id, "/hello.wasm"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
 /// `ctr run --rm` arguments (after `--rm`) of runc's busybox echo as container `id`.
 fn runc_echo(busybox_root: &Path, id: &str) -> Vec<String> {
     let root = busybox_root.display().to_string();
@@ -209,11 +224,13 @@ fn startup(containerd: &Containerd, image: &str, roots: &Roots, runs: usize) -> 
     }
     let mut samples = Startup {
         shim: Vec::new(),
+        shim_rootfs: Vec::new(),
         runc: Vec::new(),
         floor: Vec::new(),
     };
     for i in 0..=runs {
         let shim_args = shim_hello(image, &format!("wb{i}"));
+        let shim_rootfs_args = shim_hello_rootfs(roots.hello.path(), &format!("wr{i}"));
         let runc_args = runc_echo(roots.busybox.path(), &format!("rb{i}"));
         let run = |args: &[String]| {
             let mut argv = vec!["run", "--rm"];
@@ -222,9 +239,11 @@ fn startup(containerd: &Containerd, image: &str, roots: &Roots, runs: usize) -> 
         };
         let s = run(&shim_args)?;
         let r = run(&runc_args)?;
+        let sr = run(&shim_rootfs_args)?;
         let f = floor_once(roots.hello.path())?;
         if i > 0 {
             samples.shim.push(s);
+            samples.shim_rootfs.push(sr);
             samples.runc.push(r);
             samples.floor.push(f);
         }
@@ -338,9 +357,11 @@ fn print_startup(report: &Report) {
     );
     println!();
     println!("{heading:<52} {:>12} {:>10}", "median ms", "vs runc");
+    let rootfs_m = median(&report.startup.shim_rootfs);
     for (name, m) in [
-        ("wasmtime shim: ctr run --rm wasm-hello", shim_m),
-        ("runc: ctr run --rm busybox echo", runc_m),
+        ("wasmtime shim: ctr run --rm wasm-hello (image)", shim_m),
+        ("wasmtime shim: ctr run --rm --rootfs hello", rootfs_m),
+        ("runc: ctr run --rm --rootfs busybox echo", runc_m),
         ("floor: runtime crate in-process (no ctr)", floor_m),
     ] {
         println!(
@@ -441,6 +462,7 @@ fn print_memory(report: &Report) {
 /// startup.json: the original start-up fields, plus throughput and memory.
 fn json(report: &Report) -> serde_json::Value {
     let (shim_m, runc_m, floor_m) = report.startup.medians();
+    let rootfs_m = median(&report.startup.shim_rootfs);
     let samples = |d: &[Duration]| d.iter().map(|d| ms(*d)).collect::<Vec<_>>();
     let memory: serde_json::Map<String, serde_json::Value> = report
         .memory
@@ -450,11 +472,14 @@ fn json(report: &Report) -> serde_json::Value {
     serde_json::json!({
         "runs": report.settings.runs,
         "load_average": { "before": report.load_before, "after": report.load_after },
-        "median_ms": { "shim": ms(shim_m), "runc_busybox": ms(runc_m), "floor": ms(floor_m) },
+        "median_ms": { "shim": ms(shim_m), "shim_rootfs": ms(rootfs_m),
+                       "runc_busybox": ms(runc_m), "floor": ms(floor_m) },
         "ratio": { "shim_vs_runc": shim_m.as_secs_f64() / runc_m.as_secs_f64(),
+                   "shim_rootfs_vs_runc": rootfs_m.as_secs_f64() / runc_m.as_secs_f64(),
                    "shim_vs_floor": shim_m.as_secs_f64() / floor_m.as_secs_f64() },
         "samples_ms": {
             "shim": samples(&report.startup.shim),
+            "shim_rootfs": samples(&report.startup.shim_rootfs),
             "runc_busybox": samples(&report.startup.runc),
             "floor": samples(&report.startup.floor),
         },
@@ -514,6 +539,7 @@ fn svg(report: &Report) -> String {
             decimals: 1,
             bars: vec![
                 bar("shim", ms(shim_m), Kind::Wasm),
+                bar("shim rootfs", ms(median(&report.startup.shim_rootfs)), Kind::Wasm),
                 bar("runc", ms(runc_m), Kind::Runc),
                 bar("floor", ms(floor_m), Kind::Floor),
             ],
