@@ -205,14 +205,45 @@ impl Program {
     /// A large program already compiled and remembered by the digest memo is not read at
     /// all: its kind comes from its first bytes and the rest from the memo and the cache.
     pub fn load(plan: WasiPlan) -> Result<Self, RuntimeError> {
-        let cache = compile_cache();
-        let mut source = ProgramSource::open(
+        let source = Self::open_source(&plan)?;
+        Self::load_from(source, plan)
+    }
+
+    /// [`Program::load`], unless the compile cache already holds the program compiled:
+    /// then `None`, after no more than finding the program and its digest (none for a
+    /// remembered program). A host that loads the program in another process calls this
+    /// first: a load of its own then only pays when it compiles (with every core, into the
+    /// cache), and the other process's load reports whatever a cached program still gets
+    /// wrong (an entry point it lacks, say).
+    pub fn load_unless_compiled(plan: WasiPlan) -> Result<Option<Self>, RuntimeError> {
+        let mut source = Self::open_source(&plan)?;
+        if let Some(cache) = compile_cache() {
+            let engine = match classify(source.guest_path(), source.head())? {
+                ProgramKind::Component if source.is_http_handler()? => {
+                    &serving().map_err(RuntimeError::Unsupported)?.engine
+                }
+                _ => shared_engine().map_err(RuntimeError::Unsupported)?,
+            };
+            if cache.has_entry(engine, &source.digest()?) {
+                // What it read is as true as after a load: the next start need not read it.
+                source.remember();
+                return Ok(None);
+            }
+        }
+        Self::load_from(source, plan).map(Some)
+    }
+
+    fn open_source(plan: &WasiPlan) -> Result<ProgramSource, RuntimeError> {
+        ProgramSource::open(
             &plan.entrypoint,
             &plan.preopens,
             &plan.cwd,
             plan.path_var(),
-            cache.map(CompileCache::digests),
-        )?;
+            compile_cache().map(CompileCache::digests),
+        )
+    }
+
+    fn load_from(mut source: ProgramSource, plan: WasiPlan) -> Result<Self, RuntimeError> {
         let compiled = match Self::compile_and_link(&mut source, &plan)? {
             Some(compiled) => compiled,
             // Remembered, but its compiled form is gone: from the bytes, start to finish.
@@ -235,35 +266,6 @@ impl Program {
             guest_path,
             compiled,
         })
-    }
-
-    /// Whether loading the program the plan names would find it compiled in the compile
-    /// cache. A host that loads it in another process asks this to know whether a load of
-    /// its own first would compile anything (with every core, into the cache) or only
-    /// repeat the other's work. Costs a digest at most (none for a remembered program); any
-    /// error answers `false`, so the full load is the one that reports it.
-    pub fn is_compiled(plan: &WasiPlan) -> bool {
-        Self::find_compiled(plan).unwrap_or(false)
-    }
-
-    fn find_compiled(plan: &WasiPlan) -> Result<bool, RuntimeError> {
-        let Some(cache) = compile_cache() else {
-            return Ok(false);
-        };
-        let mut source = ProgramSource::open(
-            &plan.entrypoint,
-            &plan.preopens,
-            &plan.cwd,
-            plan.path_var(),
-            Some(cache.digests()),
-        )?;
-        let engine = match classify(source.guest_path(), source.head())? {
-            ProgramKind::Component if source.is_http_handler()? => {
-                &serving().map_err(RuntimeError::Unsupported)?.engine
-            }
-            _ => shared_engine().map_err(RuntimeError::Unsupported)?,
-        };
-        Ok(cache.has_entry(engine, &source.digest()?))
     }
 
     /// The linked program, or `None` when the memo gave its digest and the cache no longer

@@ -114,11 +114,9 @@ fn cgroup_error(e: CgroupError) -> ShimError {
 /// its reason. A cached program is not loaded twice: the process's own load (which would
 /// report the same errors) is then the only one, and the start waits for no other.
 fn validate(name: &str, plan: WasiPlan) -> ShimResult<()> {
-    if Program::is_compiled(&plan) {
-        return Ok(());
+    if let Some(program) = Program::load_unless_compiled(plan)? {
+        log::debug!("{name}: validated {}", program.guest_path());
     }
-    let program = Program::load(plan)?;
-    log::debug!("{name}: validated {}", program.guest_path());
     Ok(())
 }
 
