@@ -32,10 +32,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use sha2::{Digest, Sha256};
-use wasmtime::component::Component;
-use wasmtime::{Engine, Module};
+use wasmtime::Engine;
 use xxhash_rust::xxh3::xxh3_64;
 
+use crate::artifact::Artifact;
 use crate::digest_memo::{DigestMemo, WasmDigest};
 
 /// Starts every entry's trailer: the format, so a future layout is never misread.
@@ -125,62 +125,65 @@ impl CompileCache {
         self.entry(engine, digest).is_file()
     }
 
-    /// The compiled module for `wasm` (whose sha256 is `digest`): from the cache when a
-    /// sound entry is there, else compiled and stored. A cache that cannot be read or written
-    /// only costs the compile.
-    pub(crate) fn module(
+    /// The compiled code for `wasm` (whose sha256 is `digest`): from the cache when a sound
+    /// entry is there, else compiled and stored. A cache that cannot be read or written only
+    /// costs the compile.
+    pub(crate) fn compiled<T: Artifact>(
         &self,
         engine: &Engine,
         digest: &WasmDigest,
         wasm: &[u8],
-    ) -> wasmtime::Result<Module> {
-        self.cached(
-            engine,
-            digest,
-            wasm,
-            |engine, bytes| Module::new(engine, bytes),
-            Module::serialize,
-            // SAFETY: `load` passes only entries it checked.
-            |engine, file| unsafe { deserialize_module(engine, file) },
-        )
+    ) -> wasmtime::Result<T> {
+        if let Some(code) = self.get(engine, digest) {
+            return Ok(code);
+        }
+        let code = T::compile(engine, wasm)?;
+        self.put(engine, digest, &code);
+        Ok(code)
     }
 
-    /// The module compiled from the wasm with sha256 `digest`, if a sound entry holds it.
-    pub(crate) fn cached_module(&self, engine: &Engine, digest: &WasmDigest) -> Option<Module> {
+    /// The code compiled by `engine` from the wasm with sha256 `digest`, if a sound entry
+    /// holds it.
+    pub(crate) fn get<T: Artifact>(&self, engine: &Engine, digest: &WasmDigest) -> Option<T> {
         // SAFETY: `load` passes only entries it checked.
         self.hit(engine, digest, |engine, file| unsafe {
-            deserialize_module(engine, file)
+            T::deserialize(engine, file)
         })
     }
 
-    /// [`CompileCache::module`] for a component.
-    pub(crate) fn component(
-        &self,
-        engine: &Engine,
-        digest: &WasmDigest,
-        wasm: &[u8],
-    ) -> wasmtime::Result<Component> {
-        self.cached(
-            engine,
-            digest,
-            wasm,
-            |engine, bytes| Component::new(engine, bytes),
-            Component::serialize,
-            // SAFETY: `load` passes only entries it checked.
-            |engine, file| unsafe { deserialize_component(engine, file) },
-        )
+    /// Stores `code`, compiled from the wasm with sha256 `digest`, as `engine`'s entry (a
+    /// failure is logged: it only costs a later compile).
+    pub(crate) fn put<T: Artifact>(&self, engine: &Engine, digest: &WasmDigest, code: &T) {
+        match code.serialize() {
+            Ok(artifact) => self.put_serialized(engine, digest, &artifact),
+            Err(e) => log::warn!("could not serialize a compiled {}: {e:#}", T::WHAT),
+        }
     }
 
-    /// [`CompileCache::cached_module`] for a component.
-    pub(crate) fn cached_component(
-        &self,
-        engine: &Engine,
-        digest: &WasmDigest,
-    ) -> Option<Component> {
-        // SAFETY: `load` passes only entries it checked.
-        self.hit(engine, digest, |engine, file| unsafe {
-            deserialize_component(engine, file)
-        })
+    /// An exclusive claim on compiling the wasm with sha256 `digest`, shared by every
+    /// process using this directory, or `None` while another holds it (or the directory
+    /// cannot hold a lock file). Released when dropped.
+    pub(crate) fn lock_for_compile(&self, digest: &WasmDigest) -> Option<CompileLock> {
+        let path = self.dir.join(format!(".compiling-{}", hex(digest)));
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .ok()?;
+        // SAFETY: flock on a descriptor this function owns.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return None;
+        }
+        Some(CompileLock { _file: file, path })
+    }
+
+    /// [`CompileCache::put`] for code already serialized.
+    pub(crate) fn put_serialized(&self, engine: &Engine, digest: &WasmDigest, artifact: &[u8]) {
+        let path = self.entry(engine, digest);
+        if let Err(e) = self.store(&path, artifact) {
+            log::warn!("could not cache {}: {e}", path.display());
+        }
     }
 
     /// The compiled program stored under `digest`, if a sound entry holds it; an unsound one
@@ -206,31 +209,6 @@ impl CompileCache {
             }
             _ => None,
         }
-    }
-
-    fn cached<T>(
-        &self,
-        engine: &Engine,
-        digest: &WasmDigest,
-        wasm: &[u8],
-        compile: impl FnOnce(&Engine, &[u8]) -> wasmtime::Result<T>,
-        serialize: impl FnOnce(&T) -> wasmtime::Result<Vec<u8>>,
-        deserialize: impl FnOnce(&Engine, File) -> wasmtime::Result<T>,
-    ) -> wasmtime::Result<T> {
-        if let Some(compiled) = self.hit(engine, digest, deserialize) {
-            return Ok(compiled);
-        }
-        let module = compile(engine, wasm)?;
-        let path = self.entry(engine, digest);
-        match serialize(&module) {
-            Ok(artifact) => {
-                if let Err(e) = self.store(&path, &artifact) {
-                    log::warn!("could not cache {}: {e}", path.display());
-                }
-            }
-            Err(e) => log::warn!("could not serialize a compiled module: {e:#}"),
-        }
-        Ok(module)
     }
 
     fn load<T>(
@@ -319,6 +297,20 @@ impl CompileCache {
     }
 }
 
+/// A held claim on compiling one program (see [`CompileCache::lock_for_compile`]). Its file
+/// is removed when the claim ends, while still locked: a process that opened it meanwhile
+/// and locks the removed file finds the entry stored when it looks again.
+pub(crate) struct CompileLock {
+    _file: File,
+    path: PathBuf,
+}
+
+impl Drop for CompileLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
 /// Writes `parts` to `path` through a temporary file in `dir` renamed into place, so readers
 /// see the whole file or none of it.
 pub(crate) fn write_atomically(dir: &Path, path: &Path, parts: &[&[u8]]) -> std::io::Result<()> {
@@ -341,25 +333,6 @@ pub(crate) fn write_atomically(dir: &Path, path: &Path, parts: &[&[u8]]) -> std:
         let _ = std::fs::remove_file(&temp);
     }
     written
-}
-
-/// # Safety
-/// `file` must be an entry [`entry_is_sound`] accepted, which is what `Module::serialize`
-/// wrote; wasmtime itself refuses an artifact of another version or configuration. Entries
-/// are never changed in place (only renamed over or removed), so the mapping stays what was
-/// checked.
-unsafe fn deserialize_module(engine: &Engine, file: File) -> wasmtime::Result<Module> {
-    // SAFETY: as the caller promises.
-    unsafe { Module::deserialize_open_file(engine, file) }
-}
-
-/// # Safety
-/// As for [`deserialize_module`]. Components have no `deserialize_open_file`; opening the
-/// checked file's /proc/self/fd link maps that same file, never one renamed over its name
-/// since.
-unsafe fn deserialize_component(engine: &Engine, file: File) -> wasmtime::Result<Component> {
-    // SAFETY: as the caller promises.
-    unsafe { Component::deserialize_file(engine, format!("/proc/self/fd/{}", file.as_raw_fd())) }
 }
 
 /// Where the artifact is split for its two checksums.
@@ -472,12 +445,14 @@ impl Drop for ReadOnlyMap {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use wasmtime::component::Component;
+    use wasmtime::Module;
 
     const MODULE: &str = r#"(module (func (export "_start")))"#;
 
     fn load_module(engine: &Engine, file: File) -> wasmtime::Result<Module> {
         // SAFETY: `load` passes only entries it checked.
-        unsafe { deserialize_module(engine, file) }
+        unsafe { <Module as Artifact>::deserialize(engine, file) }
     }
 
     fn digest(wasm: &[u8]) -> WasmDigest {
@@ -503,13 +478,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cache = CompileCache::new(dir.path().join("c"), 1 << 30);
         let wasm = wat::parse_str(MODULE).unwrap();
-        cache.module(engine(), &digest(&wasm), &wasm).unwrap();
+        cache
+            .compiled::<Module>(engine(), &digest(&wasm), &wasm)
+            .unwrap();
         let stored = entries(cache.dir());
         assert_eq!(stored.len(), 1, "{stored:?}");
         let path = &stored[0];
         assert_eq!(*path, cache.entry(engine(), &digest(&wasm)));
         assert_eq!(cache.load(engine(), path, load_module).0, Lookup::Hit);
-        let module = cache.module(engine(), &digest(&wasm), &wasm).unwrap();
+        let module = cache
+            .compiled::<Module>(engine(), &digest(&wasm), &wasm)
+            .unwrap();
         assert!(module.get_export("_start").is_some());
     }
 
@@ -518,14 +497,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cache = CompileCache::new(dir.path(), 1 << 30);
         let wasm = wat::parse_str(r#"(component (core module (func (export "f"))))"#).unwrap();
-        cache.component(engine(), &digest(&wasm), &wasm).unwrap();
+        cache
+            .compiled::<Component>(engine(), &digest(&wasm), &wasm)
+            .unwrap();
         let path = cache.entry(engine(), &digest(&wasm));
         // SAFETY: `load` passes only entries it checked.
-        let deserialize =
-            |engine: &Engine, file: File| unsafe { deserialize_component(engine, file) };
+        let deserialize = |engine: &Engine, file: File| unsafe {
+            <Component as Artifact>::deserialize(engine, file)
+        };
         assert_eq!(cache.load(engine(), &path, deserialize).0, Lookup::Hit);
         // The hit is the same entry, not a second compile.
-        cache.component(engine(), &digest(&wasm), &wasm).unwrap();
+        cache
+            .compiled::<Component>(engine(), &digest(&wasm), &wasm)
+            .unwrap();
         assert_eq!(entries(dir.path()), vec![path]);
     }
 
@@ -534,7 +518,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cache = CompileCache::new(dir.path(), 1 << 30);
         let wasm = wat::parse_str(MODULE).unwrap();
-        cache.module(engine(), &digest(&wasm), &wasm).unwrap();
+        cache
+            .compiled::<Module>(engine(), &digest(&wasm), &wasm)
+            .unwrap();
         let path = cache.entry(engine(), &digest(&wasm));
         let good = std::fs::read(&path).unwrap();
 
@@ -565,7 +551,9 @@ mod tests {
             assert_eq!(cache.load(engine(), &path, load_module).0, Lookup::Rejected);
             assert!(!path.exists(), "a rejected entry is removed");
             // The next lookup compiles and stores a sound entry again.
-            cache.module(engine(), &digest(&wasm), &wasm).unwrap();
+            cache
+                .compiled::<Module>(engine(), &digest(&wasm), &wasm)
+                .unwrap();
             assert_eq!(std::fs::read(&path).unwrap(), good);
         }
     }
@@ -575,14 +563,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cache = CompileCache::new(dir.path(), 1 << 30);
         let wasm = wat::parse_str(MODULE).unwrap();
-        assert!(cache.cached_module(engine(), &digest(&wasm)).is_none());
+        assert!(cache.get::<Module>(engine(), &digest(&wasm)).is_none());
         assert!(!cache.has_entry(engine(), &digest(&wasm)));
-        cache.module(engine(), &digest(&wasm), &wasm).unwrap();
+        cache
+            .compiled::<Module>(engine(), &digest(&wasm), &wasm)
+            .unwrap();
         assert!(cache.has_entry(engine(), &digest(&wasm)));
-        let module = cache.cached_module(engine(), &digest(&wasm)).unwrap();
+        let module = cache.get::<Module>(engine(), &digest(&wasm)).unwrap();
         assert!(module.get_export("_start").is_some());
         let other = wat::parse_str(r#"(module (func (export "other")))"#).unwrap();
-        assert!(cache.cached_module(engine(), &digest(&other)).is_none());
+        assert!(cache.get::<Module>(engine(), &digest(&other)).is_none());
     }
 
     #[test]
@@ -615,7 +605,7 @@ mod tests {
             .collect();
         let unbounded = CompileCache::new(dir.path(), u64::MAX);
         unbounded
-            .module(engine(), &digest(&modules[0]), &modules[0])
+            .compiled::<Module>(engine(), &digest(&modules[0]), &modules[0])
             .unwrap();
         let size = std::fs::metadata(unbounded.entry(engine(), &digest(&modules[0])))
             .unwrap()
@@ -630,11 +620,11 @@ mod tests {
             .set_modified(old)
             .unwrap();
         cache
-            .module(engine(), &digest(&modules[1]), &modules[1])
+            .compiled::<Module>(engine(), &digest(&modules[1]), &modules[1])
             .unwrap();
         // A hit makes entry 0 the most recently used again.
         cache
-            .module(engine(), &digest(&modules[0]), &modules[0])
+            .compiled::<Module>(engine(), &digest(&modules[0]), &modules[0])
             .unwrap();
         File::options()
             .write(true)
@@ -643,7 +633,7 @@ mod tests {
             .set_modified(old)
             .unwrap();
         cache
-            .module(engine(), &digest(&modules[2]), &modules[2])
+            .compiled::<Module>(engine(), &digest(&modules[2]), &modules[2])
             .unwrap();
         assert!(cache.entry(engine(), &digest(&modules[0])).exists());
         assert!(!cache.entry(engine(), &digest(&modules[1])).exists());

@@ -1,18 +1,59 @@
 use std::sync::OnceLock;
 
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, Linker, PoolingAllocationConfig};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, Linker, PoolingAllocationConfig, Strategy,
+};
 
 use crate::cache::CompileCache;
 use crate::http::HttpHost;
 use crate::program::{ComponentHost, Host};
 
-struct Shared {
-    engine: Engine,
-    linker: Linker<Host>,
-    component_linker: wasmtime::component::Linker<ComponentHost>,
+/// Which compiler made a program's code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    /// Winch's single-pass code: compiled many times faster, runs slower. What a first
+    /// start runs while the optimized code is compiled in the background.
+    Baseline,
+    /// Cranelift's optimized code.
+    Optimized,
+}
+
+impl std::fmt::Display for Tier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Tier::Baseline => "baseline (Winch)",
+            Tier::Optimized => "optimized (Cranelift)",
+        })
+    }
+}
+
+/// An engine with the linkers of the programs it runs.
+pub(crate) struct Shared {
+    pub(crate) engine: Engine,
+    pub(crate) linker: Linker<Host>,
+    pub(crate) component_linker: wasmtime::component::Linker<ComponentHost>,
+    pub(crate) tier: Tier,
 }
 
 static SHARED: OnceLock<Result<Shared, String>> = OnceLock::new();
+static BASELINE: OnceLock<Result<Shared, String>> = OnceLock::new();
+static OPTIMIZING: OnceLock<Result<Engine, String>> = OnceLock::new();
+
+static TIERING: AtomicBool = AtomicBool::new(true);
+
+/// Turns tiered compilation on (the default) or off. On: a program the compile cache does
+/// not hold optimized starts on baseline code while its optimized code is compiled in the
+/// background (see `optimizer`). Off: every program is compiled optimized before it starts.
+pub fn set_tiering(enabled: bool) {
+    TIERING.store(enabled, Ordering::SeqCst);
+}
+
+/// Whether tiered compilation is on.
+pub(crate) fn tiering() -> bool {
+    TIERING.load(Ordering::SeqCst)
+}
 
 static COMPILE_CACHE: OnceLock<Option<CompileCache>> = OnceLock::new();
 
@@ -51,20 +92,56 @@ pub fn shared_engine() -> Result<&'static Engine, String> {
     shared().map(|s| &s.engine)
 }
 
-pub(crate) fn shared_linker() -> Result<&'static Linker<Host>, String> {
-    shared().map(|s| &s.linker)
-}
-
-pub(crate) fn shared_component_linker(
-) -> Result<&'static wasmtime::component::Linker<ComponentHost>, String> {
-    shared().map(|s| &s.component_linker)
-}
-
-fn shared() -> Result<&'static Shared, String> {
+/// The optimizing engine and its linkers.
+pub(crate) fn shared() -> Result<&'static Shared, String> {
     SHARED
-        .get_or_init(|| build().map_err(|e| format!("creating the wasmtime engine: {e:#}")))
+        .get_or_init(|| {
+            build(Tier::Optimized).map_err(|e| format!("creating the wasmtime engine: {e:#}"))
+        })
         .as_ref()
         .map_err(Clone::clone)
+}
+
+/// The baseline (Winch) engine and its linkers, made on first use.
+pub(crate) fn baseline() -> Result<&'static Shared, String> {
+    BASELINE
+        .get_or_init(|| {
+            build(Tier::Baseline)
+                .map_err(|e| format!("creating the baseline (Winch) engine: {e:#}"))
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+/// The engine background optimization compiles with: the shared engine's settings, but
+/// compiling on the calling thread only, so a low-priority thread stays one low-priority
+/// thread (the shared engine would spread the work over a pool at normal priority). Its code
+/// is stored for the shared engine, which loads it: `None` if the two were not compatible.
+pub(crate) fn optimizing_engine() -> Result<&'static Engine, String> {
+    OPTIMIZING
+        .get_or_init(|| {
+            let mut config = base_config();
+            config.parallel_compilation(false);
+            let engine = Engine::new(&config)
+                .map_err(|e| format!("creating the optimizing engine: {e:#}"))?;
+            let shared = &shared()?.engine;
+            if compatibility(&engine) != compatibility(shared) {
+                return Err(
+                    "the optimizing engine's code would not load in the shared engine".into(),
+                );
+            }
+            Ok(engine)
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+/// An engine's compatibility hash as a number, to compare two engines of this process.
+fn compatibility(engine: &Engine) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    hasher.finish()
 }
 
 /// The configuration every engine of this process starts from.
@@ -80,8 +157,12 @@ fn base_config() -> Config {
     config
 }
 
-fn build() -> wasmtime::Result<Shared> {
-    let engine = Engine::new(&base_config())?;
+fn build(tier: Tier) -> wasmtime::Result<Shared> {
+    let mut config = base_config();
+    if tier == Tier::Baseline {
+        config.strategy(Strategy::Winch);
+    }
+    let engine = Engine::new(&config)?;
 
     let mut linker = Linker::new(&engine);
     wasmtime_wasi::p1::add_to_linker_async(&mut linker, |host: &mut Host| &mut host.wasi)?;
@@ -93,6 +174,7 @@ fn build() -> wasmtime::Result<Shared> {
         engine,
         linker,
         component_linker,
+        tier,
     })
 }
 

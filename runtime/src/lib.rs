@@ -11,6 +11,7 @@
 //! [`Stopper`]).
 
 mod access;
+mod artifact;
 mod cache;
 mod digest_memo;
 mod engine;
@@ -21,6 +22,7 @@ mod fifo_output;
 mod file_identity;
 mod http;
 mod native;
+mod optimizer;
 mod pause;
 mod plan;
 mod preopen;
@@ -30,17 +32,22 @@ mod stdio;
 mod stop;
 mod terminal;
 mod ticker;
+#[cfg(test)]
+mod tier_tests;
 mod usage;
 mod working_directory;
 
 pub use access::{AccessPolicy, MOUNTS_ANNOTATION, ROOTFS_ANNOTATION};
 pub use cache::CompileCache;
-pub use engine::{set_compile_cache, set_single_threaded_compilation, shared_engine};
+pub use engine::{
+    set_compile_cache, set_single_threaded_compilation, set_tiering, shared_engine, Tier,
+};
 pub use entrypoint::Entrypoint;
 pub use error::RuntimeError;
 pub use exit::ExitStatus;
 pub use http::{DEFAULT_DRAIN, DEFAULT_LISTEN_ADDR, DRAIN_SECONDS_ENV, LISTEN_ADDR_ENV};
 pub use native::{native_entrypoint, NativeProgram};
+pub use optimizer::{pending_optimizations, wait_for_optimizations};
 pub use pause::Pauser;
 pub use plan::WasiPlan;
 pub use preopen::{PinnedPreopens, Preopen, PreopenPlan};

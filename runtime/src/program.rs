@@ -8,11 +8,9 @@ use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
+use crate::artifact::Artifact;
 use crate::cache::CompileCache;
-use crate::digest_memo::WasmDigest;
-use crate::engine::{
-    compile_cache, serving, shared_component_linker, shared_engine, shared_linker, Serving,
-};
+use crate::engine::{baseline, compile_cache, serving, shared, tiering, Serving, Shared, Tier};
 use crate::http::{HttpHost, ServeSettings};
 use crate::preopen::PinnedPreopens;
 use crate::source::ProgramSource;
@@ -119,6 +117,7 @@ pub struct Program {
     pinned: PinnedPreopens,
     guest_path: String,
     compiled: Compiled,
+    tier: Tier,
 }
 
 /// The linked program, by kind.
@@ -222,7 +221,7 @@ impl Program {
                 ProgramKind::Component if source.is_http_handler()? => {
                     &serving().map_err(RuntimeError::Unsupported)?.engine
                 }
-                _ => shared_engine().map_err(RuntimeError::Unsupported)?,
+                _ => &shared().map_err(RuntimeError::Unsupported)?.engine,
             };
             if cache.has_entry(engine, &source.digest()?) {
                 // What it read is as true as after a load: the next start need not read it.
@@ -244,7 +243,7 @@ impl Program {
     }
 
     fn load_from(mut source: ProgramSource, plan: WasiPlan) -> Result<Self, RuntimeError> {
-        let compiled = match Self::compile_and_link(&mut source, &plan)? {
+        let (compiled, tier) = match Self::compile_and_link(&mut source, &plan)? {
             Some(compiled) => compiled,
             // Remembered, but its compiled form is gone: from the bytes, start to finish.
             None => {
@@ -258,6 +257,7 @@ impl Program {
             }
         };
         let guest_path = source.guest_path().to_string();
+        log::debug!("{guest_path}: {tier} code");
         source.remember();
         let pinned = plan.preopens.pin(&plan.cwd)?;
         Ok(Program {
@@ -265,22 +265,23 @@ impl Program {
             pinned,
             guest_path,
             compiled,
+            tier,
         })
     }
 
-    /// The linked program, or `None` when the memo gave its digest and the cache no longer
-    /// has what it names (never for a program whose bytes were read).
+    /// The linked program and the tier of its code, or `None` when the memo gave its digest
+    /// and the cache no longer has what it names (never for a program whose bytes were read).
     fn compile_and_link(
         source: &mut ProgramSource,
         plan: &WasiPlan,
-    ) -> Result<Option<Compiled>, RuntimeError> {
+    ) -> Result<Option<(Compiled, Tier)>, RuntimeError> {
         let guest_path = source.guest_path().to_string();
-        let engine = shared_engine().map_err(RuntimeError::Unsupported)?;
         let compiled = match classify(&guest_path, source.head())? {
-            ProgramKind::Module => match compile_module(engine, source)? {
-                Some(module) => {
-                    Self::link_module(&guest_path, module, plan.entrypoint.export.clone())?
-                }
+            ProgramKind::Module => match compile_command::<Module>(source)? {
+                Some((module, shared)) => (
+                    Self::link_module(&guest_path, module, plan.entrypoint.export.clone(), shared)?,
+                    shared.tier,
+                ),
                 None => return Ok(None),
             },
             ProgramKind::Component => {
@@ -291,17 +292,23 @@ impl Program {
                     )));
                 }
                 if source.is_http_handler()? {
+                    // Served on optimized code from the first request: its instances are
+                    // made from one compiled component for as long as it serves.
                     let settings = ServeSettings::from_env(&plan.env)?;
                     let serving = serving().map_err(RuntimeError::Unsupported)?;
-                    match compile_component(&serving.engine, source)? {
-                        Some(component) => {
-                            Self::link_http(&guest_path, component, serving, settings)?
-                        }
+                    match compile::<Component>(source, &serving.engine)? {
+                        Some(component) => (
+                            Self::link_http(&guest_path, component, serving, settings)?,
+                            Tier::Optimized,
+                        ),
                         None => return Ok(None),
                     }
                 } else {
-                    match compile_component(engine, source)? {
-                        Some(component) => Self::link_component(&guest_path, component)?,
+                    match compile_command::<Component>(source)? {
+                        Some((component, shared)) => (
+                            Self::link_component(&guest_path, component, shared)?,
+                            shared.tier,
+                        ),
                         None => return Ok(None),
                     }
                 }
@@ -314,8 +321,9 @@ impl Program {
         guest_path: &str,
         module: Module,
         named_export: Option<String>,
+        shared: &Shared,
     ) -> Result<Compiled, RuntimeError> {
-        let linker = shared_linker().map_err(RuntimeError::Unsupported)?;
+        let linker = &shared.linker;
         let export = named_export.clone().unwrap_or_else(|| "_start".to_string());
         match module.get_export(&export) {
             Some(wasmtime::ExternType::Func(ty)) if ty.params().len() == 0 => {}
@@ -351,8 +359,12 @@ impl Program {
         })
     }
 
-    fn link_component(guest_path: &str, component: Component) -> Result<Compiled, RuntimeError> {
-        let linker = shared_component_linker().map_err(RuntimeError::Unsupported)?;
+    fn link_component(
+        guest_path: &str,
+        component: Component,
+        shared: &Shared,
+    ) -> Result<Compiled, RuntimeError> {
+        let linker = &shared.component_linker;
         let pre = linker.instantiate_pre(&component).map_err(|e| {
             RuntimeError::InvalidProgram(format!("{guest_path} cannot be linked: {e:#}"))
         })?;
@@ -408,6 +420,11 @@ impl Program {
     /// Where the program was found inside the container.
     pub fn guest_path(&self) -> &str {
         &self.guest_path
+    }
+
+    /// Which compiler made the code it runs.
+    pub fn tier(&self) -> Tier {
+        self.tier
     }
 
     /// Runs the program to its end on the calling thread, which it occupies until then.
@@ -611,63 +628,93 @@ impl Program {
     }
 }
 
-/// Compiles a module for `engine`, through the compile cache when there is one; `None` as
+/// A command's compiled code (a module, or a component that is not an HTTP handler) and the
+/// engine it belongs to. With tiering on and a compile cache, see [`compile_tiered`];
+/// otherwise the optimized code, compiled now if the cache does not hold it. `None` as
 /// [`compile`] says.
-fn compile_module(
-    engine: &wasmtime::Engine,
+fn compile_command<T: Artifact>(
     source: &mut ProgramSource,
-) -> Result<Option<Module>, RuntimeError> {
-    compile(
-        source,
-        "module",
-        |cache, digest| cache.cached_module(engine, digest),
-        |cache, digest, bytes| cache.module(engine, digest, bytes),
-        |bytes| Module::new(engine, bytes),
-    )
+) -> Result<Option<(T, &'static Shared)>, RuntimeError> {
+    let optimized = shared().map_err(RuntimeError::Unsupported)?;
+    if let Some(cache) = compile_cache().filter(|_| tiering()) {
+        match baseline() {
+            Ok(baseline) => return compile_tiered(source, cache, optimized, baseline),
+            Err(e) => log::debug!("{e}; compiling optimized code first"),
+        }
+    }
+    Ok(compile::<T>(source, &optimized.engine)?.map(|code| (code, optimized)))
 }
 
-/// Compiles a component for `engine`, through the compile cache when there is one; `None`
-/// as [`compile`] says.
-fn compile_component(
-    engine: &wasmtime::Engine,
+/// Tiered compilation: the optimized code when the cache holds it; else the baseline code,
+/// from the cache or compiled now by Winch (many times faster than Cranelift), while the
+/// optimized code is compiled in the background (see `optimizer`) for the next start; else,
+/// for a program Winch cannot compile (tail calls, GC, exceptions, relaxed SIMD), the
+/// optimized code compiled now. A baseline entry never shadows an optimized one: the
+/// optimized entry is looked for first. `None` as [`compile`] says.
+pub(crate) fn compile_tiered<T: Artifact>(
     source: &mut ProgramSource,
-) -> Result<Option<Component>, RuntimeError> {
-    compile(
-        source,
-        "component",
-        |cache, digest| cache.cached_component(engine, digest),
-        |cache, digest, bytes| cache.component(engine, digest, bytes),
-        |bytes| Component::new(engine, bytes),
-    )
+    cache: &CompileCache,
+    optimized: &'static Shared,
+    baseline: &'static Shared,
+) -> Result<Option<(T, &'static Shared)>, RuntimeError> {
+    let digest = source.digest()?;
+    if let Some(code) = cache.get::<T>(&optimized.engine, &digest) {
+        return Ok(Some((code, optimized)));
+    }
+    if let Some(code) = cache.get::<T>(&baseline.engine, &digest) {
+        crate::optimizer::request::<T>(source, digest);
+        return Ok(Some((code, baseline)));
+    }
+    if source.remembered_digest().is_some() {
+        return Ok(None);
+    }
+    match T::compile(&baseline.engine, source.bytes()?) {
+        Ok(code) => {
+            cache.put(&baseline.engine, &digest, &code);
+            crate::optimizer::request::<T>(source, digest);
+            Ok(Some((code, baseline)))
+        }
+        Err(e) => {
+            log::debug!(
+                "{}: not for the baseline compiler ({e:#}); compiling optimized code first",
+                source.guest_path()
+            );
+            let code = cache
+                .compiled::<T>(&optimized.engine, &digest, source.bytes()?)
+                .map_err(|e| not_valid::<T>(source, e))?;
+            Ok(Some((code, optimized)))
+        }
+    }
 }
 
-/// The compiled program: straight from the cache when the memo gave its digest (`None` if
-/// the cache has nothing under it: the caller starts over from the bytes), else from its
-/// bytes through the cache, else compiled from its bytes.
-fn compile<T>(
+/// The code `engine` compiled from `source`: straight from the cache when the memo gave its
+/// digest (`None` if the cache has nothing under it: the caller starts over from the
+/// bytes), else from its bytes through the cache, else compiled from its bytes.
+fn compile<T: Artifact>(
     source: &mut ProgramSource,
-    what: &str,
-    cached: impl FnOnce(&CompileCache, &WasmDigest) -> Option<T>,
-    through_cache: impl FnOnce(&CompileCache, &WasmDigest, &[u8]) -> wasmtime::Result<T>,
-    uncached: impl FnOnce(&[u8]) -> wasmtime::Result<T>,
+    engine: &wasmtime::Engine,
 ) -> Result<Option<T>, RuntimeError> {
     let cache = compile_cache();
     if let Some(digest) = source.remembered_digest() {
-        return Ok(cache.and_then(|cache| cached(cache, &digest)));
+        return Ok(cache.and_then(|cache| cache.get::<T>(engine, &digest)));
     }
     let compiled = match cache {
         Some(cache) => {
             let digest = source.digest()?;
-            through_cache(cache, &digest, source.bytes()?)
+            cache.compiled::<T>(engine, &digest, source.bytes()?)
         }
-        None => uncached(source.bytes()?),
+        None => T::compile(engine, source.bytes()?),
     };
-    compiled.map(Some).map_err(|e| {
-        RuntimeError::InvalidProgram(format!(
-            "{} is not a valid WebAssembly {what}: {e:#}",
-            source.guest_path()
-        ))
-    })
+    compiled.map(Some).map_err(|e| not_valid::<T>(source, e))
+}
+
+/// The error for a program wasmtime would not compile.
+fn not_valid<T: Artifact>(source: &ProgramSource, e: wasmtime::Error) -> RuntimeError {
+    RuntimeError::InvalidProgram(format!(
+        "{} is not a valid WebAssembly {}: {e:#}",
+        source.guest_path(),
+        T::WHAT
+    ))
 }
 
 /// The status of a program that could not start; its stderr gets the reason first, as a

@@ -8,6 +8,9 @@
 //!   containerd's state, like every other runtime's files.
 //! - `WASMTIME_SHIM_CACHE_MAX_BYTES`: the size bound (default 512 MiB); least recently used
 //!   entries are removed beyond it.
+//! - `WASMTIME_SHIM_TIERING`: `off` compiles every program optimized before it starts. By
+//!   default a program the cache does not hold optimized starts on baseline (Winch) code
+//!   while its optimized code is compiled in the background (see the runtime's `optimizer`).
 
 use std::path::{Path, PathBuf};
 
@@ -19,6 +22,17 @@ pub const CACHE_DIR_ENV: &str = "WASMTIME_SHIM_CACHE_DIR";
 pub const CACHE_MAX_ENV: &str = "WASMTIME_SHIM_CACHE_MAX_BYTES";
 /// Default size bound.
 pub const DEFAULT_MAX_BYTES: u64 = 512 << 20;
+/// Environment variable that turns tiered compilation off.
+pub const TIERING_ENV: &str = "WASMTIME_SHIM_TIERING";
+
+/// Whether tiered compilation is on, given the environment lookups: anything but `off`
+/// (or `0`, `false`, `no`) keeps the default, on.
+pub fn tiering(env: impl Fn(&str) -> Option<String>) -> bool {
+    !matches!(
+        env(TIERING_ENV).as_deref().map(str::trim),
+        Some("off" | "0" | "false" | "no")
+    )
+}
 
 /// The cache for a shim whose bundle is `bundle`, given its environment lookups.
 pub fn compile_cache(bundle: &Path, env: impl Fn(&str) -> Option<String>) -> Option<CompileCache> {
@@ -63,6 +77,15 @@ mod tests {
     use super::*;
 
     const BUNDLE: &str = "/run/containerd/io.containerd.runtime.v2.task/k8s.io/abc";
+
+    #[test]
+    fn tiering_is_on_unless_the_environment_says_off() {
+        assert!(tiering(|_| None));
+        assert!(tiering(|_| Some("on".into())));
+        for off in ["off", "0", "false", "no", " off "] {
+            assert!(!tiering(|key| (key == TIERING_ENV).then(|| off.to_string())));
+        }
+    }
 
     #[test]
     fn the_default_lives_in_containerds_state() {

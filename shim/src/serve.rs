@@ -224,6 +224,7 @@ pub fn serve(flags: &Flags, bundle: &Path) -> Result<(), String> {
         log::debug!("compile cache in {}", cache.dir().display());
     }
     runtime::set_compile_cache(cache);
+    runtime::set_tiering(cache_config::tiering(|key| std::env::var(key).ok()));
     // Compile-time work that every Create needs (the engine and its WASI linkers, the
     // costliest step of a daemon's start-up): done beside the server rather than before it,
     // so containerd's Create, already waiting on the socket, is read and its rootfs mounted
@@ -296,11 +297,24 @@ pub fn serve(flags: &Flags, bundle: &Path) -> Result<(), String> {
     // until then, the file made every task's end wait for the flush and the sleep.
     let _ = std::fs::remove_file(bundle.join(SHIM_PID_FILE));
     publisher.flush(std::time::Duration::from_secs(5));
+    // A first start's optimized code is still being compiled: finish it (the socket is gone,
+    // containerd has let go of this process), so the next start of the program runs it
+    // instead of compiling it again. Bounded, as a hung compile must not keep a shim forever.
+    let pending = runtime::pending_optimizations();
+    if pending > 0 {
+        log::info!("finishing {pending} background optimization(s) before exiting");
+        if !runtime::wait_for_optimizations(OPTIMIZATION_GRACE) {
+            log::warn!("background optimization unfinished after {OPTIMIZATION_GRACE:?}; exiting");
+        }
+    }
     // Let the Shutdown reply reach containerd before the process goes away. The server is
     // not shut down gracefully: that would wait on workers parked in Wait.
     std::thread::sleep(std::time::Duration::from_millis(20));
     Ok(())
 }
+
+/// How long a shim with no task left keeps compiling optimized code before it exits.
+const OPTIMIZATION_GRACE: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// Caps glibc's malloc at two arenas. By default every thread that allocates gets an arena
 /// of its own (up to eight per core), each holding at least a few of its pages dirty after

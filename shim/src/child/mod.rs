@@ -65,6 +65,7 @@ pub fn run() -> ! {
     runtime::set_compile_cache(crate::cache_config::compile_cache(&launch.bundle, |key| {
         std::env::var(key).ok()
     }));
+    runtime::set_tiering(crate::cache_config::tiering(|key| std::env::var(key).ok()));
     let program = match prepare(&launch, &control) {
         Ok(program) => program,
         Err(e) => fail(&control, e),

@@ -539,7 +539,11 @@ fn svg(report: &Report) -> String {
             decimals: 1,
             bars: vec![
                 bar("shim", ms(shim_m), Kind::Wasm),
-                bar("shim rootfs", ms(median(&report.startup.shim_rootfs)), Kind::Wasm),
+                bar(
+                    "shim rootfs",
+                    ms(median(&report.startup.shim_rootfs)),
+                    Kind::Wasm,
+                ),
                 bar("runc", ms(runc_m), Kind::Runc),
                 bar("floor", ms(floor_m), Kind::Floor),
             ],

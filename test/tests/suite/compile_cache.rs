@@ -20,9 +20,15 @@ fn entries(containerd: &Containerd) -> Vec<PathBuf> {
         .unwrap_or_default()
 }
 
+/// A containerd whose shims compile every program optimized before it starts, as before
+/// tiering: one entry per program, the mechanics these tests look at.
+fn containerd_without_tiering() -> Containerd {
+    Containerd::start_with_env(&[("WASMTIME_SHIM_TIERING", "off")]).expect("containerd")
+}
+
 #[test]
 fn the_second_start_loads_what_the_first_compiled() {
-    let containerd = Containerd::start().expect("containerd");
+    let containerd = containerd_without_tiering();
     let rootfs = rootfs_with(&["hello"]).unwrap();
     assert!(entries(&containerd).is_empty());
 
@@ -103,7 +109,7 @@ fn layer_files(containerd: &Containerd, name: &str) -> Vec<PathBuf> {
 
 #[test]
 fn a_large_program_is_known_by_its_identity_until_it_changes() {
-    let containerd = Containerd::start().expect("containerd");
+    let containerd = containerd_without_tiering();
     let dir = tempfile::tempdir().unwrap();
     let program = dir.path().join("big.wasm");
     let (first, second) = (large_program("AAAA"), large_program("BBBB"));
@@ -174,4 +180,48 @@ fn a_large_program_is_known_by_its_identity_until_it_changes() {
         "{}",
         containerd.shim_log()
     );
+}
+
+/// The code tier the container's process of task `id` reported loading.
+fn tier_of(containerd: &Containerd, id: &str) -> String {
+    let log = containerd.shim_log();
+    log.lines()
+        .filter(|l| l.contains(&format!("id={id} ")) && l.contains(" pid="))
+        .find_map(|l| {
+            ["baseline (Winch) code", "optimized (Cranelift) code"]
+                .into_iter()
+                .find(|tier| l.contains(tier))
+        })
+        .unwrap_or_else(|| panic!("no tier logged for {id}:\n{log}"))
+        .to_string()
+}
+
+#[test]
+fn a_first_start_runs_baseline_code_and_the_next_runs_optimized_code() {
+    let containerd = Containerd::start().expect("containerd");
+    let rootfs = rootfs_with(&["hello"]).unwrap();
+    let first = containerd.run_rootfs(&[], rootfs.path(), "tier1", &["/hello.wasm"]);
+    assert_eq!(first.code, 0, "{first:?}");
+    assert_eq!(first.stdout, "hello from wasm\n");
+    assert_eq!(tier_of(&containerd, "tier1"), "baseline (Winch) code");
+    // The optimized entry joins the baseline one once the background compile is done.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while entries(&containerd)
+        .iter()
+        .filter(|e| e.extension().is_some_and(|x| x == "cwasm"))
+        .count()
+        < 2
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no optimized entry: {:?}\n{}",
+            entries(&containerd),
+            containerd.shim_log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let second = containerd.run_rootfs(&[], rootfs.path(), "tier2", &["/hello.wasm"]);
+    assert_eq!(second.code, 0, "{second:?}");
+    assert_eq!(second.stdout, first.stdout);
+    assert_eq!(tier_of(&containerd, "tier2"), "optimized (Cranelift) code");
 }

@@ -1,0 +1,210 @@
+//! Background optimization: the optimized (Cranelift) code of programs that started on
+//! baseline (Winch) code, compiled after the start and stored in the compile cache, so the
+//! next start of the program runs optimized code.
+//!
+//! One thread per process, at the lowest CPU priority, compiles one program at a time on
+//! that one thread (the optimizing engine does not spread a compile over a pool), so the
+//! containers that run meanwhile keep the cores and memory stays bounded by one compile.
+//! A process that confines itself ([`crate::set_single_threaded_compilation`]) never
+//! starts it: the host that validated the program (the shim) optimizes it.
+
+use std::collections::{HashSet, VecDeque};
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use wasmtime::Engine;
+
+use crate::artifact::Artifact;
+use crate::cache::CompileCache;
+use crate::digest_memo::WasmDigest;
+use crate::engine::{compile_cache, optimizing_engine, shared, single_threaded};
+use crate::source::{read_capped, ProgramSource};
+
+/// One program to optimize.
+struct Job {
+    guest_path: String,
+    /// The program's file, opened anew (its own offset): read when the job runs.
+    file: File,
+    digest: WasmDigest,
+    /// Compiles with the given engine and serializes, for the program's kind.
+    compile: fn(&Engine, &[u8]) -> wasmtime::Result<Vec<u8>>,
+}
+
+#[derive(Default)]
+struct State {
+    jobs: VecDeque<Job>,
+    /// Every digest asked for in this process: each program is optimized once.
+    asked: HashSet<WasmDigest>,
+    /// A job is being compiled.
+    busy: bool,
+    thread_started: bool,
+}
+
+struct Queue {
+    state: Mutex<State>,
+    changed: Condvar,
+}
+
+fn queue() -> &'static Queue {
+    static QUEUE: OnceLock<Queue> = OnceLock::new();
+    QUEUE.get_or_init(|| Queue {
+        state: Mutex::new(State::default()),
+        changed: Condvar::new(),
+    })
+}
+
+fn lock(queue: &Queue) -> MutexGuard<'_, State> {
+    queue.state.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn compile_and_serialize<T: Artifact>(engine: &Engine, wasm: &[u8]) -> wasmtime::Result<Vec<u8>> {
+    T::compile(engine, wasm)?.serialize()
+}
+
+/// Asks for the optimized code of the program `source` (whose sha256 is `digest`), which
+/// runs on baseline code. Does nothing in a confining process or without a cache.
+pub(crate) fn request<T: Artifact>(source: &ProgramSource, digest: WasmDigest) {
+    if single_threaded() || compile_cache().is_none() {
+        return;
+    }
+    // A description of its own, so reading it never moves the offset of the caller's.
+    let file = match File::open(format!("/proc/self/fd/{}", source.file().as_raw_fd())) {
+        Ok(file) => file,
+        Err(e) => {
+            log::debug!("{}: not optimized: reopening it: {e}", source.guest_path());
+            return;
+        }
+    };
+    let queue = queue();
+    let mut state = lock(queue);
+    if !state.asked.insert(digest) {
+        return;
+    }
+    state.jobs.push_back(Job {
+        guest_path: source.guest_path().to_string(),
+        file,
+        digest,
+        compile: compile_and_serialize::<T>,
+    });
+    if !state.thread_started {
+        match std::thread::Builder::new()
+            .name("wasm-optimize".into())
+            .spawn(work)
+        {
+            Ok(_) => state.thread_started = true,
+            Err(e) => {
+                log::warn!("no background optimization: starting its thread: {e}");
+                state.jobs.clear();
+                return;
+            }
+        }
+    }
+    queue.changed.notify_all();
+}
+
+/// How many optimizations are queued or running in this process.
+pub fn pending_optimizations() -> usize {
+    let state = lock(queue());
+    state.jobs.len() + usize::from(state.busy)
+}
+
+/// Waits until no optimization is queued or running, for at most `timeout`; returns whether
+/// none is left. A host that is about to exit calls this so a first start's optimization is
+/// not lost.
+pub fn wait_for_optimizations(timeout: Duration) -> bool {
+    let queue = queue();
+    let deadline = Instant::now() + timeout;
+    let mut state = lock(queue);
+    while !state.jobs.is_empty() || state.busy {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        state = queue
+            .changed
+            .wait_timeout(state, left)
+            .map(|(guard, _)| guard)
+            .unwrap_or_else(|e| e.into_inner().0);
+    }
+    true
+}
+
+fn work() {
+    // SAFETY: setpriority on this thread's own id (Linux applies a thread id's nice value to
+    // that thread alone).
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, 19);
+    }
+    let queue = queue();
+    loop {
+        let job = {
+            let mut state = lock(queue);
+            loop {
+                if let Some(job) = state.jobs.pop_front() {
+                    state.busy = true;
+                    break job;
+                }
+                state = queue.changed.wait(state).unwrap_or_else(|e| e.into_inner());
+            }
+        };
+        optimize(job);
+        lock(queue).busy = false;
+        queue.changed.notify_all();
+    }
+}
+
+fn optimize(job: Job) {
+    let Some(cache) = compile_cache() else {
+        return;
+    };
+    if let Err(e) = optimize_into(cache, &job) {
+        log::warn!("{}: not optimized: {e}", job.guest_path);
+    }
+}
+
+/// Compiles `job`'s program with the optimizing engine and stores it in `cache` for the
+/// shared engine, unless another process of the node is at it or has done it. The other
+/// shims that started the same program on baseline code skip it: a lock file per program
+/// in the cache directory says who compiles.
+fn optimize_into(cache: &CompileCache, job: &Job) -> Result<(), String> {
+    let started = Instant::now();
+    let shared = shared()?;
+    let engine = optimizing_engine()?;
+    if cache.has_entry(&shared.engine, &job.digest) {
+        return Ok(());
+    }
+    let Some(_lock) = cache.lock_for_compile(&job.digest) else {
+        log::debug!(
+            "{}: another process compiles its optimized code",
+            job.guest_path
+        );
+        return Ok(());
+    };
+    // Done by the lock's last holder?
+    if cache.has_entry(&shared.engine, &job.digest) {
+        return Ok(());
+    }
+    let bytes = read_capped(&job.file, &job.guest_path).map_err(|e| e.to_string())?;
+    if <[u8; 32]>::from(Sha256::digest(&bytes)) != job.digest {
+        return Err("it changed since it started".into());
+    }
+    let artifact = (job.compile)(engine, &bytes)
+        .map_err(|e| format!("the optimizing compile failed: {e:#}"))?;
+    // The cache's directory went away (containerd's state removed): nothing to keep it for.
+    if !cache.dir().is_dir() {
+        return Err(format!("{} is gone", cache.dir().display()));
+    }
+    // Named for the shared engine, which loads it (the two are compatible: see
+    // `optimizing_engine`).
+    cache.put_serialized(&shared.engine, &job.digest, &artifact);
+    log::info!(
+        "{}: optimized code compiled in the background in {:.1} s; the next start runs it",
+        job.guest_path,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
