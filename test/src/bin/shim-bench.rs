@@ -295,8 +295,11 @@ fn main() -> Result<()> {
     let roots = Roots::new()?;
     let load_before = load_average();
     let startup = startup(&containerd, &image, &roots, settings.runs)?;
+    // Shims of this one compile every program optimized before it starts (no tiering).
+    let optimized_first = Containerd::start_with_env(&[("WASMTIME_SHIM_TIERING", "off")])?;
     let large = large::measure(
         &containerd,
+        &optimized_first,
         &integration::examples_dir().join("python-hello.wasm"),
         &image,
         "hello from wasm\n",
@@ -392,11 +395,24 @@ fn print_large(report: &Report) {
     );
     for (name, samples) in [
         (
-            format!("first start (compile), {} runs", large.first.len()),
+            format!(
+                "first start, tiered (Winch first), {} runs",
+                large.first.len()
+            ),
             &large.first,
         ),
         (
-            format!("second start (cached), {} runs", large.second.len()),
+            format!(
+                "first start, optimized first (tiering off), {} runs",
+                large.first_optimized.len()
+            ),
+            &large.first_optimized,
+        ),
+        (
+            format!(
+                "second start (cached, optimized), {} runs",
+                large.second.len()
+            ),
             &large.second,
         ),
         (
@@ -411,6 +427,12 @@ fn print_large(report: &Report) {
             m.as_secs_f64() / hello.as_secs_f64()
         );
     }
+    println!(
+        "tiered first start / optimized-first: {:.2}x; optimized code in the cache {:.1} s \
+         after the last first start",
+        median(&large.first).as_secs_f64() / median(&large.first_optimized).as_secs_f64(),
+        large.optimized_ready.as_secs_f64()
+    );
 }
 
 /// Tasks per second of each runtime, against runc's.
@@ -487,13 +509,18 @@ fn json(report: &Report) -> serde_json::Value {
             "wasm_bytes": report.large.wasm_bytes,
             "median_ms": {
                 "first_start": ms(median(&report.large.first)),
+                "first_start_optimized_first": ms(median(&report.large.first_optimized)),
                 "second_start": ms(median(&report.large.second)),
                 "hello_interleaved": ms(median(&report.large.hello)),
             },
             "second_vs_hello": median(&report.large.second).as_secs_f64()
                 / median(&report.large.hello).as_secs_f64(),
+            "tiered_vs_optimized_first": median(&report.large.first).as_secs_f64()
+                / median(&report.large.first_optimized).as_secs_f64(),
+            "optimized_ready_s": report.large.optimized_ready.as_secs_f64(),
             "samples_ms": {
                 "first_start": samples(&report.large.first),
+                "first_start_optimized_first": samples(&report.large.first_optimized),
                 "second_start": samples(&report.large.second),
                 "hello_interleaved": samples(&report.large.hello),
             },

@@ -6,6 +6,11 @@
 //! of the same bytes loads the compiled artifact. Each first start gets bytes the cache has
 //! never seen (the component plus a custom section naming the round), so it measures a real
 //! compile each time, not a leftover entry of an earlier round or an earlier `make bench`.
+//!
+//! First starts run twice over: tiered (the default: Winch code, Cranelift's in the
+//! background) and optimized-first, in a second containerd whose shims have
+//! `WASMTIME_SHIM_TIERING=off`. The second starts wait for the background compiles, so
+//! they run optimized code as before tiering.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -21,8 +26,13 @@ pub const GREETING: &str = "hello from python ";
 pub struct LargeStart {
     /// Size of the component as built, in bytes.
     pub wasm_bytes: u64,
-    /// One start per never-seen variant: compile and cache write included.
+    /// One start per never-seen variant: compile and cache write included (tiered).
     pub first: Vec<Duration>,
+    /// The same with tiering off: Cranelift compiles before the program starts.
+    pub first_optimized: Vec<Duration>,
+    /// How long after the last tiered first start every variant's optimized code was in
+    /// the cache.
+    pub optimized_ready: Duration,
     /// Starts of variants already in the cache.
     pub second: Vec<Duration>,
     /// The hello image's starts, interleaved with `second` so the ratio sees one load.
@@ -52,6 +62,7 @@ fn run_once(
 /// (round-robin) beside one hello (`hello_image`, printing `hello_expect`).
 pub fn measure(
     containerd: &Containerd,
+    optimized_first: &Containerd,
     component: &Path,
     hello_image: &str,
     hello_expect: &str,
@@ -63,14 +74,27 @@ pub fn measure(
     let dir = tempfile::tempdir()?;
     let mut images = Vec::new();
     let greets = |out: &str| out.starts_with(GREETING);
+    let before = cache_entries(containerd);
     let mut first = Vec::new();
+    let mut first_optimized = Vec::new();
     for round in 0..firsts.max(1) {
         let path = dir.path().join(format!("python-{round}.wasm"));
         std::fs::write(&path, with_custom_section(&wasm, "bench", round))?;
         let image = containerd.import_program(&path, &format!("bench-python-{round}:latest"))?;
         first.push(run_once(containerd, &image, &format!("pf{round}"), greets)?);
         images.push(image);
+        let path = dir.path().join(format!("python-optimized-{round}.wasm"));
+        std::fs::write(&path, with_custom_section(&wasm, "bench-optimized", round))?;
+        let image =
+            optimized_first.import_program(&path, &format!("bench-python-opt-{round}:latest"))?;
+        first_optimized.push(run_once(
+            optimized_first,
+            &image,
+            &format!("po{round}"),
+            greets,
+        )?);
     }
+    let optimized_ready = wait_for_optimized(containerd, &before, images.len())?;
     let mut second = Vec::new();
     let mut hello = Vec::new();
     for round in 0..runs {
@@ -87,7 +111,45 @@ pub fn measure(
     Ok(LargeStart {
         wasm_bytes: wasm.len() as u64,
         first,
+        first_optimized,
+        optimized_ready,
         second,
         hello,
     })
+}
+
+/// The compile cache entries of `containerd`'s shims.
+fn cache_entries(containerd: &Containerd) -> std::collections::HashSet<std::path::PathBuf> {
+    let cache = containerd
+        .dir()
+        .join("state/io.containerd.wasmtime.v1/cache");
+    std::fs::read_dir(cache)
+        .map(|dir| {
+            dir.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "cwasm"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Waits until the tiered containerd's cache holds, beside the entries of `before`, two
+/// entries (baseline and optimized) for each of `programs`, at most 15 minutes; returns how
+/// long that took.
+fn wait_for_optimized(
+    containerd: &Containerd,
+    before: &std::collections::HashSet<std::path::PathBuf>,
+    programs: usize,
+) -> Result<Duration> {
+    let started = Instant::now();
+    loop {
+        let new = cache_entries(containerd).difference(before).count();
+        if new >= 2 * programs {
+            return Ok(started.elapsed());
+        }
+        if started.elapsed() > Duration::from_secs(900) {
+            bail!("the large program's optimized code never reached the cache ({new} entries)");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
