@@ -257,8 +257,15 @@ pub fn serve(flags: &Flags, bundle: &Path) -> Result<(), String> {
         debug: flags.debug,
     };
     let service: Arc<dyn Task + Send + Sync> = Arc::new(
-        TaskService::new(publisher.clone(), shutdown_tx, socket, runc, identity)
-            .map_err(|e| format!("starting the exit loop: {e}"))?,
+        TaskService::new(
+            publisher.clone(),
+            shutdown_tx,
+            socket,
+            bundle.join(SHIM_PID_FILE),
+            runc,
+            identity,
+        )
+        .map_err(|e| format!("starting the exit loop: {e}"))?,
     );
     // containerd 1.6–2.2 call the task API as containerd.task.v2.Task, 2.3 with our
     // BootstrapResult as v3; the messages are the same, so serve both names.
@@ -291,10 +298,8 @@ pub fn serve(flags: &Flags, bundle: &Path) -> Result<(), String> {
 
     let _ = shutdown_rx.recv();
     log::info!("shutting down: no task left");
-    // containerd runs `shim delete` as soon as Shutdown has returned, and `delete` waits for
-    // the daemon the pid file names to exit (one that lingers might be hung, and is killed).
-    // This one exits by itself from here on, within the flush bound below; left in place
-    // until then, the file made every task's end wait for the flush and the sleep.
+    // The pid file is gone already (see TaskService::shutdown); this only covers a shutdown
+    // that did not come through it.
     let _ = std::fs::remove_file(bundle.join(SHIM_PID_FILE));
     publisher.flush(std::time::Duration::from_secs(5));
     // A first start's optimized code is still being compiled: finish it (the socket is gone,

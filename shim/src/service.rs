@@ -39,6 +39,8 @@ pub struct TaskService {
     publisher: Publisher,
     shutdown: Mutex<mpsc::Sender<()>>,
     socket: PathBuf,
+    /// The daemon's pid file in the bundle, which `shim delete` reads (see `delete`).
+    pid_file: PathBuf,
     runc: RuncShims,
     /// Set once this shim (and its runc shim) moved into the pod's cgroup.
     in_pod_cgroup: AtomicBool,
@@ -85,12 +87,14 @@ impl Drop for Reservation<'_> {
 type TtrpcResult<T> = ttrpc::Result<T>;
 
 impl TaskService {
-    /// A service publishing through `publisher` and listening on `socket`; `shutdown` is
-    /// signalled when containerd asks the shim to exit and no task remains.
+    /// A service publishing through `publisher` and listening on `socket`, whose daemon's
+    /// pid is in `pid_file`; `shutdown` is signalled when containerd asks the shim to exit
+    /// and no task remains.
     pub fn new(
         publisher: Publisher,
         shutdown: mpsc::Sender<()>,
         socket: PathBuf,
+        pid_file: PathBuf,
         runc: RuncShims,
         identity: ShimIdentity,
     ) -> std::io::Result<Self> {
@@ -101,6 +105,7 @@ impl TaskService {
             publisher,
             shutdown: Mutex::new(shutdown),
             socket,
+            pid_file,
             runc,
             in_pod_cgroup: AtomicBool::new(false),
             identity,
@@ -572,6 +577,10 @@ impl Task for TaskService {
             drop(tasks);
             // Unlinked before replying, so a `start` racing our exit cannot connect to us.
             let _ = std::fs::remove_file(&self.socket);
+            // Also before replying: containerd runs `shim delete` as soon as the connection
+            // closes, and `delete` waits for (then kills) a daemon its pid file names. This
+            // one exits by itself, after its last events and any background compile.
+            let _ = std::fs::remove_file(&self.pid_file);
             self.runc.release_all();
             let _ = self
                 .shutdown
