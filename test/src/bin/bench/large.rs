@@ -58,8 +58,9 @@ fn run_once(
     Ok(elapsed)
 }
 
-/// `firsts` variants, each started once cold; then `runs` rounds of one cached variant
-/// (round-robin) beside one hello (`hello_image`, printing `hello_expect`).
+/// `firsts` variants, each started once cold with tiering off, then `firsts` more with
+/// tiering on; then `runs` rounds of one cached variant (round-robin, optimized by then)
+/// beside one hello (`hello_image`, printing `hello_expect`).
 pub fn measure(
     containerd: &Containerd,
     optimized_first: &Containerd,
@@ -92,6 +93,10 @@ pub fn measure(
     let before = cache_entries(containerd);
     let mut first = Vec::new();
     for round in 0..firsts.max(1) {
+        // Each on a machine as quiet as the optimized-first starts had: the previous
+        // variants' background compiles done (on two vCPUs even a lowest-priority thread
+        // slows the start down, by about 0.4 s here).
+        wait_for_optimized(containerd, &before, round)?;
         let path = dir.path().join(format!("python-{round}.wasm"));
         std::fs::write(&path, with_custom_section(&wasm, "bench", round))?;
         let image = containerd.import_program(&path, &format!("bench-python-{round}:latest"))?;
