@@ -49,6 +49,9 @@ const PARALLEL_CHECK_FROM: usize = 4 << 20;
 const EXTENSION: &str = "cwasm";
 /// A temporary file this old was left by a shim that died while writing it.
 const ABANDONED: Duration = Duration::from_secs(3600);
+/// How long a first start waits for another process compiling the same program before it
+/// compiles the program itself (a compile that hung must not hang every later start).
+pub(crate) const COMPILE_WAIT: Duration = Duration::from_secs(120);
 /// An entry whose last use was marked this recently is not marked again on a hit: finer
 /// recency than this does not change which entries eviction picks in practice.
 const RECENT_USE: Duration = Duration::from_secs(10);
@@ -127,7 +130,8 @@ impl CompileCache {
 
     /// The compiled code for `wasm` (whose sha256 is `digest`): from the cache when a sound
     /// entry is there, else compiled and stored. A cache that cannot be read or written only
-    /// costs the compile.
+    /// costs the compile. Concurrent first starts of one program compile it once: the
+    /// others wait for the entry (up to [`COMPILE_WAIT`], then compile it themselves).
     pub(crate) fn compiled<T: Artifact>(
         &self,
         engine: &Engine,
@@ -136,6 +140,13 @@ impl CompileCache {
     ) -> wasmtime::Result<T> {
         if let Some(code) = self.get(engine, digest) {
             return Ok(code);
+        }
+        let claim = self.claim(engine, digest, COMPILE_WAIT);
+        // Stored by the process that held the claim while this one waited?
+        if claim.is_some() {
+            if let Some(code) = self.get(engine, digest) {
+                return Ok(code);
+            }
         }
         let code = T::compile(engine, wasm)?;
         self.put(engine, digest, &code);
@@ -160,22 +171,38 @@ impl CompileCache {
         }
     }
 
-    /// An exclusive claim on compiling the wasm with sha256 `digest`, shared by every
-    /// process using this directory, or `None` while another holds it (or the directory
-    /// cannot hold a lock file). Released when dropped.
-    pub(crate) fn lock_for_compile(&self, digest: &WasmDigest) -> Option<CompileLock> {
-        let path = self.dir.join(format!(".compiling-{}", hex(digest)));
+    /// An exclusive claim on compiling `engine`'s entry for the wasm with sha256 `digest`,
+    /// shared by every process (and thread) using this directory: a lock file beside the
+    /// entry. Waits up to `wait` for a holder to finish; `None` if it did not (or no lock
+    /// file can be made). Released when dropped.
+    pub(crate) fn claim(
+        &self,
+        engine: &Engine,
+        digest: &WasmDigest,
+        wait: Duration,
+    ) -> Option<CompileLock> {
+        // Not ending in the entries' extension: eviction and listings never take it for one.
+        let entry = self.entry(engine, digest);
+        let stem = entry.file_stem()?.to_string_lossy().into_owned();
+        let path = self.dir.join(format!(".{stem}.lock"));
+        std::fs::create_dir_all(&self.dir).ok()?;
         let file = File::options()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&path)
             .ok()?;
-        // SAFETY: flock on a descriptor this function owns.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            return None;
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            // SAFETY: flock on a descriptor this function owns.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                return Some(CompileLock { _file: file, path });
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
         }
-        Some(CompileLock { _file: file, path })
     }
 
     /// [`CompileCache::put`] for code already serialized.
@@ -297,7 +324,7 @@ impl CompileCache {
     }
 }
 
-/// A held claim on compiling one program (see [`CompileCache::lock_for_compile`]). Its file
+/// A held claim on compiling one entry (see [`CompileCache::claim`]). Its file
 /// is removed when the claim ends, while still locked: a process that opened it meanwhile
 /// and locks the removed file finds the entry stored when it looks again.
 pub(crate) struct CompileLock {

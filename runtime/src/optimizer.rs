@@ -168,8 +168,8 @@ fn optimize(job: Job) {
 
 /// Compiles `job`'s program with the optimizing engine and stores it in `cache` for the
 /// shared engine, unless another process of the node is at it or has done it. The other
-/// shims that started the same program on baseline code skip it: a lock file per program
-/// in the cache directory says who compiles.
+/// shims that started the same program on baseline code skip it: the entry's claim (a lock
+/// file in the cache directory) says who compiles.
 fn optimize_into(cache: &CompileCache, job: &Job) -> Result<(), String> {
     let started = Instant::now();
     let shared = shared()?;
@@ -177,7 +177,7 @@ fn optimize_into(cache: &CompileCache, job: &Job) -> Result<(), String> {
     if cache.has_entry(&shared.engine, &job.digest) {
         return Ok(());
     }
-    let Some(_lock) = cache.lock_for_compile(&job.digest) else {
+    let Some(_claim) = cache.claim(&shared.engine, &job.digest, Duration::ZERO) else {
         log::debug!(
             "{}: another process compiles its optimized code",
             job.guest_path

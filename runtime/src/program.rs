@@ -668,9 +668,8 @@ pub(crate) fn compile_tiered<T: Artifact>(
     if source.remembered_digest().is_some() {
         return Ok(None);
     }
-    match T::compile(&baseline.engine, source.bytes()?) {
+    match cache.compiled::<T>(&baseline.engine, &digest, source.bytes()?) {
         Ok(code) => {
-            cache.put(&baseline.engine, &digest, &code);
             crate::optimizer::request::<T>(source, digest);
             Ok(Some((code, baseline)))
         }

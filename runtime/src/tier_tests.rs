@@ -3,6 +3,7 @@
 //! global cache stays unset, so no background thread starts here).
 
 use std::path::Path;
+use std::time::Duration;
 
 use wasmtime::Module;
 
@@ -119,12 +120,47 @@ fn the_optimizing_engines_code_loads_in_the_shared_engine() {
 }
 
 #[test]
-fn one_process_at_a_time_holds_a_programs_compile_lock() {
+fn one_claim_at_a_time_on_an_entry() {
     let dir = tempfile::tempdir().unwrap();
     let cache = CompileCache::new(dir.path(), 1 << 30);
-    let digest = digest(b"x");
-    let held = cache.lock_for_compile(&digest).expect("the first claim");
-    assert!(cache.lock_for_compile(&digest).is_none());
+    let (engine, digest) = (&shared().unwrap().engine, digest(b"x"));
+    let held = cache
+        .claim(engine, &digest, Duration::ZERO)
+        .expect("the first claim");
+    assert!(cache
+        .claim(engine, &digest, Duration::from_millis(50))
+        .is_none());
+    // Another engine's entry (the baseline one) is claimed apart.
+    assert!(cache
+        .claim(&baseline().unwrap().engine, &digest, Duration::ZERO)
+        .is_some());
     drop(held);
-    assert!(cache.lock_for_compile(&digest).is_some());
+    assert!(cache.claim(engine, &digest, Duration::ZERO).is_some());
+}
+
+#[test]
+fn a_concurrent_first_start_waits_for_the_compile_under_way_and_maps_its_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = CompileCache::new(dir.path(), 1 << 30);
+    let wasm = wat::parse_str(HELLO).unwrap();
+    let (engine, digest) = (&shared().unwrap().engine, digest(&wasm));
+    // This thread is the first start, compiling; another comes meanwhile.
+    let claim = cache.claim(engine, &digest, Duration::ZERO).unwrap();
+    let (second_cache, second_wasm) = (cache.clone(), wasm.clone());
+    let second = std::thread::spawn(move || {
+        second_cache
+            .compiled::<Module>(&shared().unwrap().engine, &digest, &second_wasm)
+            .map(|_| ())
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(!second.is_finished(), "the second start did not wait");
+    cache.put(engine, &digest, &Module::new(engine, &wasm).unwrap());
+    let stored = std::fs::metadata(entries(&cache).remove(0)).unwrap();
+    drop(claim);
+    second.join().unwrap().unwrap();
+    // It mapped what the first stored rather than compiling and storing its own.
+    let after = std::fs::metadata(entries(&cache).remove(0)).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(after.ino(), stored.ino());
+    assert_eq!(entries(&cache).len(), 1);
 }
