@@ -205,7 +205,15 @@ impl Program {
     /// all: its kind comes from its first bytes and the rest from the memo and the cache.
     pub fn load(plan: WasiPlan) -> Result<Self, RuntimeError> {
         let source = Self::open_source(&plan)?;
-        Self::load_from(source, plan)
+        Self::load_from(source, plan, tiering())
+    }
+
+    /// Puts the program's optimized code in the compile cache now, whatever the tiering
+    /// (a no-op when it is there already), and loads it: what a task that only warms a
+    /// node's cache asks for, so its end means the next start runs optimized code.
+    pub fn precompile(plan: WasiPlan) -> Result<Self, RuntimeError> {
+        let source = Self::open_source(&plan)?;
+        Self::load_from(source, plan, false)
     }
 
     /// [`Program::load`], unless the compile cache already holds the program compiled:
@@ -229,7 +237,7 @@ impl Program {
                 return Ok(None);
             }
         }
-        Self::load_from(source, plan).map(Some)
+        Self::load_from(source, plan, tiering()).map(Some)
     }
 
     fn open_source(plan: &WasiPlan) -> Result<ProgramSource, RuntimeError> {
@@ -242,13 +250,18 @@ impl Program {
         )
     }
 
-    fn load_from(mut source: ProgramSource, plan: WasiPlan) -> Result<Self, RuntimeError> {
-        let (compiled, tier) = match Self::compile_and_link(&mut source, &plan)? {
+    /// Loads the program from `source`, its code tiered (see [`compile_tiered`]) or not.
+    fn load_from(
+        mut source: ProgramSource,
+        plan: WasiPlan,
+        tiered: bool,
+    ) -> Result<Self, RuntimeError> {
+        let (compiled, tier) = match Self::compile_and_link(&mut source, &plan, tiered)? {
             Some(compiled) => compiled,
             // Remembered, but its compiled form is gone: from the bytes, start to finish.
             None => {
                 source.forget()?;
-                Self::compile_and_link(&mut source, &plan)?.ok_or_else(|| {
+                Self::compile_and_link(&mut source, &plan, tiered)?.ok_or_else(|| {
                     RuntimeError::Unsupported(format!(
                         "{}: compiled from its bytes, yet not compiled",
                         source.guest_path()
@@ -274,10 +287,11 @@ impl Program {
     fn compile_and_link(
         source: &mut ProgramSource,
         plan: &WasiPlan,
+        tiered: bool,
     ) -> Result<Option<(Compiled, Tier)>, RuntimeError> {
         let guest_path = source.guest_path().to_string();
         let compiled = match classify(&guest_path, source.head())? {
-            ProgramKind::Module => match compile_command::<Module>(source)? {
+            ProgramKind::Module => match compile_command::<Module>(source, tiered)? {
                 Some((module, shared)) => (
                     Self::link_module(&guest_path, module, plan.entrypoint.export.clone(), shared)?,
                     shared.tier,
@@ -304,7 +318,7 @@ impl Program {
                         None => return Ok(None),
                     }
                 } else {
-                    match compile_command::<Component>(source)? {
+                    match compile_command::<Component>(source, tiered)? {
                         Some((component, shared)) => (
                             Self::link_component(&guest_path, component, shared)?,
                             shared.tier,
@@ -629,14 +643,14 @@ impl Program {
 }
 
 /// A command's compiled code (a module, or a component that is not an HTTP handler) and the
-/// engine it belongs to. With tiering on and a compile cache, see [`compile_tiered`];
-/// otherwise the optimized code, compiled now if the cache does not hold it. `None` as
-/// [`compile`] says.
+/// engine it belongs to. `tiered` and a compile cache: see [`compile_tiered`]; otherwise the
+/// optimized code, compiled now if the cache does not hold it. `None` as [`compile`] says.
 fn compile_command<T: Artifact>(
     source: &mut ProgramSource,
+    tiered: bool,
 ) -> Result<Option<(T, &'static Shared)>, RuntimeError> {
     let optimized = shared().map_err(RuntimeError::Unsupported)?;
-    if let Some(cache) = compile_cache().filter(|_| tiering()) {
+    if let Some(cache) = compile_cache().filter(|_| tiered) {
         match baseline() {
             Ok(baseline) => return compile_tiered(source, cache, optimized, baseline),
             Err(e) => log::debug!("{e}; compiling optimized code first"),

@@ -120,6 +120,18 @@ fn validate(name: &str, plan: WasiPlan) -> ShimResult<()> {
     Ok(())
 }
 
+/// [`validate`] for a precompile-only task (see `precompile`): the optimized code, compiled
+/// now if the cache does not hold it yet.
+fn precompile(name: &str, plan: WasiPlan) -> ShimResult<()> {
+    let program = Program::precompile(plan)?;
+    log::info!(
+        "{name}: precompiled {} ({} code in the cache)",
+        program.guest_path(),
+        program.tier()
+    );
+    Ok(())
+}
+
 /// The container's cgroup, made from the spec (none without a `cgroupsPath`).
 fn create_cgroup(spec: &Spec) -> ShimResult<Option<ContainerCgroup>> {
     let Some(path) = cgroups_path(spec) else {
@@ -191,7 +203,11 @@ impl Container {
                 .as_ref()
                 .map(ContainerCgroup::procs_files)
                 .unwrap_or_default();
-            validate(&params.id, plan)?;
+            if crate::precompile::requested(&spec) {
+                precompile(&params.id, plan)?;
+            } else {
+                validate(&params.id, plan)?;
+            }
             Ok(procs)
         };
         let created = Process::create(&params.id, None, launch, params.stdio, prepare);

@@ -28,6 +28,7 @@ mod netns;
 mod oom_watch;
 mod pod;
 mod pod_cgroup;
+mod precompile;
 mod process;
 mod reaper;
 mod reply;

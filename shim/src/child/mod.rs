@@ -82,7 +82,16 @@ pub fn run() -> ! {
         std::process::exit(1);
     }
     let limit = wait_for_start(&control, &signals);
-    let status = run_program(&launch, program, signals, shim, limit);
+    let status = if crate::precompile::requested(&launch.spec) {
+        // Its work (the optimized code in the cache) was done at Create.
+        log::info!(
+            "{}: a precompile-only task; the program is not run",
+            launch.name
+        );
+        ExitStatus::Exited(0)
+    } else {
+        run_program(&launch, program, signals, shim, limit)
+    };
     let code = status.code();
     match &status {
         ExitStatus::Trapped(_) | ExitStatus::Failed(_) | ExitStatus::OutOfMemory(_) => {

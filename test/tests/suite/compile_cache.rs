@@ -234,3 +234,39 @@ fn a_first_start_runs_baseline_code_and_the_next_runs_optimized_code() {
         "optimized (Cranelift) code"
     );
 }
+
+#[test]
+fn a_precompile_task_leaves_optimized_code_for_the_first_real_start() {
+    let containerd = Containerd::start().expect("containerd");
+    let rootfs = rootfs_with(&["hello"]).unwrap();
+    let warm = containerd.run_rootfs(
+        &["--annotation", "io.containerd.wasmtime.precompile=true"],
+        rootfs.path(),
+        "warm",
+        &["/hello.wasm"],
+    );
+    // Compiled, not run.
+    assert_eq!(warm.code, 0, "{warm:?}");
+    assert_eq!(warm.stdout, "", "{warm:?}");
+    let log = containerd.shim_log();
+    assert!(
+        log.contains("warm: precompiled /hello.wasm (optimized (Cranelift) code in the cache)"),
+        "{log}"
+    );
+    // What the first real start finds: the optimized code, nothing to compile.
+    let first = containerd.run_rootfs(&[], rootfs.path(), "real", &["/hello.wasm"]);
+    assert_eq!(first.code, 0, "{first:?}");
+    assert_eq!(first.stdout, "hello from wasm\n");
+    assert_eq!(
+        tier_of(&containerd, "real", true),
+        "optimized (Cranelift) code"
+    );
+    assert!(
+        !containerd
+            .shim_log()
+            .lines()
+            .any(|l| l.contains("id=real ") && l.contains("validated")),
+        "the first real start compiled again:\n{}",
+        containerd.shim_log()
+    );
+}
