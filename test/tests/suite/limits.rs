@@ -37,6 +37,13 @@ fn cgroup_file(pid: u32, controller: &str, v1_name: &str, v2_name: &str) -> Stri
         .to_string()
 }
 
+/// A rootfs holding `/hog.wasm`, the module `wat` describes.
+fn rootfs_with_hog(wat: &str) -> tempfile::TempDir {
+    let rootfs = tempfile::tempdir().unwrap();
+    std::fs::write(rootfs.path().join("hog.wasm"), wat::parse_str(wat).unwrap()).unwrap();
+    rootfs
+}
+
 #[test]
 fn a_cpu_quota_holds_a_busy_program_to_its_share_and_limits_are_the_cgroups() {
     let containerd = Containerd::start().unwrap();
@@ -143,17 +150,14 @@ fn host_memory_over_the_cgroup_limit_ends_in_137_and_an_oom_event() {
     let containerd = Containerd::start().unwrap();
     // Tables are host memory (a pointer per element), not linear memory: only the kernel's
     // account of the container's cgroup sees this program grow.
-    let hog = wat::parse_str(
+    let rootfs = rootfs_with_hog(
         r#"(module
             (table $t 1 funcref)
             (func (export "_start")
                 (loop $more
                     (drop (table.grow $t (ref.null func) (i32.const 1048576)))
                     (br $more))))"#,
-    )
-    .unwrap();
-    let rootfs = tempfile::tempdir().unwrap();
-    std::fs::write(rootfs.path().join("hog.wasm"), hog).unwrap();
+    );
     let events = EventWatch::start(&containerd);
     let limit = 64 << 20;
     let out = containerd.run_rootfs(
@@ -177,7 +181,7 @@ fn host_memory_over_the_cgroup_limit_ends_in_137_and_an_oom_event() {
 fn the_kernels_oom_notice_is_published_while_the_container_still_runs() {
     let containerd = Containerd::start().unwrap();
     // Waits for a byte on stdin, then grows host memory (table elements) without end.
-    let hog = wat::parse_str(
+    let rootfs = rootfs_with_hog(
         r#"(module
             (import "wasi_snapshot_preview1" "fd_read"
                 (func $fd_read (param i32 i32 i32 i32) (result i32)))
@@ -190,10 +194,7 @@ fn the_kernels_oom_notice_is_published_while_the_container_still_runs() {
                 (loop $more
                     (drop (table.grow $t (ref.null func) (i32.const 1048576)))
                     (br $more))))"#,
-    )
-    .unwrap();
-    let rootfs = tempfile::tempdir().unwrap();
-    std::fs::write(rootfs.path().join("hog.wasm"), hog).unwrap();
+    );
     let events = EventWatch::start(&containerd);
     let mut run = containerd
         .run_rootfs_command(
