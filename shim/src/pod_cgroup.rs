@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::cgroup::{expand_slice, Hierarchies};
+use crate::cgroup::{expand_slice, Hierarchies, HierarchyKind};
 
 /// The pod's cgroup, relative to each hierarchy's root, from a container's `cgroupsPath`:
 /// its parent for the cgroupfs form (`/kubepods/burstable/pod<uid>/<id>`), the slice for the
@@ -53,9 +53,90 @@ pub fn join(cgroup: &Path, pids: &[i32]) -> usize {
     joined
 }
 
+/// The `cgroup.procs` files of this process's cgroups, one per hierarchy: where it goes
+/// back to when it leaves the pod's cgroup.
+pub fn current_procs_files() -> Vec<PathBuf> {
+    let (Ok(hierarchies), Ok(text)) = (
+        Hierarchies::discover(),
+        std::fs::read_to_string("/proc/self/cgroup"),
+    ) else {
+        return Vec::new();
+    };
+    procs_files(&hierarchies, &text)
+}
+
+/// The `cgroup.procs` files of the cgroups a `/proc/PID/cgroup` text names
+/// (`ID:CONTROLLERS:PATH` lines; v2's has no controllers), in the hierarchies found.
+fn procs_files(hierarchies: &Hierarchies, proc_cgroup: &str) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for line in proc_cgroup.lines() {
+        let mut fields = line.splitn(3, ':');
+        let (Some(_), Some(controllers), Some(path)) =
+            (fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        let named: Vec<&str> = controllers.split(',').filter(|c| !c.is_empty()).collect();
+        let hierarchy = hierarchies.list().iter().find(|h| match &h.kind {
+            HierarchyKind::V2 => named.is_empty(),
+            HierarchyKind::V1 { controllers } => {
+                !named.is_empty()
+                    && named.len() == controllers.len()
+                    && named.iter().all(|c| controllers.iter().any(|k| k == c))
+            }
+        });
+        if let Some(hierarchy) = hierarchy {
+            let relative = path.trim_start_matches('/');
+            files.push(hierarchy.mount.join(relative).join("cgroup.procs"));
+        }
+    }
+    files
+}
+
+/// Moves this process into the cgroups whose `cgroup.procs` files are `files`; returns how
+/// many took it.
+pub fn leave_to(files: &[PathBuf]) -> usize {
+    let pid = std::process::id().to_string();
+    files
+        .iter()
+        .filter(|file| match std::fs::write(file, &pid) {
+            Ok(()) => true,
+            Err(e) => {
+                log::debug!("moving back into {}: {e}", file.display());
+                false
+            }
+        })
+        .count()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_current_cgroups_map_to_their_hierarchies_procs_files() {
+        let hierarchies = Hierarchies::from_mountinfo(
+            "32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n\
+             35 31 0:32 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n\
+             40 31 0:37 / /sys/fs/cgroup/systemd rw - cgroup cgroup rw,name=systemd\n\
+             41 31 0:38 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n",
+        );
+        let files = procs_files(
+            &hierarchies,
+            "9:name=systemd:/\n4:memory:/system.slice/containerd.service\n\
+             2:cpu,cpuacct:/\n0::/system.slice/containerd.service\n",
+        );
+        assert_eq!(
+            files,
+            [
+                "/sys/fs/cgroup/systemd/cgroup.procs",
+                "/sys/fs/cgroup/memory/system.slice/containerd.service/cgroup.procs",
+                "/sys/fs/cgroup/cpu,cpuacct/cgroup.procs",
+                "/sys/fs/cgroup/unified/system.slice/containerd.service/cgroup.procs",
+            ]
+            .map(PathBuf::from)
+        );
+    }
 
     #[test]
     fn the_pod_cgroup_is_the_parent_in_both_forms() {

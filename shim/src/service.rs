@@ -44,6 +44,9 @@ pub struct TaskService {
     runc: RuncShims,
     /// Set once this shim (and its runc shim) moved into the pod's cgroup.
     in_pod_cgroup: AtomicBool,
+    /// The shim's cgroups before it joined the pod's (their `cgroup.procs` files), where it
+    /// goes back at Shutdown.
+    home_cgroups: Mutex<Vec<PathBuf>>,
     /// What the container processes log as.
     identity: ShimIdentity,
     /// Where the container processes' ends are turned into exits.
@@ -108,6 +111,7 @@ impl TaskService {
             pid_file,
             runc,
             in_pod_cgroup: AtomicBool::new(false),
+            home_cgroups: Mutex::new(Vec::new()),
             identity,
         })
     }
@@ -295,8 +299,10 @@ impl TaskService {
         };
         let mut pids = vec![std::process::id() as i32];
         pids.extend(self.runc.pids());
+        let home = pod_cgroup::current_procs_files();
         let joined = pod_cgroup::join(&cgroup, &pids);
         if joined > 0 {
+            *self.home_cgroups.lock().unwrap_or_else(|e| e.into_inner()) = home;
             self.in_pod_cgroup.store(true, Ordering::Release);
             log::info!(
                 "moved the shim (pids {pids:?}) into the pod cgroup {} ({joined} hierarchies)",
@@ -581,6 +587,14 @@ impl Task for TaskService {
             // closes, and `delete` waits for (then kills) a daemon its pid file names. This
             // one exits by itself, after its last events and any background compile.
             let _ = std::fs::remove_file(&self.pid_file);
+            // Out of the pod's cgroup, which kubelet removes once the pod is gone and could
+            // not while this process (flushing its last events, finishing a background
+            // compile) is still in it.
+            if self.in_pod_cgroup.swap(false, Ordering::AcqRel) {
+                let home = self.home_cgroups.lock().unwrap_or_else(|e| e.into_inner());
+                let moved = pod_cgroup::leave_to(&home);
+                log::debug!("left the pod cgroup ({moved} hierarchies)");
+            }
             self.runc.release_all();
             let _ = self
                 .shutdown
