@@ -173,19 +173,40 @@ impl CompileCache {
 
     /// An exclusive claim on compiling `engine`'s entry for the wasm with sha256 `digest`,
     /// shared by every process (and thread) using this directory: a lock file beside the
-    /// entry. Waits up to `wait` for a holder to finish; `None` if it did not (or no lock
-    /// file can be made). Released when dropped.
+    /// entry. Waits up to `wait` for a holder to finish; `None` if it did not, or if no
+    /// lock file can be made (no directory yet: the caller compiles unclaimed). Released
+    /// when dropped.
     pub(crate) fn claim(
         &self,
         engine: &Engine,
         digest: &WasmDigest,
         wait: Duration,
     ) -> Option<CompileLock> {
+        self.lock(engine, digest, "lock", wait)
+    }
+
+    /// The background optimizer's claim on an entry: a lock of its own, never waited for
+    /// by [`CompileCache::claim`], so a foreground compile never waits on a compile at the
+    /// lowest priority. `None` while another process holds it.
+    pub(crate) fn claim_background(
+        &self,
+        engine: &Engine,
+        digest: &WasmDigest,
+    ) -> Option<CompileLock> {
+        self.lock(engine, digest, "optimizing", Duration::ZERO)
+    }
+
+    fn lock(
+        &self,
+        engine: &Engine,
+        digest: &WasmDigest,
+        kind: &str,
+        wait: Duration,
+    ) -> Option<CompileLock> {
         // Not ending in the entries' extension: eviction and listings never take it for one.
         let entry = self.entry(engine, digest);
         let stem = entry.file_stem()?.to_string_lossy().into_owned();
-        let path = self.dir.join(format!(".{stem}.lock"));
-        std::fs::create_dir_all(&self.dir).ok()?;
+        let path = self.dir.join(format!(".{stem}.{kind}"));
         let file = File::options()
             .create(true)
             .truncate(false)
@@ -203,6 +224,11 @@ impl CompileCache {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// Removes `engine`'s entry for the wasm with sha256 `digest`, if there is one.
+    pub(crate) fn remove(&self, engine: &Engine, digest: &WasmDigest) {
+        let _ = std::fs::remove_file(self.entry(engine, digest));
     }
 
     /// [`CompileCache::put`] for code already serialized.

@@ -9,8 +9,6 @@
 //! starts it: the host that validated the program (the shim) optimizes it.
 
 use std::collections::{HashSet, VecDeque};
-use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -20,14 +18,15 @@ use wasmtime::Engine;
 use crate::artifact::Artifact;
 use crate::cache::CompileCache;
 use crate::digest_memo::WasmDigest;
-use crate::engine::{compile_cache, optimizing_engine, shared, single_threaded};
-use crate::source::{read_capped, ProgramSource};
+use crate::engine::{baseline, compile_cache, optimizing_engine, shared, single_threaded};
+use crate::source::ProgramSource;
 
 /// One program to optimize.
 struct Job {
     guest_path: String,
-    /// The program's file, opened anew (its own offset): read when the job runs.
-    file: File,
+    /// The program's bytes, copied: holding its file open would keep the container's
+    /// rootfs (or volume) mounted after its Delete for as long as the job waits and runs.
+    wasm: Vec<u8>,
     digest: WasmDigest,
     /// Compiles with the given engine and serializes, for the program's kind.
     compile: fn(&Engine, &[u8]) -> wasmtime::Result<Vec<u8>>,
@@ -66,15 +65,18 @@ fn compile_and_serialize<T: Artifact>(engine: &Engine, wasm: &[u8]) -> wasmtime:
 
 /// Asks for the optimized code of the program `source` (whose sha256 is `digest`), which
 /// runs on baseline code. Does nothing in a confining process or without a cache.
-pub(crate) fn request<T: Artifact>(source: &ProgramSource, digest: WasmDigest) {
+pub(crate) fn request<T: Artifact>(source: &mut ProgramSource, digest: WasmDigest) {
     if single_threaded() || compile_cache().is_none() {
         return;
     }
-    // A description of its own, so reading it never moves the offset of the caller's.
-    let file = match File::open(format!("/proc/self/fd/{}", source.file().as_raw_fd())) {
-        Ok(file) => file,
+    if lock(queue()).asked.contains(&digest) {
+        return;
+    }
+    // A remembered program was not read: read now (once per program and shim).
+    let wasm = match source.bytes() {
+        Ok(bytes) => bytes.to_vec(),
         Err(e) => {
-            log::debug!("{}: not optimized: reopening it: {e}", source.guest_path());
+            log::debug!("{}: not optimized: {e}", source.guest_path());
             return;
         }
     };
@@ -85,7 +87,7 @@ pub(crate) fn request<T: Artifact>(source: &ProgramSource, digest: WasmDigest) {
     }
     state.jobs.push_back(Job {
         guest_path: source.guest_path().to_string(),
-        file,
+        wasm,
         digest,
         compile: compile_and_serialize::<T>,
     });
@@ -167,9 +169,10 @@ fn optimize(job: Job) {
 }
 
 /// Compiles `job`'s program with the optimizing engine and stores it in `cache` for the
-/// shared engine, unless another process of the node is at it or has done it. The other
-/// shims that started the same program on baseline code skip it: the entry's claim (a lock
-/// file in the cache directory) says who compiles.
+/// shared engine, in place of its baseline entry, unless another process of the node is at
+/// it or has done it: the background claim on the entry (a lock file of its own, so a
+/// foreground compile of the same entry, say a precompile task's, never waits for this
+/// lowest-priority one) says which process optimizes.
 fn optimize_into(cache: &CompileCache, job: &Job) -> Result<(), String> {
     let started = Instant::now();
     let shared = shared()?;
@@ -177,30 +180,36 @@ fn optimize_into(cache: &CompileCache, job: &Job) -> Result<(), String> {
     if cache.has_entry(&shared.engine, &job.digest) {
         return Ok(());
     }
-    let Some(_claim) = cache.claim(&shared.engine, &job.digest, Duration::ZERO) else {
-        log::debug!(
-            "{}: another process compiles its optimized code",
-            job.guest_path
-        );
-        return Ok(());
-    };
-    // Done by the lock's last holder?
-    if cache.has_entry(&shared.engine, &job.digest) {
-        return Ok(());
-    }
-    let bytes = read_capped(&job.file, &job.guest_path).map_err(|e| e.to_string())?;
-    if <[u8; 32]>::from(Sha256::digest(&bytes)) != job.digest {
-        return Err("it changed since it started".into());
-    }
-    let artifact = (job.compile)(engine, &bytes)
-        .map_err(|e| format!("the optimizing compile failed: {e:#}"))?;
     // The cache's directory went away (containerd's state removed): nothing to keep it for.
     if !cache.dir().is_dir() {
         return Err(format!("{} is gone", cache.dir().display()));
     }
-    // Named for the shared engine, which loads it (the two are compatible: see
-    // `optimizing_engine`).
-    cache.put_serialized(&shared.engine, &job.digest, &artifact);
+    let Some(_claim) = cache.claim_background(&shared.engine, &job.digest) else {
+        log::debug!("{}: another process optimizes it", job.guest_path);
+        return Ok(());
+    };
+    if cache.has_entry(&shared.engine, &job.digest) {
+        return Ok(());
+    }
+    if <[u8; 32]>::from(Sha256::digest(&job.wasm)) != job.digest {
+        return Err("it changed since it started".into());
+    }
+    let artifact = (job.compile)(engine, &job.wasm)
+        .map_err(|e| format!("the optimizing compile failed: {e:#}"))?;
+    if !cache.dir().is_dir() {
+        return Err(format!("{} is gone", cache.dir().display()));
+    }
+    // Stored for the shared engine, which loads it (the two are compatible: see
+    // `optimizing_engine`), unless a foreground compile stored it meanwhile.
+    if !cache.has_entry(&shared.engine, &job.digest) {
+        cache.put_serialized(&shared.engine, &job.digest, &artifact);
+    }
+    // The baseline entry is never loaded again once the optimized one is there: its room
+    // in the size bound goes back to other programs. (A process running it keeps its
+    // mapping.)
+    if let Ok(baseline) = baseline() {
+        cache.remove(&baseline.engine, &job.digest);
+    }
     log::info!(
         "{}: optimized code compiled in the background in {:.1} s; the next start runs it",
         job.guest_path,

@@ -222,7 +222,15 @@ impl Program {
     /// first: a load of its own then only pays when it compiles (with every core, into the
     /// cache), and the other process's load reports whatever a cached program still gets
     /// wrong (an entry point it lacks, say).
-    pub fn load_unless_compiled(plan: WasiPlan) -> Result<Option<Self>, RuntimeError> {
+    ///
+    /// `tiered` says whether a program compiled here may start on baseline code (see
+    /// [`crate::set_tiering`]); this process's background thread then compiles its optimized
+    /// code. A host whose work here is charged to a budget the program shares (a pod's
+    /// cgroup) passes `false`: the optimized code is compiled now, before the program runs.
+    pub fn load_unless_compiled(
+        plan: WasiPlan,
+        tiered: bool,
+    ) -> Result<Option<Self>, RuntimeError> {
         let mut source = Self::open_source(&plan)?;
         if let Some(cache) = compile_cache() {
             let engine = match classify(source.guest_path(), source.head())? {
@@ -237,7 +245,7 @@ impl Program {
                 return Ok(None);
             }
         }
-        Self::load_from(source, plan, tiering()).map(Some)
+        Self::load_from(source, plan, tiered && tiering()).map(Some)
     }
 
     fn open_source(plan: &WasiPlan) -> Result<ProgramSource, RuntimeError> {
@@ -651,6 +659,10 @@ fn compile_command<T: Artifact>(
 ) -> Result<Option<(T, &'static Shared)>, RuntimeError> {
     let optimized = shared().map_err(RuntimeError::Unsupported)?;
     if let Some(cache) = compile_cache().filter(|_| tiered) {
+        // The optimized code, when there, without making the baseline engine at all.
+        if let Some(code) = cache.get::<T>(&optimized.engine, &source.digest()?) {
+            return Ok(Some((code, optimized)));
+        }
         match baseline() {
             Ok(baseline) => return compile_tiered(source, cache, optimized, baseline),
             Err(e) => log::debug!("{e}; compiling optimized code first"),

@@ -106,11 +106,6 @@ impl ProgramSource {
         Ok(self.bytes.as_deref().unwrap_or_default())
     }
 
-    /// The opened file.
-    pub(crate) fn file(&self) -> &File {
-        &self.file
-    }
-
     /// Where the program was found inside the container.
     pub(crate) fn guest_path(&self) -> &str {
         &self.guest_path

@@ -113,11 +113,23 @@ fn cgroup_error(e: CgroupError) -> ShimError {
 /// process loads from, and a missing, corrupt or unlinkable program fails the request with
 /// its reason. A cached program is not loaded twice: the process's own load (which would
 /// report the same errors) is then the only one, and the start waits for no other.
-fn validate(name: &str, plan: WasiPlan) -> ShimResult<()> {
-    if let Some(program) = Program::load_unless_compiled(plan)? {
+///
+/// A pod's shim compiles optimized code now rather than tiering: it lives in the pod's
+/// cgroup, and a background compile there would share the pod's memory and CPU limits with
+/// the running program.
+fn validate(name: &str, plan: WasiPlan, in_pod: bool) -> ShimResult<()> {
+    if let Some(program) = Program::load_unless_compiled(plan, !in_pod)? {
         log::debug!("{name}: validated {}", program.guest_path());
     }
     Ok(())
+}
+
+/// Whether the container belongs to a pod (its shim then lives in the pod's cgroup).
+fn in_pod(spec: &Spec) -> bool {
+    let annotations = spec.annotations().clone().unwrap_or_default();
+    crate::pod::PodMembership::from_annotations(&annotations)
+        .sandbox_id
+        .is_some()
 }
 
 /// [`validate`] for a precompile-only task (see `precompile`): the optimized code, compiled
@@ -206,7 +218,7 @@ impl Container {
             if crate::precompile::requested(&spec) {
                 precompile(&params.id, plan)?;
             } else {
-                validate(&params.id, plan)?;
+                validate(&params.id, plan, in_pod(&spec))?;
             }
             Ok(procs)
         };
@@ -382,7 +394,7 @@ impl Container {
             Some(&params.exec_id),
             launch,
             params.stdio,
-            || validate(&name, plan).map(|()| procs),
+            || validate(&name, plan, in_pod(&self.spec)).map(|()| procs),
         )?;
         let mut execs = lock(&self.execs);
         if execs.closed {

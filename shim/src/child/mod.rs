@@ -82,7 +82,9 @@ pub fn run() -> ! {
         std::process::exit(1);
     }
     let limit = wait_for_start(&control, &signals);
-    let status = if crate::precompile::requested(&launch.spec) {
+    // An exec runs its program even in a precompile-only task: the annotation is the
+    // container's (a pod's, in Kubernetes), and says nothing of what an exec asks for.
+    let status = if launch.join.is_none() && crate::precompile::requested(&launch.spec) {
         // Its work (the optimized code in the cache) was done at Create.
         log::info!(
             "{}: a precompile-only task; the program is not run",
