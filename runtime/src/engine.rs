@@ -116,7 +116,7 @@ pub(crate) fn baseline() -> Result<&'static Shared, String> {
 /// The engine background optimization compiles with: the shared engine's settings, but
 /// compiling on the calling thread only, so a low-priority thread stays one low-priority
 /// thread (the shared engine would spread the work over a pool at normal priority). Its code
-/// is stored for the shared engine, which loads it: `None` if the two were not compatible.
+/// is stored for the shared engine, which loads it: an error if the two were not compatible.
 pub(crate) fn optimizing_engine() -> Result<&'static Engine, String> {
     OPTIMIZING
         .get_or_init(|| {

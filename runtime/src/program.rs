@@ -658,17 +658,10 @@ fn compile_command<T: Artifact>(
     tiered: bool,
 ) -> Result<Option<(T, &'static Shared)>, RuntimeError> {
     let optimized = shared().map_err(RuntimeError::Unsupported)?;
-    if let Some(cache) = compile_cache().filter(|_| tiered) {
-        // The optimized code, when there, without making the baseline engine at all.
-        if let Some(code) = cache.get::<T>(&optimized.engine, &source.digest()?) {
-            return Ok(Some((code, optimized)));
-        }
-        match baseline() {
-            Ok(baseline) => return compile_tiered(source, cache, optimized, baseline),
-            Err(e) => log::debug!("{e}; compiling optimized code first"),
-        }
+    match compile_cache().filter(|_| tiered) {
+        Some(cache) => compile_tiered(source, cache, optimized),
+        None => Ok(compile::<T>(source, &optimized.engine)?.map(|code| (code, optimized))),
     }
-    Ok(compile::<T>(source, &optimized.engine)?.map(|code| (code, optimized)))
 }
 
 /// Tiered compilation: the optimized code when the cache holds it; else the baseline code,
@@ -681,12 +674,19 @@ pub(crate) fn compile_tiered<T: Artifact>(
     source: &mut ProgramSource,
     cache: &CompileCache,
     optimized: &'static Shared,
-    baseline: &'static Shared,
 ) -> Result<Option<(T, &'static Shared)>, RuntimeError> {
     let digest = source.digest()?;
     if let Some(code) = cache.get::<T>(&optimized.engine, &digest) {
         return Ok(Some((code, optimized)));
     }
+    // Made only now: a start whose optimized code is cached never needs the Winch engine.
+    let baseline = match baseline() {
+        Ok(baseline) => baseline,
+        Err(e) => {
+            log::debug!("{e}; compiling optimized code first");
+            return Ok(compile::<T>(source, &optimized.engine)?.map(|code| (code, optimized)));
+        }
+    };
     if let Some(code) = cache.get::<T>(&baseline.engine, &digest) {
         crate::optimizer::request::<T>(source, digest);
         return Ok(Some((code, baseline)));

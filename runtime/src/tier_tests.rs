@@ -41,10 +41,9 @@ fn start(plan: &WasiPlan, cache: &CompileCache) -> Tier {
         None,
     )
     .unwrap();
-    let (_module, shared) =
-        compile_tiered::<Module>(&mut source, cache, shared().unwrap(), baseline().unwrap())
-            .unwrap()
-            .unwrap();
+    let (_module, shared) = compile_tiered::<Module>(&mut source, cache, shared().unwrap())
+        .unwrap()
+        .unwrap();
     shared.tier
 }
 
