@@ -418,6 +418,26 @@ impl Containerd {
         self.dir.path()
     }
 
+    /// The shims' default compile cache directory, under this containerd's state.
+    pub fn compile_cache_dir(&self) -> PathBuf {
+        self.dir().join("state/io.containerd.wasmtime.v1/cache")
+    }
+
+    /// The compiled programs in [`Containerd::compile_cache_dir`] (its `.cwasm` entries, not
+    /// the digest memo, lock or temporary files), sorted.
+    pub fn compiled_entries(&self) -> Vec<PathBuf> {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(self.compile_cache_dir())
+            .map(|dir| {
+                dir.flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|x| x == "cwasm"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        entries.sort();
+        entries
+    }
+
     /// A `ctr` command aimed at this containerd.
     pub fn ctr_command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(self.binaries.path("ctr"));

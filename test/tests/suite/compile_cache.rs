@@ -7,15 +7,8 @@ use std::time::Duration;
 
 use integration::{rootfs_with, with_custom_payload, Containerd, RUNTIME};
 
-/// The default cache directory under the private containerd's state.
-fn cache_dir(containerd: &Containerd) -> PathBuf {
-    containerd
-        .dir()
-        .join("state/io.containerd.wasmtime.v1/cache")
-}
-
 fn entries(containerd: &Containerd) -> Vec<PathBuf> {
-    std::fs::read_dir(cache_dir(containerd))
+    std::fs::read_dir(containerd.compile_cache_dir())
         .map(|dir| dir.flatten().map(|e| e.path()).collect())
         .unwrap_or_default()
 }
@@ -136,7 +129,7 @@ fn a_large_program_is_known_by_its_identity_until_it_changes() {
 
     assert_eq!(run("big1"), "AAAA\n");
     assert_eq!(remembered(&containerd), 0);
-    let digests = cache_dir(&containerd).join("digests");
+    let digests = containerd.compile_cache_dir().join("digests");
     let memo: Vec<_> = std::fs::read_dir(&digests)
         .map(|dir| dir.flatten().map(|e| e.path()).collect())
         .unwrap_or_default();
@@ -146,10 +139,7 @@ fn a_large_program_is_known_by_its_identity_until_it_changes() {
     assert_eq!(remembered(&containerd), 1, "{}", containerd.shim_log());
 
     // Remembered, but the compiled form evicted: compiled again from the bytes.
-    let compiled: Vec<PathBuf> = entries(&containerd)
-        .into_iter()
-        .filter(|e| e.extension().is_some_and(|x| x == "cwasm"))
-        .collect();
+    let compiled = containerd.compiled_entries();
     assert_eq!(compiled.len(), 1, "{compiled:?}");
     std::fs::remove_file(&compiled[0]).unwrap();
     assert_eq!(run("big2b"), "AAAA\n");
@@ -228,10 +218,7 @@ fn a_first_start_runs_baseline_code_and_the_next_runs_optimized_code() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let compiled: Vec<PathBuf> = entries(&containerd)
-        .into_iter()
-        .filter(|e| e.extension().is_some_and(|x| x == "cwasm"))
-        .collect();
+    let compiled = containerd.compiled_entries();
     assert_eq!(
         compiled.len(),
         1,

@@ -46,9 +46,7 @@ fn sequential_runs_leave_no_shim_no_mount_and_bounded_descriptors_and_cache() {
     .unwrap();
     let hello = std::fs::read(program("hello")).unwrap();
     let rootfs = tempfile::tempdir().unwrap();
-    let cache = containerd
-        .dir()
-        .join("state/io.containerd.wasmtime.v1/cache");
+    let cache = containerd.compile_cache_dir();
     let warmup = 10.min(runs);
     let mut baseline = None;
     let mut largest_cache = 0;

@@ -135,17 +135,7 @@ pub fn measure(
 
 /// The compile cache entries of `containerd`'s shims.
 fn cache_entries(containerd: &Containerd) -> HashSet<PathBuf> {
-    let cache = containerd
-        .dir()
-        .join("state/io.containerd.wasmtime.v1/cache");
-    std::fs::read_dir(cache)
-        .map(|dir| {
-            dir.flatten()
-                .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|x| x == "cwasm"))
-                .collect()
-        })
-        .unwrap_or_default()
+    containerd.compiled_entries().into_iter().collect()
 }
 
 /// Waits until the tiered containerd's cache holds, beside the entries of `before`, the
