@@ -140,6 +140,27 @@ $(WASM_OUT)/python-hello.wasm: examples/python-hello/app.py $(COMPONENTIZE_PY) |
 	cd $(WASM_OUT)/python-hello && $(COMPONENTIZE_PY) --quiet -d $(WASI_WIT) \
 	  -w wasi:cli/command@0.2.12 componentize app -o $(CURDIR)/$@
 
+# The large HTTP component of `make bench` (first HTTP 200 of a component never seen):
+# examples/js-http/app.js as a wasi:http/proxy component, SpiderMonkey included (about 13 MB
+# of wasm), built by componentize-js from npm, pinned, under target/. Only the benchmark
+# needs it, so `make examples` (and `make test`) never reach npm. The pinned release's engine
+# exports wasi:http 0.2.10 (see examples/js-http/build.mjs).
+COMPONENTIZE_JS_VERSION ?= 0.23.0
+COMPONENTIZE_JS_WASI    ?= 0.2.10
+BENCH_NODE     := $(TARGET_DIR)/bench/node
+COMPONENTIZE_JS := $(BENCH_NODE)/node_modules/@bytecodealliance/componentize-js/src/componentize.js
+
+$(COMPONENTIZE_JS):
+	@command -v node >/dev/null && command -v npm >/dev/null || { \
+	  echo "installing: nodejs npm"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; }
+	npm install --prefix $(BENCH_NODE) --no-audit --no-fund --silent \
+	  @bytecodealliance/componentize-js@$(COMPONENTIZE_JS_VERSION)
+
+$(WASM_OUT)/js-http.wasm: examples/js-http/app.js examples/js-http/build.mjs $(COMPONENTIZE_JS) | $(WASM_OUT)
+	node examples/js-http/build.mjs $(COMPONENTIZE_JS) $(WASI_WIT) $(COMPONENTIZE_JS_WASI) \
+	  $(WASM_OUT)/js-http $@
+
 examples: $(addprefix $(WASM_OUT)/,$(addsuffix .wasm,$(EXAMPLES) $(TEST_PROGRAMS) $(COMPONENTS))) \
           $(WASM_OUT)/pause
 
@@ -187,7 +208,7 @@ check:
 
 # Built the way `make test` builds (cargo test --no-run): same features, so wasmtime is not
 # compiled a second time; that also builds the shim, the packer and shim-bench.
-bench: deps examples $(WASM_OUT)/python-hello.wasm
+bench: deps examples $(WASM_OUT)/python-hello.wasm $(WASM_OUT)/js-http.wasm
 	$(CARGO) test --profile $(PROFILE) --workspace --no-run
 	WASM_EXAMPLES_DIR=$(CURDIR)/$(WASM_OUT) SHIM_BIN_DIR=$(BIN_DIR) scripts/bench.sh
 

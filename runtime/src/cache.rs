@@ -111,7 +111,7 @@ impl CompileCache {
     }
 
     /// The entry for the wasm with sha256 `digest` compiled by `engine`.
-    fn entry(&self, engine: &Engine, digest: &WasmDigest) -> PathBuf {
+    pub(crate) fn entry(&self, engine: &Engine, digest: &WasmDigest) -> PathBuf {
         let mut hasher = Sha256Hasher(Sha256::new());
         engine.precompile_compatibility_hash().hash(&mut hasher);
         let engine_hash = hasher.0.finalize();
@@ -160,6 +160,20 @@ impl CompileCache {
         self.hit(engine, digest, |engine, file| unsafe {
             T::deserialize(engine, file)
         })
+    }
+
+    /// `engine`'s entry for the wasm with sha256 `digest`, opened and checked as a load
+    /// checks it, but not loaded: for a process that maps it later from the descriptor. An
+    /// unsound entry is removed.
+    pub(crate) fn open_sound(&self, engine: &Engine, digest: &WasmDigest) -> Option<File> {
+        let path = self.entry(engine, digest);
+        let file = File::open(&path).ok()?;
+        let len = file.metadata().ok()?.len();
+        if !matches!(entry_is_sound(&file, len), Ok(true)) {
+            let _ = std::fs::remove_file(&path);
+            return None;
+        }
+        Some(file)
     }
 
     /// Stores `code`, compiled from the wasm with sha256 `digest`, as `engine`'s entry (a
@@ -406,7 +420,7 @@ fn trailer(artifact: &[u8]) -> [u8; TRAILER] {
 
 /// Whether `file` (`len` bytes) is an artifact followed by a trailer that matches it: the
 /// magic, the length (so a truncated or extended file fails) and the checksums of every byte.
-fn entry_is_sound(file: &File, len: u64) -> std::io::Result<bool> {
+pub(crate) fn entry_is_sound(file: &File, len: u64) -> std::io::Result<bool> {
     if len <= TRAILER as u64 {
         return Ok(false);
     }

@@ -137,7 +137,7 @@ pub(crate) fn optimizing_engine() -> Result<&'static Engine, String> {
 }
 
 /// An engine's compatibility hash as a number, to compare two engines of this process.
-fn compatibility(engine: &Engine) -> u64 {
+pub(crate) fn compatibility(engine: &Engine) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut hasher);
@@ -181,15 +181,16 @@ fn build(tier: Tier) -> wasmtime::Result<Shared> {
 /// How many requests an HTTP component serves at once (each is an instance of its own).
 pub(crate) const MAX_CONCURRENT_REQUESTS: u32 = 1000;
 
-/// The engine and linker HTTP components are served with.
+/// An engine and linker HTTP components are served with.
 pub(crate) struct Serving {
     pub(crate) engine: Engine,
     pub(crate) linker: wasmtime::component::Linker<HttpHost>,
 }
 
 static SERVING: OnceLock<Result<Serving, String>> = OnceLock::new();
+static SERVING_BASELINE: OnceLock<Result<Serving, String>> = OnceLock::new();
 
-/// The engine for HTTP components, made on first use.
+/// The engine for HTTP components on optimized code, made on first use.
 ///
 /// It is separate from the shared engine because it uses the pooling allocator: an HTTP
 /// component is instantiated once per request, and taking an instance's memories, tables and
@@ -200,31 +201,86 @@ static SERVING: OnceLock<Result<Serving, String>> = OnceLock::new();
 pub(crate) fn serving() -> Result<&'static Serving, String> {
     SERVING
         .get_or_init(|| {
-            build_serving().map_err(|e| format!("creating the HTTP serving engine: {e:#}"))
+            build_serving(Tier::Optimized)
+                .map_err(|e| format!("creating the HTTP serving engine: {e:#}"))
         })
         .as_ref()
         .map_err(Clone::clone)
 }
 
-fn build_serving() -> wasmtime::Result<Serving> {
-    let mut pool = PoolingAllocationConfig::new();
-    // A C or Rust component built with the preview 1 adapter holds a few core instances (the
-    // program, the adapter, glue) and two memories; these totals leave room for that many
-    // at the concurrency bound.
-    pool.total_component_instances(MAX_CONCURRENT_REQUESTS)
-        .total_core_instances(MAX_CONCURRENT_REQUESTS * 8)
-        .total_memories(MAX_CONCURRENT_REQUESTS * 2)
-        .total_tables(MAX_CONCURRENT_REQUESTS * 4)
-        .total_stacks(MAX_CONCURRENT_REQUESTS);
-    let mut config = base_config();
-    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-    let engine = match Engine::new(&config) {
-        Ok(engine) => engine,
-        Err(e) => {
-            // The pool reserves its address space up front; a process with a virtual memory
-            // limit (ulimit -v) cannot have it, but can still serve, only slower.
-            log::warn!("pooling allocator unavailable, serving with on-demand allocation: {e:#}");
-            Engine::new(&base_config())?
+/// The engine for HTTP components on baseline (Winch) code, made on first use: what a
+/// component serves with from its first start until its optimized code is ready. It
+/// allocates on demand: a second pool's address space, reserved for the minutes a process
+/// serves baseline code, would only take room from the optimized engine's.
+pub(crate) fn serving_baseline() -> Result<&'static Serving, String> {
+    SERVING_BASELINE
+        .get_or_init(|| {
+            build_serving(Tier::Baseline)
+                .map_err(|e| format!("creating the baseline (Winch) serving engine: {e:#}"))
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+/// Which engines run a program: those of commands (modules and command components) or
+/// those of HTTP handlers. Each has a baseline and an optimized engine, and a program's
+/// optimized code is stored for the optimized one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EngineFamily {
+    Command,
+    Http,
+}
+
+impl EngineFamily {
+    /// The engine of this family that runs `tier` code.
+    pub(crate) fn engine(self, tier: Tier) -> Result<&'static Engine, String> {
+        match (self, tier) {
+            (EngineFamily::Command, Tier::Optimized) => shared().map(|s| &s.engine),
+            (EngineFamily::Command, Tier::Baseline) => baseline().map(|s| &s.engine),
+            (EngineFamily::Http, tier) => serving_of(tier).map(|s| &s.engine),
+        }
+    }
+}
+
+/// The serving engine of `tier`.
+pub(crate) fn serving_of(tier: Tier) -> Result<&'static Serving, String> {
+    match tier {
+        Tier::Baseline => serving_baseline(),
+        Tier::Optimized => serving(),
+    }
+}
+
+fn build_serving(tier: Tier) -> wasmtime::Result<Serving> {
+    let engine = match tier {
+        Tier::Baseline => {
+            let mut config = base_config();
+            config.strategy(Strategy::Winch);
+            Engine::new(&config)?
+        }
+        Tier::Optimized => {
+            let mut pool = PoolingAllocationConfig::new();
+            // A C or Rust component built with the preview 1 adapter holds a few core
+            // instances (the program, the adapter, glue) and two memories; these totals
+            // leave room for that many at the concurrency bound.
+            pool.total_component_instances(MAX_CONCURRENT_REQUESTS)
+                .total_core_instances(MAX_CONCURRENT_REQUESTS * 8)
+                .total_memories(MAX_CONCURRENT_REQUESTS * 2)
+                .total_tables(MAX_CONCURRENT_REQUESTS * 4)
+                .total_stacks(MAX_CONCURRENT_REQUESTS);
+            let config = base_config();
+            let mut pooled = config.clone();
+            pooled.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+            match Engine::new(&pooled) {
+                Ok(engine) => engine,
+                Err(e) => {
+                    // The pool reserves its address space up front; a process with a virtual
+                    // memory limit (ulimit -v) cannot have it, but can still serve, slower.
+                    log::warn!(
+                        "pooling allocator unavailable, serving with on-demand allocation: {e:#}"
+                    );
+                    Engine::new(&config)?
+                }
+            }
         }
     };
     let mut linker = wasmtime::component::Linker::new(&engine);

@@ -5,6 +5,10 @@
 //! traps cannot affect the next. A request the component fails (trap, error, out of memory,
 //! no response) is answered with 500 and logged; the server keeps serving.
 //!
+//! A first start serves baseline code. When the host offers the optimized code (see
+//! [`crate::CodeUpgrade`]) the template is replaced: requests from then on run optimized
+//! code, and requests under way finish on the instance they have.
+//!
 //! All of a container's requests run on its program thread's executor, like its other
 //! programs: the thread sits in the container's network namespace (so the listener and every
 //! outgoing connection are made there), and a spinning request yields at each epoch tick
@@ -12,14 +16,14 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
-use wasmtime::component::ResourceTable;
+use wasmtime::component::{Component, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::io::TokioIo;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
@@ -27,9 +31,10 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
+use crate::engine::{serving, Serving, Tier};
 use crate::program::{new_store, GaugeLimiter};
 use crate::stdio::Output;
-use crate::{Controls, ExitStatus, RuntimeError};
+use crate::{CodeUpgrade, Controls, ExitStatus, RuntimeError};
 
 /// The container environment variable naming the address an HTTP component listens on:
 /// `HOST:PORT`, or a bare port for all IPv4 addresses.
@@ -147,9 +152,35 @@ pub(crate) fn is_http_handler(bytes: &[u8]) -> bool {
 /// stderr).
 pub(crate) type ContextFactory = dyn Fn() -> Result<WasiCtx, String> + Send + Sync;
 
+/// The linked component a server instantiates for each request: `component` linked by
+/// `serving`'s linker, with the HTTP handler export it must have.
+pub(crate) fn proxy_pre(
+    guest_path: &str,
+    component: &Component,
+    serving: &Serving,
+) -> Result<ProxyPre<HttpHost>, RuntimeError> {
+    let pre = serving.linker.instantiate_pre(component).map_err(|e| {
+        RuntimeError::InvalidProgram(format!(
+            "{guest_path} cannot be linked as an HTTP handler (wasi:http/proxy): {e:#}"
+        ))
+    })?;
+    ProxyPre::new(pre).map_err(|e| {
+        RuntimeError::InvalidProgram(format!(
+            "{guest_path}: its wasi:http/incoming-handler export is not usable: {e:#}"
+        ))
+    })
+}
+
+/// The code a server starts with: its linked component and which compiler made it.
+pub(crate) struct ServedCode {
+    pub(crate) pre: ProxyPre<HttpHost>,
+    pub(crate) tier: Tier,
+}
+
 /// What every request of one server needs.
 struct RequestHandler {
-    pre: ProxyPre<HttpHost>,
+    /// The template of each request's instance; replaced (once) by optimized code.
+    pre: RwLock<ProxyPre<HttpHost>>,
     new_ctx: Box<ContextFactory>,
     controls: Controls,
     stderr: Option<Output>,
@@ -160,7 +191,7 @@ struct RequestHandler {
 /// 0 after a drain that finished in time, 128+signal when the bound cut it short, 137 on
 /// SIGKILL (immediate, in-flight requests are dropped).
 pub(crate) async fn serve(
-    pre: ProxyPre<HttpHost>,
+    code: ServedCode,
     listener: std::net::TcpListener,
     settings: &ServeSettings,
     new_ctx: Box<ContextFactory>,
@@ -174,7 +205,7 @@ pub(crate) async fn serve(
     };
     log::info!("{guest_path}: serving HTTP on {}", settings.addr);
     let handler = Arc::new(RequestHandler {
-        pre,
+        pre: RwLock::new(code.pre),
         new_ctx,
         controls: controls.clone(),
         stderr,
@@ -182,10 +213,14 @@ pub(crate) async fn serve(
     });
     let (shutdown, shutdown_seen) = tokio::sync::watch::channel(false);
     let mut connections = tokio::task::JoinSet::new();
+    let mut upgraded = code.tier == Tier::Optimized;
     let signal = loop {
         tokio::select! {
             biased;
             signal = controls.stopper.wait() => break signal,
+            () = controls.upgrade.next(), if !upgraded => {
+                upgraded = handler.upgrade(&controls.upgrade);
+            }
             // Reaps finished connections so the set holds only live ones.
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = controls.pauser.gate(listener.accept()) => match accepted {
@@ -271,6 +306,37 @@ async fn serve_connection(
 }
 
 impl RequestHandler {
+    /// Serves the optimized code `upgrade` has from the next request on; returns whether it
+    /// does. Code that does not load leaves the server on its baseline code, which works.
+    fn upgrade(&self, upgrade: &CodeUpgrade) -> bool {
+        let loaded = serving()
+            .map_err(RuntimeError::Unsupported)
+            .and_then(|serving| {
+                let component = upgrade
+                    .load(&serving.engine)
+                    .map_err(RuntimeError::Unsupported)?;
+                proxy_pre(&self.guest_path, &component, serving)
+            });
+        match loaded {
+            Ok(pre) => {
+                *self.pre.write().unwrap_or_else(PoisonError::into_inner) = pre;
+                log::info!(
+                    "{}: serving optimized (Cranelift) code from now on; requests under way \
+                     finish on baseline code",
+                    self.guest_path
+                );
+                true
+            }
+            Err(e) => {
+                log::warn!(
+                    "{}: staying on baseline code: the optimized code did not load: {e}",
+                    self.guest_path
+                );
+                false
+            }
+        }
+    }
+
     async fn handle(
         &self,
         request: hyper::Request<Incoming>,
@@ -301,14 +367,19 @@ impl RequestHandler {
             table: ResourceTable::new(),
             limits: GaugeLimiter::new(self.controls.gauge.clone()),
         };
-        let mut store = new_store(self.pre.engine(), host, |h| &mut h.limits);
+        // One template for the whole request: its store belongs to that template's engine.
+        let pre = self
+            .pre
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let mut store = new_store(pre.engine(), host, |h| &mut h.limits);
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let request = store
             .data_mut()
             .http()
             .new_incoming_request(Scheme::Http, request)?;
         let out = store.data_mut().http().new_response_outparam(sender)?;
-        let pre = self.pre.clone();
         let pauser = self.controls.pauser.clone();
         // The guest keeps running after it has set the response: it writes the body while
         // hyper sends it. So the call is a task of its own, not part of this future.

@@ -20,6 +20,7 @@ mod error;
 mod exit;
 mod fifo_output;
 mod file_identity;
+mod handover;
 mod http;
 mod native;
 mod optimizer;
@@ -34,6 +35,7 @@ mod terminal;
 mod ticker;
 #[cfg(test)]
 mod tier_tests;
+mod upgrade;
 mod usage;
 mod working_directory;
 
@@ -45,14 +47,16 @@ pub use engine::{
 pub use entrypoint::Entrypoint;
 pub use error::RuntimeError;
 pub use exit::ExitStatus;
+pub use handover::HandoverDir;
 pub use http::{DEFAULT_DRAIN, DEFAULT_LISTEN_ADDR, DRAIN_SECONDS_ENV, LISTEN_ADDR_ENV};
 pub use native::{native_entrypoint, NativeProgram};
-pub use optimizer::{pending_optimizations, wait_for_optimizations};
+pub use optimizer::{pending_optimizations, wait_for_optimizations, PendingOptimization};
 pub use pause::Pauser;
 pub use plan::WasiPlan;
 pub use preopen::{PinnedPreopens, Preopen, PreopenPlan};
 pub use program::{Controls, Program, ProgramKind};
 pub use stdio::StdioFiles;
 pub use stop::Stopper;
+pub use upgrade::CodeUpgrade;
 pub use usage::{MemoryGauge, OutOfMemory};
 pub use working_directory::NamedDirectory;

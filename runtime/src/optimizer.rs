@@ -18,7 +18,10 @@ use wasmtime::Engine;
 use crate::artifact::Artifact;
 use crate::cache::CompileCache;
 use crate::digest_memo::WasmDigest;
-use crate::engine::{baseline, compile_cache, optimizing_engine, shared, single_threaded};
+use crate::engine::{
+    compatibility, compile_cache, optimizing_engine, single_threaded, EngineFamily, Tier,
+};
+use crate::handover::HandoverDir;
 use crate::source::ProgramSource;
 
 /// One program to optimize.
@@ -28,6 +31,8 @@ struct Job {
     /// rootfs (or volume) mounted after its Delete for as long as the job waits and runs.
     wasm: Vec<u8>,
     digest: WasmDigest,
+    /// The engines that run it: the optimized code is stored for that family's.
+    family: EngineFamily,
     /// Compiles with the given engine and serializes, for the program's kind.
     compile: fn(&Engine, &[u8]) -> wasmtime::Result<Vec<u8>>,
 }
@@ -64,8 +69,13 @@ fn compile_and_serialize<T: Artifact>(engine: &Engine, wasm: &[u8]) -> wasmtime:
 }
 
 /// Asks for the optimized code of the program `source` (whose sha256 is `digest`), which
-/// runs on baseline code. Does nothing in a confining process or without a cache.
-pub(crate) fn request<T: Artifact>(source: &mut ProgramSource, digest: WasmDigest) {
+/// runs on baseline code of `family`'s engines. Does nothing in a confining process or
+/// without a cache.
+pub(crate) fn request<T: Artifact>(
+    source: &mut ProgramSource,
+    digest: WasmDigest,
+    family: EngineFamily,
+) {
     if single_threaded() || compile_cache().is_none() {
         return;
     }
@@ -89,6 +99,7 @@ pub(crate) fn request<T: Artifact>(source: &mut ProgramSource, digest: WasmDiges
         guest_path: source.guest_path().to_string(),
         wasm,
         digest,
+        family,
         compile: compile_and_serialize::<T>,
     });
     if !state.thread_started {
@@ -175,20 +186,25 @@ fn optimize(job: Job) {
 /// lowest-priority one) says which process optimizes.
 fn optimize_into(cache: &CompileCache, job: &Job) -> Result<(), String> {
     let started = Instant::now();
-    let shared = shared()?;
+    let target = job.family.engine(Tier::Optimized)?;
     let engine = optimizing_engine()?;
-    if cache.has_entry(&shared.engine, &job.digest) {
+    // Checked for the shared engine when it was made; the serving engine differs in its
+    // allocator, which must not change what code it loads.
+    if compatibility(target) != compatibility(engine) {
+        return Err("the optimizing engine's code would not load in the serving engine".into());
+    }
+    if cache.has_entry(target, &job.digest) {
         return Ok(());
     }
     // The cache's directory went away (containerd's state removed): nothing to keep it for.
     if !cache.dir().is_dir() {
         return Err(format!("{} is gone", cache.dir().display()));
     }
-    let Some(_claim) = cache.claim_background(&shared.engine, &job.digest) else {
+    let Some(_claim) = cache.claim_background(target, &job.digest) else {
         log::debug!("{}: another process optimizes it", job.guest_path);
         return Ok(());
     };
-    if cache.has_entry(&shared.engine, &job.digest) {
+    if cache.has_entry(target, &job.digest) {
         return Ok(());
     }
     if <[u8; 32]>::from(Sha256::digest(&job.wasm)) != job.digest {
@@ -199,16 +215,16 @@ fn optimize_into(cache: &CompileCache, job: &Job) -> Result<(), String> {
     if !cache.dir().is_dir() {
         return Err(format!("{} is gone", cache.dir().display()));
     }
-    // Stored for the shared engine, which loads it (the two are compatible: see
-    // `optimizing_engine`), unless a foreground compile stored it meanwhile.
-    if !cache.has_entry(&shared.engine, &job.digest) {
-        cache.put_serialized(&shared.engine, &job.digest, &artifact);
+    // Stored for the family's optimized engine, which loads it (the two are compatible: see
+    // above), unless a foreground compile stored it meanwhile.
+    if !cache.has_entry(target, &job.digest) {
+        cache.put_serialized(target, &job.digest, &artifact);
     }
     // The baseline entry is never loaded again once the optimized one is there: its room
     // in the size bound goes back to other programs. (A process running it keeps its
     // mapping.)
-    if let Ok(baseline) = baseline() {
-        cache.remove(&baseline.engine, &job.digest);
+    if let Ok(baseline) = job.family.engine(Tier::Baseline) {
+        cache.remove(baseline, &job.digest);
     }
     log::info!(
         "{}: optimized code compiled in the background in {:.1} s; the next start runs it",
@@ -216,4 +232,67 @@ fn optimize_into(cache: &CompileCache, job: &Job) -> Result<(), String> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// A program that runs on baseline code and whose optimized code is on its way to the
+/// compile cache: a host keeps this to hand that code, once there, to the process that
+/// serves the program (an HTTP component switches code while it serves).
+#[derive(Debug, Clone)]
+pub struct PendingOptimization {
+    guest_path: String,
+    digest: WasmDigest,
+    family: EngineFamily,
+}
+
+impl PendingOptimization {
+    pub(crate) fn new(guest_path: &str, digest: WasmDigest, family: EngineFamily) -> Self {
+        PendingOptimization {
+            guest_path: guest_path.to_string(),
+            digest,
+            family,
+        }
+    }
+
+    /// The program, as its container names it.
+    pub fn guest_path(&self) -> &str {
+        &self.guest_path
+    }
+
+    /// Waits up to `timeout` for the optimized code to be in the compile cache (stored by
+    /// this process's optimizer or another's) and puts it, checked, in `handover` for the
+    /// process that serves the program. False if it did not come (the compile failed, or
+    /// took longer) or could not be handed over.
+    pub fn hand_over(&self, handover: &HandoverDir, timeout: Duration) -> bool {
+        let Some(cache) = compile_cache() else {
+            return false;
+        };
+        let Ok(engine) = self.family.engine(Tier::Optimized) else {
+            return false;
+        };
+        let deadline = Instant::now() + timeout;
+        let queue = queue();
+        loop {
+            // Removed: the container is gone.
+            if !handover.path().is_dir() {
+                return false;
+            }
+            if cache.open_sound(engine, &self.digest).is_some() {
+                // Evicted since it was checked: the link fails, and the wait goes on.
+                match handover.put(&cache.entry(engine, &self.digest)) {
+                    Ok(()) => return true,
+                    Err(e) => log::debug!("{}: handing over: {e}", self.guest_path),
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            // Woken when a job of this process ends; another process's compile is noticed
+            // within a second.
+            let state = lock(queue);
+            let _ = queue
+                .changed
+                .wait_timeout(state, left.min(Duration::from_secs(1)));
+        }
+    }
 }

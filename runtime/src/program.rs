@@ -10,13 +10,19 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use crate::artifact::Artifact;
 use crate::cache::CompileCache;
-use crate::engine::{baseline, compile_cache, serving, shared, tiering, Serving, Shared, Tier};
+use crate::engine::{
+    baseline, compile_cache, serving, serving_of, shared, tiering, EngineFamily, Serving, Shared,
+    Tier,
+};
 use crate::http::{HttpHost, ServeSettings};
+use crate::optimizer::PendingOptimization;
 use crate::preopen::PinnedPreopens;
 use crate::source::ProgramSource;
 use crate::stdio::{output_stream, stdin_stream, Output, Stdin};
 use crate::usage::OutOfMemory;
-use crate::{ExitStatus, MemoryGauge, Pauser, RuntimeError, StdioFiles, Stopper, WasiPlan};
+use crate::{
+    CodeUpgrade, ExitStatus, MemoryGauge, Pauser, RuntimeError, StdioFiles, Stopper, WasiPlan,
+};
 
 /// The handles a host keeps on a running program: stop it, pause it, watch and limit its
 /// memory. Clones share the program (and a container's programs may share one set).
@@ -28,6 +34,8 @@ pub struct Controls {
     pub pauser: Pauser,
     /// Its memory, and the limit on it.
     pub gauge: MemoryGauge,
+    /// Optimized code for a program that serves on baseline code.
+    pub upgrade: CodeUpgrade,
 }
 
 /// What kind of wasm a file holds, told from its first bytes.
@@ -118,6 +126,8 @@ pub struct Program {
     guest_path: String,
     compiled: Compiled,
     tier: Tier,
+    /// Set while the program runs baseline code whose optimized code is being compiled.
+    pending: Option<PendingOptimization>,
 }
 
 /// The linked program, by kind.
@@ -279,6 +289,18 @@ impl Program {
         };
         let guest_path = source.guest_path().to_string();
         log::debug!("{guest_path}: {tier} code");
+        let family = match compiled {
+            Compiled::Http { .. } => EngineFamily::Http,
+            _ => EngineFamily::Command,
+        };
+        let pending = match tier {
+            Tier::Baseline => Some(PendingOptimization::new(
+                &guest_path,
+                source.digest()?,
+                family,
+            )),
+            Tier::Optimized => None,
+        };
         source.remember();
         let pinned = plan.preopens.pin(&plan.cwd)?;
         Ok(Program {
@@ -287,6 +309,7 @@ impl Program {
             guest_path,
             compiled,
             tier,
+            pending,
         })
     }
 
@@ -314,15 +337,28 @@ impl Program {
                     )));
                 }
                 if source.is_http_handler()? {
-                    // Served on optimized code from the first request: its instances are
-                    // made from one compiled component for as long as it serves.
+                    // A first start serves baseline code until the optimized code is ready
+                    // (see `http`): each request is an instance of its own, so requests
+                    // after the switch run the new code.
                     let settings = ServeSettings::from_env(&plan.env)?;
-                    let serving = serving().map_err(RuntimeError::Unsupported)?;
-                    match compile::<Component>(source, &serving.engine)? {
-                        Some(component) => (
-                            Self::link_http(&guest_path, component, serving, settings)?,
-                            Tier::Optimized,
-                        ),
+                    let compiled = match compile_cache().filter(|_| tiered) {
+                        Some(cache) => {
+                            compile_tiered::<Component>(source, cache, EngineFamily::Http)?
+                        }
+                        None => {
+                            let serving = serving().map_err(RuntimeError::Unsupported)?;
+                            compile::<Component>(source, &serving.engine)?
+                                .map(|component| (component, Tier::Optimized))
+                        }
+                    };
+                    match compiled {
+                        Some((component, tier)) => {
+                            let serving = serving_of(tier).map_err(RuntimeError::Unsupported)?;
+                            (
+                                Self::link_http(&guest_path, component, serving, settings)?,
+                                tier,
+                            )
+                        }
                         None => return Ok(None),
                     }
                 } else {
@@ -405,16 +441,7 @@ impl Program {
         serving: &Serving,
         settings: ServeSettings,
     ) -> Result<Compiled, RuntimeError> {
-        let pre = serving.linker.instantiate_pre(&component).map_err(|e| {
-            RuntimeError::InvalidProgram(format!(
-                "{guest_path} cannot be linked as an HTTP handler (wasi:http/proxy): {e:#}"
-            ))
-        })?;
-        let pre = ProxyPre::new(pre).map_err(|e| {
-            RuntimeError::InvalidProgram(format!(
-                "{guest_path}: its wasi:http/incoming-handler export is not usable: {e:#}"
-            ))
-        })?;
+        let pre = crate::http::proxy_pre(guest_path, &component, serving)?;
         Ok(Compiled::Http { pre, settings })
     }
 
@@ -447,6 +474,12 @@ impl Program {
     /// Which compiler made the code it runs.
     pub fn tier(&self) -> Tier {
         self.tier
+    }
+
+    /// For a program that runs baseline code: its optimized code on the way, which a host
+    /// that runs the program in another process waits for (see [`Controls::upgrade`]).
+    pub fn pending_optimization(&self) -> Option<&PendingOptimization> {
+        self.pending.as_ref()
     }
 
     /// Runs the program to its end on the calling thread, which it occupies until then.
@@ -576,8 +609,12 @@ impl Program {
             let new_ctx = Box::new(move || {
                 wasi_builder(&plan, &pinned, out.as_ref(), err.as_ref()).map(|mut b| b.build())
             });
-            return Ok(crate::http::serve(
+            let code = crate::http::ServedCode {
                 pre,
+                tier: self.tier,
+            };
+            return Ok(crate::http::serve(
+                code,
                 listener,
                 &settings,
                 new_ctx,
@@ -658,46 +695,55 @@ fn compile_command<T: Artifact>(
     tiered: bool,
 ) -> Result<Option<(T, &'static Shared)>, RuntimeError> {
     let optimized = shared().map_err(RuntimeError::Unsupported)?;
-    match compile_cache().filter(|_| tiered) {
-        Some(cache) => compile_tiered(source, cache, optimized),
-        None => Ok(compile::<T>(source, &optimized.engine)?.map(|code| (code, optimized))),
+    let Some(cache) = compile_cache().filter(|_| tiered) else {
+        return Ok(compile::<T>(source, &optimized.engine)?.map(|code| (code, optimized)));
+    };
+    match compile_tiered::<T>(source, cache, EngineFamily::Command)? {
+        Some((code, Tier::Optimized)) => Ok(Some((code, optimized))),
+        Some((code, Tier::Baseline)) => {
+            Ok(Some((code, baseline().map_err(RuntimeError::Unsupported)?)))
+        }
+        None => Ok(None),
     }
 }
 
-/// Tiered compilation: the optimized code when the cache holds it; else the baseline code,
-/// from the cache or compiled now by Winch (many times faster than Cranelift), while the
-/// optimized code is compiled in the background (see `optimizer`) for the next start; else,
-/// for a program Winch cannot compile (tail calls, GC, exceptions, relaxed SIMD), the
-/// optimized code compiled now. A baseline entry never shadows an optimized one: the
-/// optimized entry is looked for first. `None` as [`compile`] says.
+/// Tiered compilation with `family`'s engines: the optimized code when the cache holds it;
+/// else the baseline code, from the cache or compiled now by Winch (many times faster than
+/// Cranelift), while the optimized code is compiled in the background (see `optimizer`) for
+/// the next start; else, for a program Winch cannot compile (tail calls, GC, exceptions,
+/// relaxed SIMD), the optimized code compiled now. A baseline entry never shadows an
+/// optimized one: the optimized entry is looked for first. `None` as [`compile`] says.
 pub(crate) fn compile_tiered<T: Artifact>(
     source: &mut ProgramSource,
     cache: &CompileCache,
-    optimized: &'static Shared,
-) -> Result<Option<(T, &'static Shared)>, RuntimeError> {
+    family: EngineFamily,
+) -> Result<Option<(T, Tier)>, RuntimeError> {
+    let optimized = family
+        .engine(Tier::Optimized)
+        .map_err(RuntimeError::Unsupported)?;
     let digest = source.digest()?;
-    if let Some(code) = cache.get::<T>(&optimized.engine, &digest) {
-        return Ok(Some((code, optimized)));
+    if let Some(code) = cache.get::<T>(optimized, &digest) {
+        return Ok(Some((code, Tier::Optimized)));
     }
     // Made only now: a start whose optimized code is cached never needs the Winch engine.
-    let baseline = match baseline() {
+    let baseline = match family.engine(Tier::Baseline) {
         Ok(baseline) => baseline,
         Err(e) => {
             log::debug!("{e}; compiling optimized code first");
-            return Ok(compile::<T>(source, &optimized.engine)?.map(|code| (code, optimized)));
+            return Ok(compile::<T>(source, optimized)?.map(|code| (code, Tier::Optimized)));
         }
     };
-    if let Some(code) = cache.get::<T>(&baseline.engine, &digest) {
-        crate::optimizer::request::<T>(source, digest);
-        return Ok(Some((code, baseline)));
+    if let Some(code) = cache.get::<T>(baseline, &digest) {
+        crate::optimizer::request::<T>(source, digest, family);
+        return Ok(Some((code, Tier::Baseline)));
     }
     if source.remembered_digest().is_some() {
         return Ok(None);
     }
-    match cache.compiled::<T>(&baseline.engine, &digest, source.bytes()?) {
+    match cache.compiled::<T>(baseline, &digest, source.bytes()?) {
         Ok(code) => {
-            crate::optimizer::request::<T>(source, digest);
-            Ok(Some((code, baseline)))
+            crate::optimizer::request::<T>(source, digest, family);
+            Ok(Some((code, Tier::Baseline)))
         }
         Err(e) => {
             log::debug!(
@@ -705,9 +751,9 @@ pub(crate) fn compile_tiered<T: Artifact>(
                 source.guest_path()
             );
             let code = cache
-                .compiled::<T>(&optimized.engine, &digest, source.bytes()?)
+                .compiled::<T>(optimized, &digest, source.bytes()?)
                 .map_err(|e| not_valid::<T>(source, e))?;
-            Ok(Some((code, optimized)))
+            Ok(Some((code, Tier::Optimized)))
         }
     }
 }

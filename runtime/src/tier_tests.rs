@@ -8,7 +8,7 @@ use std::time::Duration;
 use wasmtime::Module;
 
 use crate::cache::CompileCache;
-use crate::engine::{baseline, shared, Tier};
+use crate::engine::{baseline, shared, EngineFamily, Tier};
 use crate::program::compile_tiered;
 use crate::source::ProgramSource;
 use crate::WasiPlan;
@@ -41,10 +41,10 @@ fn start(plan: &WasiPlan, cache: &CompileCache) -> Tier {
         None,
     )
     .unwrap();
-    let (_module, shared) = compile_tiered::<Module>(&mut source, cache, shared().unwrap())
+    let (_module, tier) = compile_tiered::<Module>(&mut source, cache, EngineFamily::Command)
         .unwrap()
         .unwrap();
-    shared.tier
+    tier
 }
 
 fn entries(cache: &CompileCache) -> Vec<std::path::PathBuf> {
@@ -116,6 +116,26 @@ fn the_optimizing_engines_code_loads_in_the_shared_engine() {
     let shared = &shared().unwrap().engine;
     cache.put_serialized(shared, &digest(&wasm), &artifact);
     assert!(cache.get::<Module>(shared, &digest(&wasm)).is_some());
+}
+
+/// An HTTP component's optimized code, compiled in the background by the optimizing engine,
+/// loads in the serving engine, whose pooling allocator must not change what it loads.
+#[test]
+fn the_optimizing_engines_code_loads_in_the_serving_engine() {
+    use wasmtime::component::Component;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = CompileCache::new(dir.path(), 1 << 30);
+    let wasm = wat::parse_str("(component)").unwrap();
+    let engine = crate::engine::optimizing_engine().unwrap();
+    let artifact = Component::new(engine, &wasm).unwrap().serialize().unwrap();
+    let serving = &crate::engine::serving().unwrap().engine;
+    assert_eq!(
+        crate::engine::compatibility(engine),
+        crate::engine::compatibility(serving)
+    );
+    assert!(cache.open_sound(serving, &digest(&wasm)).is_none());
+    cache.put_serialized(serving, &digest(&wasm), &artifact);
+    assert!(cache.get::<Component>(serving, &digest(&wasm)).is_some());
 }
 
 #[test]

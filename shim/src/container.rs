@@ -7,10 +7,11 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use oci_spec::runtime::{LinuxResources, Process as SpecProcess, Spec};
-use runtime::{Program, WasiPlan};
+use runtime::{HandoverDir, PendingOptimization, Program, WasiPlan};
 
 use crate::cgroup::{cgroups_path, CgroupError, ContainerCgroup, Hierarchies};
 use crate::error::{ShimError, ShimResult};
@@ -20,6 +21,7 @@ use crate::lifecycle::{Exit, Lifecycle};
 use crate::mount::{self, RootfsMount};
 use crate::oom_watch::{OomAlarm, OomWatch};
 use crate::process::{lock, CpuUsage, Process};
+use crate::spawn::Prepared;
 use crate::stdio::StdioPaths;
 
 /// What a Create request asks for, in the shim's own terms.
@@ -67,6 +69,8 @@ pub struct Container {
     mounted_rootfs: Option<PathBuf>,
     /// The spec's OCI hooks, run at Create, Start and Delete.
     hooks: Hooks,
+    /// Where a server on baseline code gets its optimized code; removed with the container.
+    handover: Option<Arc<HandoverDir>>,
 }
 
 /// The execs of a container. One lock covers the map, the ids being created and the end of
@@ -117,11 +121,72 @@ fn cgroup_error(e: CgroupError) -> ShimError {
 /// A pod's shim compiles optimized code now rather than tiering: it lives in the pod's
 /// cgroup, and a background compile there would share the pod's memory and CPU limits with
 /// the running program.
-fn validate(name: &str, plan: WasiPlan, in_pod: bool) -> ShimResult<()> {
-    if let Some(program) = Program::load_unless_compiled(plan, !in_pod)? {
-        log::debug!("{name}: validated {}", program.guest_path());
+///
+/// Returns, for an HTTP component that will serve baseline code, its optimized code on the
+/// way (see [`hand_over_optimized_code`]).
+fn validate(name: &str, plan: WasiPlan, in_pod: bool) -> ShimResult<Option<PendingOptimization>> {
+    let Some(program) = Program::load_unless_compiled(plan, !in_pod)? else {
+        return Ok(None);
+    };
+    log::debug!("{name}: validated {}", program.guest_path());
+    Ok(program
+        .pending_optimization()
+        .filter(|_| program.is_server())
+        .cloned())
+}
+
+/// How long a server on baseline code may wait for its optimized code: the bound a shim
+/// gives a background compile after its last task (see `serve`).
+const OPTIMIZED_CODE_WAIT: Duration = Duration::from_secs(600);
+
+/// Hands the container's process its optimized code once the compile cache has it, from a
+/// thread of its own: an HTTP component switches to it while it serves. A container gone by
+/// then is left alone (its handover directory went with it); so is one whose code never
+/// came (it keeps serving baseline code).
+fn hand_over_optimized_code(
+    id: &str,
+    pending: PendingOptimization,
+    handover: Weak<HandoverDir>,
+    process: Weak<Process>,
+) {
+    let name = id.to_string();
+    let spawned = std::thread::Builder::new()
+        .name("code-upgrade".into())
+        .spawn(move || {
+            let handed = handover
+                .upgrade()
+                .is_some_and(|dir| pending.hand_over(&dir, OPTIMIZED_CODE_WAIT));
+            match process.upgrade() {
+                Some(process) if handed => process.offer_optimized_code(),
+                Some(_) => log::info!(
+                    "{name}: no optimized code for {} came; it serves baseline code",
+                    pending.guest_path()
+                ),
+                None => {}
+            }
+        });
+    if let Err(e) = spawned {
+        log::warn!(
+            "{id}: serving baseline code for good: no thread to wait for optimized code: {e}"
+        );
     }
-    Ok(())
+}
+
+/// The handover directory of a server that starts on baseline code; `None` (and a log
+/// line) where none can be made: the server then keeps its baseline code.
+fn make_handover(id: &str, namespace: &str) -> Option<Arc<HandoverDir>> {
+    match HandoverDir::create(&handover_key(namespace, id)) {
+        Ok(dir) => dir.map(Arc::new),
+        Err(e) => {
+            log::warn!("{id}: serving baseline code for good: no handover directory: {e}");
+            None
+        }
+    }
+}
+
+/// The name of a container's handover directory: unique on the node.
+pub fn handover_key(namespace: &str, id: &str) -> String {
+    format!("{namespace}-{id}")
 }
 
 /// Whether the container belongs to a pod (its shim then lives in the pod's cgroup).
@@ -206,6 +271,8 @@ impl Container {
         };
         // Made while the process starts (see `spawn`); kept here for the container.
         let mut cgroup = None;
+        let mut pending = None;
+        let mut handover = None;
         let prepare = || {
             cgroup = create_cgroup(&spec)?;
             if let Some(cgroup) = &cgroup {
@@ -218,9 +285,15 @@ impl Container {
             if crate::precompile::requested(&spec) {
                 precompile(&params.id, plan)?;
             } else {
-                validate(&params.id, plan, in_pod(&spec))?;
+                pending = validate(&params.id, plan, in_pod(&spec))?;
+                if pending.is_some() {
+                    handover = make_handover(&params.id, &identity.namespace);
+                }
             }
-            Ok(procs)
+            Ok(Prepared {
+                procs,
+                handover: handover.as_ref().map(|dir| dir.path().to_path_buf()),
+            })
         };
         let created = Process::create(&params.id, None, launch, params.stdio, prepare);
         let init = match created {
@@ -249,6 +322,14 @@ impl Container {
             }
         }
         let oom = watch_oom(&params.id, cgroup.as_ref(), oom_watch);
+        if let (Some(pending), Some(dir)) = (pending, &handover) {
+            hand_over_optimized_code(
+                &params.id,
+                pending,
+                Arc::downgrade(dir),
+                Arc::downgrade(&init),
+            );
+        }
         Ok(Arc::new(Container {
             id: params.id,
             bundle: params.bundle,
@@ -262,6 +343,7 @@ impl Container {
             oom,
             mounted_rootfs: guard.keep(),
             hooks,
+            handover,
         }))
     }
 
@@ -394,7 +476,13 @@ impl Container {
             Some(&params.exec_id),
             launch,
             params.stdio,
-            || validate(&name, plan, in_pod(&self.spec)).map(|()| procs),
+            || {
+                validate(&name, plan, in_pod(&self.spec))?;
+                Ok(Prepared {
+                    procs,
+                    handover: None,
+                })
+            },
         )?;
         let mut execs = lock(&self.execs);
         if execs.closed {
@@ -572,6 +660,9 @@ impl Container {
         }
         if let Some(rootfs) = &self.mounted_rootfs {
             mount::unmount_all(rootfs);
+        }
+        if let Some(handover) = &self.handover {
+            handover.remove();
         }
         // Logged inside on failure; the container is gone either way.
         let _ = self.hooks.run(Phase::Poststop, self.init.pid);

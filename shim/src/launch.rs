@@ -9,7 +9,8 @@
 //! [`FromChild::Ready`] or
 //! [`FromChild::Failed`]; the shim sends [`ToChild::Start`] when containerd starts the task;
 //! the child's last word before it exits is [`FromChild::Exited`]. A closed socket means the
-//! other side is gone.
+//! other side is gone. Any time after Ready the shim may send [`ToChild::MemoryLimit`] and,
+//! to a server on baseline code, [`ToChild::OptimizedCode`].
 //!
 //! Messages are JSON behind a 4-byte length, on a stream socket: a spec can be larger than
 //! one datagram may be.
@@ -71,13 +72,19 @@ pub enum ToChild {
     /// Become this container.
     Launch(Box<Launch>),
     /// The process is in the container's cgroup: what it allocates from now on is the
-    /// container's.
-    Joined,
+    /// container's. A server that will start on baseline code gets the directory its
+    /// optimized code will come through, to hold before its root changes.
+    Joined {
+        /// The handover directory (see `runtime::HandoverDir`).
+        handover: Option<PathBuf>,
+    },
     /// Run the program.
     Start,
     /// The container's memory limit changed (an Update): the program's linear memory is held
     /// to this many bytes from now on.
     MemoryLimit(u64),
+    /// The program's optimized code is in its handover directory, checked by the shim.
+    OptimizedCode,
 }
 
 /// How a Create or Exec failed in the child, so the shim answers with the right code.

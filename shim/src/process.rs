@@ -8,7 +8,6 @@ use std::fs::File;
 use std::io::ErrorKind;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
@@ -16,7 +15,7 @@ use crate::error::{ShimError, ShimResult};
 use crate::launch::{self, FromChild, Launch, ToChild};
 use crate::lifecycle::{Exit, Lifecycle};
 use crate::reaper::ChildExit;
-use crate::spawn::spawn;
+use crate::spawn::{spawn, Prepared};
 use crate::stdio::StdioPaths;
 use crate::tty::{OutputDone, Terminal};
 
@@ -84,7 +83,7 @@ impl Process {
         exec_id: Option<&str>,
         mut launch: Launch,
         stdio: StdioPaths,
-        meanwhile: impl FnOnce() -> ShimResult<Vec<PathBuf>>,
+        meanwhile: impl FnOnce() -> ShimResult<Prepared>,
     ) -> ShimResult<Arc<Process>> {
         let (files, terminal) = stdio.open()?;
         let output_done = terminal.as_ref().map(Terminal::output_done);
@@ -226,6 +225,15 @@ impl Process {
         // Recorded, so that a Delete or a waiter does not wait for an exit no one reports.
         self.record_exit(128 + libc::SIGKILL as u32, |_| {});
         lock(&self.terminal).take();
+    }
+
+    /// Tells a server on baseline code that its optimized code is in its handover directory:
+    /// its later requests run it. A process that has ended needs it no more.
+    pub fn offer_optimized_code(&self) {
+        match launch::send(&lock(&self.control), &ToChild::OptimizedCode) {
+            Ok(()) => log::debug!("{}: optimized code handed over", self.name()),
+            Err(e) => log::debug!("{}: optimized code not handed over: {e}", self.name()),
+        }
     }
 
     /// Tells the process its container's new memory limit (an Update); a process that has

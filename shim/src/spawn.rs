@@ -20,6 +20,16 @@ use runtime::StdioFiles;
 use crate::error::{ShimError, ShimResult};
 use crate::launch::{self, FromChild, Launch, ToChild, CHILD_ARG, CONTROL_FD, LOG_FD};
 
+/// The shim's part of a process's start (see [`spawn`]), for the process.
+#[derive(Debug, Default)]
+pub struct Prepared {
+    /// The `cgroup.procs` files to move the process into.
+    pub procs: Vec<PathBuf>,
+    /// For a server that starts on baseline code: the directory its optimized code will
+    /// come through (see `runtime::HandoverDir`).
+    pub handover: Option<PathBuf>,
+}
+
 /// A container's process that is ready and waits for Start.
 pub struct Spawned {
     /// Its pid: the task's pid.
@@ -35,11 +45,12 @@ pub struct Spawned {
 /// `meanwhile` runs while the new process starts and enters its namespaces, before it loads
 /// its program: the shim's part, which makes the container's cgroup and validates the
 /// program (filling the compile cache the process loads from). It returns the
-/// `cgroup.procs` files to move the process into; its failure fails the start.
+/// `cgroup.procs` files to move the process into and, for a server on baseline code, its
+/// handover directory; its failure fails the start.
 pub fn spawn(
     launch: Launch,
     stdio: StdioFiles,
-    meanwhile: impl FnOnce() -> ShimResult<Vec<PathBuf>>,
+    meanwhile: impl FnOnce() -> ShimResult<Prepared>,
 ) -> ShimResult<Spawned> {
     let (ours, theirs) =
         UnixStream::pair().map_err(|e| ShimError::internal("a control socket", e))?;
@@ -117,17 +128,24 @@ pub fn spawn(
     // can wait for an RCU grace period under load) all overlap its start. It loads nothing
     // before Joined, so its program's memory is the container's and the cache holds what
     // validation compiled.
-    if let Err(e) = meanwhile().and_then(|procs| join_cgroup(pid, &procs)) {
-        reap(pid, true);
-        // A process that failed on its own (a namespace it could not enter) said why; the
-        // socket holds that, or end-of-file now that the process is gone.
-        return Err(match launch::receive::<FromChild>(&ours) {
-            Ok(Some(FromChild::Failed { kind, message })) => kind.error(message),
-            _ => e,
-        });
-    }
+    let prepared = meanwhile().and_then(|prepared| {
+        join_cgroup(pid, &prepared.procs)?;
+        Ok(prepared)
+    });
+    let handover = match prepared {
+        Ok(prepared) => prepared.handover,
+        Err(e) => {
+            reap(pid, true);
+            // A process that failed on its own (a namespace it could not enter) said why; the
+            // socket holds that, or end-of-file now that the process is gone.
+            return Err(match launch::receive::<FromChild>(&ours) {
+                Ok(Some(FromChild::Failed { kind, message })) => kind.error(message),
+                _ => e,
+            });
+        }
+    };
     // A process that already failed has closed its end: the answer below says why.
-    let _ = launch::send(&ours, &ToChild::Joined);
+    let _ = launch::send(&ours, &ToChild::Joined { handover });
     let answer = launch::receive::<FromChild>(&ours);
     match answer {
         Ok(Some(FromChild::Ready)) => Ok(Spawned {

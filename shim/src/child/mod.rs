@@ -20,7 +20,7 @@ use std::os::unix::net::UnixStream;
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use oci_spec::runtime::Spec;
-use runtime::{Controls, ExitStatus, Program, StdioFiles, WasiPlan};
+use runtime::{CodeUpgrade, Controls, ExitStatus, Program, StdioFiles, WasiPlan};
 
 use crate::confine::Confinement;
 use crate::error::{ShimError, ShimResult};
@@ -66,7 +66,8 @@ pub fn run() -> ! {
         std::env::var(key).ok()
     }));
     runtime::set_tiering(crate::cache_config::tiering(|key| std::env::var(key).ok()));
-    let program = match prepare(&launch, &control) {
+    let upgrade = CodeUpgrade::default();
+    let program = match prepare(&launch, &control, &upgrade) {
         Ok(program) => program,
         Err(e) => fail(&control, e),
     };
@@ -81,7 +82,7 @@ pub fn run() -> ! {
     if launch::send(&control, &FromChild::Ready).is_err() {
         std::process::exit(1);
     }
-    let limit = wait_for_start(&control, &signals);
+    let limit = wait_for_start(&control, &signals, &upgrade);
     // An exec runs its program even in a precompile-only task: the annotation is the
     // container's (a pod's, in Kubernetes), and says nothing of what an exec asks for.
     let status = if launch.join.is_none() && crate::precompile::requested(&launch.spec) {
@@ -92,7 +93,7 @@ pub fn run() -> ! {
         );
         ExitStatus::Exited(0)
     } else {
-        run_program(&launch, program, signals, shim, limit)
+        run_program(&launch, program, signals, shim, (limit, upgrade))
     };
     let code = status.code();
     match &status {
@@ -124,8 +125,9 @@ fn fail(control: &UnixStream, e: ShimError) -> ! {
     std::process::exit(1)
 }
 
-/// Everything before Ready: namespaces, cgroup (the shim's part), program, root.
-fn prepare(launch: &Launch, control: &UnixStream) -> ShimResult<Program> {
+/// Everything before Ready: namespaces, cgroup (the shim's part), program, root, and the
+/// handover directory a server on baseline code gets its optimized code through.
+fn prepare(launch: &Launch, control: &UnixStream, upgrade: &CodeUpgrade) -> ShimResult<Program> {
     // A session of its own: the shim's terminal signals never reach it, and with `-t` the
     // pty becomes its controlling terminal, so the interrupt character is a real SIGINT.
     let _ = nix::unistd::setsid();
@@ -162,9 +164,20 @@ fn prepare(launch: &Launch, control: &UnixStream) -> ShimResult<Program> {
     };
     let entered = started.elapsed();
     // The shim moves this process into the container's cgroup meanwhile.
-    match launch::receive::<ToChild>(control) {
-        Ok(Some(ToChild::Joined)) => {}
+    let handover = match launch::receive::<ToChild>(control) {
+        Ok(Some(ToChild::Joined { handover })) => handover,
         _ => std::process::exit(1),
+    };
+    // Held before the root changes: the host's path to it is gone after.
+    if let Some(path) = handover {
+        match root::detached_read_only(&path) {
+            Ok(directory) => upgrade.attach_directory(directory),
+            Err(e) => log::warn!(
+                "{}: serving baseline code for good: the handover directory {}: {e}",
+                launch.name,
+                path.display()
+            ),
+        }
     }
     if joinable.is_none() {
         namespaces::enter_cgroup_namespace(&launch.spec)?;
@@ -190,10 +203,10 @@ fn prepare(launch: &Launch, control: &UnixStream) -> ShimResult<Program> {
     Ok(program)
 }
 
-/// Waits for Start, returning a memory limit an Update set meanwhile. A handled signal before
-/// it ends the process as the signal would have (128 + signal: killed before it ran); so
-/// does a shim that went away.
-fn wait_for_start(control: &UnixStream, signals: &Signals) -> Option<u64> {
+/// Waits for Start, returning a memory limit an Update set meanwhile (optimized code
+/// offered meanwhile goes to `upgrade`). A handled signal before it ends the process as the
+/// signal would have (128 + signal: killed before it ran); so does a shim that went away.
+fn wait_for_start(control: &UnixStream, signals: &Signals, upgrade: &CodeUpgrade) -> Option<u64> {
     let mut limit = None;
     use std::os::fd::{AsFd, BorrowedFd};
     loop {
@@ -217,6 +230,7 @@ fn wait_for_start(control: &UnixStream, signals: &Signals) -> Option<u64> {
             match launch::receive::<ToChild>(control) {
                 Ok(Some(ToChild::Start)) => return limit,
                 Ok(Some(ToChild::MemoryLimit(bytes))) => limit = Some(bytes),
+                Ok(Some(ToChild::OptimizedCode)) => upgrade.offer(),
                 _ => std::process::exit(1),
             }
         }
@@ -234,15 +248,20 @@ fn memory_limit(spec: &Spec) -> Option<u64> {
         .map(|l| l as u64)
 }
 
-/// Confines the process and runs the program to its end.
+/// Confines the process and runs the program to its end. `preset`: a memory limit an
+/// Update set before Start, and the optimized code offered before Start.
 fn run_program(
     launch: &Launch,
     program: Program,
     signals: Signals,
     shim: UnixStream,
-    limit: Option<u64>,
+    preset: (Option<u64>, CodeUpgrade),
 ) -> ExitStatus {
-    let controls = Controls::default();
+    let (limit, upgrade) = preset;
+    let controls = Controls {
+        upgrade,
+        ..Controls::default()
+    };
     controls
         .gauge
         .set_limit(limit.or_else(|| memory_limit(&launch.spec)).unwrap_or(0));
@@ -266,7 +285,8 @@ fn run_program(
 }
 
 /// Hands every signal the process receives from now on to the program's stopper, applies
-/// the memory limits the shim sends (an Update), and ends the process at once if its shim
+/// the memory limits the shim sends (an Update), passes on optimized code (see
+/// [`runtime::CodeUpgrade`]), and ends the process at once if its shim
 /// goes away (the control socket closes). A container does not outlive its shim, as it did
 /// not when it ran inside it: nothing would report its exit or clean up after it.
 fn watch(signals: Signals, shim: UnixStream, controls: Controls) -> Result<(), String> {
@@ -288,6 +308,7 @@ fn watch(signals: Signals, shim: UnixStream, controls: Controls) -> Result<(), S
             if ready(&fds[1]) {
                 match launch::receive::<ToChild>(&shim) {
                     Ok(Some(ToChild::MemoryLimit(bytes))) => controls.gauge.set_limit(bytes),
+                    Ok(Some(ToChild::OptimizedCode)) => controls.upgrade.offer(),
                     Ok(Some(_)) => {}
                     // SAFETY: _exit ends the process without running anything else.
                     _ => unsafe { libc::_exit(128 + libc::SIGKILL) },

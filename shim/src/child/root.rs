@@ -79,6 +79,53 @@ pub fn pivot_into(rootfs: &Path, preopens: &PreopenPlan, spec: &Spec) -> ShimRes
     Ok(())
 }
 
+/// A descriptor of `path` as a detached mount of its own, read-only (and nosuid, nodev):
+/// reachable through the descriptor alone, never by a path, and with no way up (`..` at a
+/// detached mount's root stays there), so holding it after the root changes shows the
+/// process that one directory of the host and nothing around it. Made while the process
+/// still may (`open_tree` needs CAP_SYS_ADMIN).
+pub fn detached_read_only(path: &Path) -> std::io::Result<OwnedFd> {
+    let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(std::io::Error::other)?;
+    // SAFETY: open_tree with a NUL-terminated path; the result is a new descriptor.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            c_path.as_ptr(),
+            libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the descriptor open_tree just gave this process.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let attributes = libc::mount_attr {
+        attr_set: libc::MOUNT_ATTR_RDONLY | libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    let empty = c"";
+    // SAFETY: mount_setattr on the descriptor's own mount (AT_EMPTY_PATH), with a
+    // mount_attr of the size passed.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd.as_raw_fd(),
+            empty.as_ptr(),
+            libc::AT_EMPTY_PATH,
+            &attributes as *const libc::mount_attr,
+            std::mem::size_of::<libc::mount_attr>(),
+        )
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(fd)
+}
+
 /// The path through which a mount call reaches the directory or file `fd` holds.
 fn fd_path(fd: &OwnedFd) -> PathBuf {
     PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))

@@ -4,7 +4,13 @@
 //! bench-tools`, or `WASMTIME_CLI=/path/to/wasmtime`), the same component under it is a third
 //! column. Rounds alternate between the servers so all see the same machine load; medians of the
 //! rounds and percentiles over all requests are printed, and JSON goes to
-//! `target/bench/http.json`.
+//! `target/bench/http.json`. The shim's server is measured once it serves optimized code
+//! (its first start serves baseline code until the optimized code is compiled).
+//!
+//! Then a large HTTP component never seen before (js-http: JavaScript built by componentize-js
+//! at bench time, `make bench`): the time to its first HTTP 200 with tiered compilation and
+//! with `WASMTIME_SHIM_TIERING=off`, in two containerds of this run, and its requests per
+//! second on baseline code (before the switch) and on optimized code (after it).
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -148,6 +154,220 @@ impl Drop for ChildGuard {
     }
 }
 
+/// The line a server's process logs when it switches to optimized code.
+const SWITCHED: &str = "serving optimized (Cranelift) code from now on";
+
+/// Waits until task `id` serves optimized code: it switched, or its process loaded
+/// optimized code in the first place. `None` if neither within `timeout`.
+fn wait_for_optimized(containerd: &Containerd, id: &str, timeout: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    let task = format!("id={id} ");
+    while started.elapsed() < timeout {
+        let optimized = containerd.shim_log().lines().any(|l| {
+            l.contains(&task)
+                && l.contains(" pid=")
+                && (l.contains(SWITCHED) || l.contains(": optimized (Cranelift) code"))
+        });
+        if optimized {
+            return Some(started.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+/// Whether task `id`'s process switched to optimized code.
+fn switched(containerd: &Containerd, id: &str) -> bool {
+    let task = format!("id={id} ");
+    containerd
+        .shim_log()
+        .lines()
+        .any(|l| l.contains(&task) && l.contains(SWITCHED))
+}
+
+/// Starts the HTTP component `program` of `rootfs` as task `id` (`ctr run -d --net-host`) on
+/// a free port, and returns its address. Its output goes where the floor's goes: nothing
+/// reads a detached ctr's FIFOs, and a full pipe would stall the per-request log line.
+fn run_server(containerd: &Containerd, rootfs: &Path, id: &str, program: &str) -> String {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let listen = format!("WASI_HTTP_ADDR={addr}");
+    containerd.run_detached(
+        &[
+            "--net-host",
+            "--log-uri",
+            "file:///dev/null",
+            "--env",
+            &listen,
+        ],
+        rootfs,
+        id,
+        &[program],
+    );
+    addr
+}
+
+/// Starts `wasm` (as /app.wasm) under `containerd` as task `id` and returns its address,
+/// when `ctr run -d` began, and the time from then to its first HTTP 200.
+fn first_200(
+    containerd: &Containerd,
+    wasm: &Path,
+    id: &str,
+) -> Result<(String, Instant, Duration)> {
+    let rootfs = tempfile::tempdir()?;
+    std::fs::copy(wasm, rootfs.path().join("app.wasm"))?;
+    let started = Instant::now();
+    let addr = run_server(containerd, rootfs.path(), id, "/app.wasm");
+    loop {
+        if let Ok(response) = integration::http::request(&addr, "GET", "/", b"") {
+            if response.status == 200 {
+                return Ok((addr, started, started.elapsed()));
+            }
+        }
+        if started.elapsed() > Duration::from_secs(300) {
+            bail!(
+                "{id} gave no 200 within 300 s:\n{}",
+                containerd.log_tail(30)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// What the large component's section measured.
+struct Large {
+    size: u64,
+    tiered_first: Duration,
+    untiered_first: Duration,
+    baseline: Samples,
+    /// The baseline round ended before the switch (else it mixed both codes).
+    baseline_clean: bool,
+    optimized_after: Option<Duration>,
+    optimized: Samples,
+    /// The server started with tiering off: optimized code from its first request, loaded
+    /// as every later start loads it (the reference for the switched server).
+    untiered: Samples,
+}
+
+/// The large component's first starts and its throughput on each tier (see the module
+/// comment). `None` without the component.
+fn large_component(settings: &Settings) -> Result<Option<Large>> {
+    let wasm = program("js-http");
+    let Ok(meta) = std::fs::metadata(&wasm) else {
+        eprintln!(
+            "no {} (make bench builds it): the large component is left out",
+            wasm.display()
+        );
+        return Ok(None);
+    };
+    let round = Settings {
+        rounds: 1,
+        round: settings.round,
+        connections: settings.connections,
+    };
+    let tiered = Containerd::start()?;
+    let (addr, started, tiered_first) = first_200(&tiered, &wasm, "js-tiered")?;
+    let mut baseline = Samples::default();
+    load(&addr, &round, &mut baseline)?;
+    let baseline_clean = !switched(&tiered, "js-tiered");
+    // Its background compile must be over before the next start is timed.
+    let optimized_after = wait_for_optimized(&tiered, "js-tiered", Duration::from_secs(300))
+        .map(|_| started.elapsed());
+    let mut optimized = Samples::default();
+    load(&addr, &round, &mut optimized)?;
+    tiered.kill_and_remove("js-tiered", "SIGKILL");
+    drop(tiered);
+    let untiered = Containerd::start_with_env(&[("WASMTIME_SHIM_TIERING", "off")])?;
+    let (addr, _, untiered_first) = first_200(&untiered, &wasm, "js-untiered")?;
+    let mut reference = Samples::default();
+    load(&addr, &round, &mut reference)?;
+    untiered.kill_and_remove("js-untiered", "SIGKILL");
+    Ok(Some(Large {
+        size: meta.len(),
+        tiered_first,
+        untiered_first,
+        baseline,
+        baseline_clean,
+        optimized_after,
+        optimized,
+        untiered: reference,
+    }))
+}
+
+fn print_large(large: &Large) {
+    println!();
+    println!(
+        "Large HTTP component never seen before: js-http (componentize-js, {:.1} MB)",
+        large.size as f64 / 1e6
+    );
+    println!("| {:<40} | {:>14} |", "first start", "first 200, s");
+    println!("|{:-<42}|{:->16}|", "", "");
+    println!(
+        "| {:<40} | {:>14.2} |",
+        "tiered (baseline code first)",
+        large.tiered_first.as_secs_f64()
+    );
+    println!(
+        "| {:<40} | {:>14.2} |",
+        "WASMTIME_SHIM_TIERING=off",
+        large.untiered_first.as_secs_f64()
+    );
+    println!(
+        "tiered/off: {:.2}x; target: first 200 <= 2 s",
+        large.tiered_first.as_secs_f64() / large.untiered_first.as_secs_f64()
+    );
+    let after = large
+        .optimized_after
+        .map(|d| format!("optimized (served {:.1} s after start)", d.as_secs_f64()))
+        .unwrap_or_else(|| "optimized (never switched!)".into());
+    let before = if large.baseline_clean {
+        "baseline (before the switch)".to_string()
+    } else {
+        "baseline (switched during the round!)".to_string()
+    };
+    let rows = [
+        (before, &large.baseline),
+        (after, &large.optimized),
+        (
+            "optimized from the start (tiering off)".to_string(),
+            &large.untiered,
+        ),
+    ];
+    print_table("code served (one round each)", &rows);
+}
+
+/// A table of servers' throughput and latency, one row per `(name, samples)`.
+fn print_table<N: AsRef<str>>(first_column: &str, rows: &[(N, &Samples)]) {
+    let width = rows
+        .iter()
+        .map(|(name, _)| name.as_ref().len())
+        .chain([first_column.len()])
+        .max()
+        .unwrap_or(0);
+    println!(
+        "| {:<width$} | {:>10} | {:>8} | {:>8} | {:>6} |",
+        first_column, "req/s", "p50 ms", "p99 ms", "errors"
+    );
+    println!(
+        "|{:-<w$}|{:->12}|{:->10}|{:->10}|{:->8}|",
+        "",
+        "",
+        "",
+        "",
+        "",
+        w = width + 2
+    );
+    for (name, samples) in rows {
+        println!(
+            "| {:<width$} | {:>10.0} | {:>8.3} | {:>8.3} | {:>6} |",
+            name.as_ref(),
+            samples.median_rps(),
+            ms(samples.percentile(0.5)),
+            ms(samples.percentile(0.99)),
+            samples.errors
+        );
+    }
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -166,23 +386,12 @@ fn main() -> Result<()> {
     let (floor_controls, floor_thread) = floor_server(rootfs.path(), &floor_addr)?;
 
     let containerd = Containerd::start()?;
-    let shim_addr = format!("127.0.0.1:{}", free_port());
-    let listen = format!("WASI_HTTP_ADDR={shim_addr}");
-    containerd.run_detached(
-        // Its output goes where the floor's goes: nothing reads a detached ctr's FIFOs, and a
-        // full pipe would stall the component's per-request log line.
-        &[
-            "--net-host",
-            "--log-uri",
-            "file:///dev/null",
-            "--env",
-            &listen,
-        ],
-        rootfs.path(),
-        "http-bench",
-        &["/http-hello.wasm"],
-    );
+    let shim_addr = run_server(&containerd, rootfs.path(), "http-bench", "/http-hello.wasm");
     wait_until_listening(&shim_addr, Duration::from_secs(20))?;
+    // Its first start serves baseline code: measured here is the code it serves for good.
+    if wait_for_optimized(&containerd, "http-bench", Duration::from_secs(120)).is_none() {
+        bail!("the shim's server never served optimized code");
+    }
 
     let cli = match wasmtime_cli() {
         Some(path) => {
@@ -235,14 +444,6 @@ fn main() -> Result<()> {
         "HTTP GET / of http-hello: {} keep-alive connections, {} rounds of {:?}, interleaved",
         settings.connections, settings.rounds, settings.round
     );
-    println!(
-        "| {:<28} | {:>10} | {:>8} | {:>8} | {:>6} |",
-        "server", "req/s", "p50 ms", "p99 ms", "errors"
-    );
-    println!(
-        "|{:-<30}|{:->12}|{:->10}|{:->10}|{:->8}|",
-        "", "", "", "", ""
-    );
     let mut rows = vec![
         ("wasmtime shim (ctr run)", &shim),
         ("floor (runtime in-process)", &floor),
@@ -250,16 +451,7 @@ fn main() -> Result<()> {
     if !serve.rps.is_empty() {
         rows.push(("wasmtime serve 48 (CLI)", &serve));
     }
-    for (name, samples) in rows {
-        println!(
-            "| {:<28} | {:>10.0} | {:>8.3} | {:>8.3} | {:>6} |",
-            name,
-            samples.median_rps(),
-            ms(samples.percentile(0.5)),
-            ms(samples.percentile(0.99)),
-            samples.errors
-        );
-    }
+    print_table("server", &rows);
     let ratio = shim.median_rps() / floor.median_rps();
     println!("shim/floor throughput: {ratio:.2}x (target >= 0.8x); load average: {load_avg}");
     if !serve.rps.is_empty() {
@@ -287,10 +479,34 @@ fn main() -> Result<()> {
             "errors": serve.errors })),
         "shim_over_floor_rps": ratio,
     });
+    drop(containerd);
+    let large = large_component(&settings)?;
+    let mut json = json;
+    if let Some(large) = &large {
+        print_large(large);
+        let samples = |s: &Samples| {
+            serde_json::json!({ "rps": s.median_rps(), "p50_ms": ms(s.percentile(0.5)),
+                                "p99_ms": ms(s.percentile(0.99)), "errors": s.errors })
+        };
+        json["large_component"] = serde_json::json!({
+            "program": "js-http (componentize-js)",
+            "bytes": large.size,
+            "first_200_tiered_s": large.tiered_first.as_secs_f64(),
+            "first_200_tiering_off_s": large.untiered_first.as_secs_f64(),
+            "baseline": samples(&large.baseline),
+            "baseline_before_switch": large.baseline_clean,
+            "optimized": samples(&large.optimized),
+            "optimized_served_after_s": large.optimized_after.map(|d| d.as_secs_f64()),
+            "tiering_off": samples(&large.untiered),
+        });
+    }
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     std::fs::create_dir_all(&dir)?;
     std::fs::write(dir.join("http.json"), serde_json::to_string_pretty(&json)?)?;
-    let errors = shim.errors + floor.errors + serve.errors;
+    let large_errors = large.as_ref().map_or(0, |l| {
+        l.baseline.errors + l.optimized.errors + l.untiered.errors
+    });
+    let errors = shim.errors + floor.errors + serve.errors + large_errors;
     if errors > 0 {
         bail!("{errors} requests failed");
     }

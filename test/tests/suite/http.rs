@@ -248,6 +248,101 @@ fn sigterm_drains_in_flight_requests_and_sigkill_does_not_wait() {
         .is_empty());
 }
 
+/// A first start serves baseline code; once the shim has compiled the optimized code in the
+/// background it hands it over, and the server switches while it serves: no request fails,
+/// a request under way at the switch finishes, and later ones run the new code.
+#[test]
+fn an_http_component_switches_to_optimized_code_while_it_serves() {
+    let containerd = Containerd::start().expect("containerd");
+    let rootfs = rootfs_with(&["http-hello"]).unwrap();
+    let server = Server::start(&containerd, rootfs.path(), "http-tiers", &[]);
+    let addr = server.addr.clone();
+    let log = containerd.shim_log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains(" pid=") && l.contains("/http-hello.wasm: baseline (Winch) code")),
+        "the first start serves baseline code:\n{log}"
+    );
+    // Under way across the switch.
+    let slow = {
+        let addr = addr.clone();
+        std::thread::spawn(move || request(&addr, "GET", "/slow?ms=10000", b""))
+    };
+    // Requests one after another until told to stop: (answered, failures).
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let steady = {
+        let (addr, stop) = (addr.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let (mut answered, mut failures) = (0, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                match request(&addr, "GET", "/", b"") {
+                    Ok(r) if r.status == 200 && r.text() == "hello from wasm\n" => answered += 1,
+                    other => failures.push(format!("{other:?}")),
+                }
+            }
+            (answered, failures)
+        })
+    };
+    let switched = "serving optimized (Cranelift) code from now on";
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !containerd.shim_log().contains(switched) {
+        assert!(
+            Instant::now() < deadline,
+            "no switch to optimized code:\n{}",
+            containerd.shim_log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        !slow.is_finished(),
+        "the slow request ended before the switch; it cannot show one under way"
+    );
+    // The cache now holds the optimized code only: the baseline entry went when it came.
+    let compiled = containerd.compiled_entries();
+    assert_eq!(compiled.len(), 1, "{compiled:?}");
+    // It came to the process through the container's handover directory: the same file.
+    let handover = containerd.compile_cache_dir().join("handover");
+    let handed: Vec<_> = std::fs::read_dir(&handover)
+        .map(|dir| {
+            dir.flatten()
+                .map(|e| e.path().join("optimized.cwasm"))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(handed.len(), 1, "{handed:?}");
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        std::fs::metadata(&handed[0]).map(|m| m.ino()).ok(),
+        std::fs::metadata(&compiled[0]).map(|m| m.ino()).ok()
+    );
+    for _ in 0..20 {
+        let after = request(&addr, "GET", "/", b"").unwrap();
+        assert_eq!(after.status, 200, "{after:?}");
+        assert_eq!(after.text(), "hello from wasm\n");
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (answered, failures) = steady.join().unwrap();
+    assert!(failures.is_empty(), "failed requests: {failures:?}");
+    assert!(answered > 0, "no request ran across the switch");
+    let slow = slow
+        .join()
+        .unwrap()
+        .expect("the request under way completes");
+    assert_eq!(slow.status, 200);
+    assert_eq!(slow.text(), "slept 10000 ms\n");
+    server.kill(&containerd, "SIGTERM");
+    let (code, stdout, stderr, _) = server.wait(Duration::from_secs(15));
+    assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
+    // Deleted with the container.
+    let left = std::fs::read_dir(&handover).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(
+        left,
+        0,
+        "handover directories left in {}",
+        handover.display()
+    );
+}
+
 #[test]
 fn a_bad_listen_address_fails_the_container_with_the_reason() {
     let containerd = Containerd::start().expect("containerd");
