@@ -23,7 +23,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
-use wasmtime::component::{Component, ResourceTable};
+use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::io::TokioIo;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
@@ -31,10 +31,9 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use crate::engine::{serving, Serving, Tier};
 use crate::program::{new_store, GaugeLimiter};
 use crate::stdio::Output;
-use crate::{CodeUpgrade, Controls, ExitStatus, RuntimeError};
+use crate::{Controls, ExitStatus, RuntimeError};
 
 /// The container environment variable naming the address an HTTP component listens on:
 /// `HOST:PORT`, or a bare port for all IPv4 addresses.
@@ -152,29 +151,15 @@ pub(crate) fn is_http_handler(bytes: &[u8]) -> bool {
 /// stderr).
 pub(crate) type ContextFactory = dyn Fn() -> Result<WasiCtx, String> + Send + Sync;
 
-/// The linked component a server instantiates for each request: `component` linked by
-/// `serving`'s linker, with the HTTP handler export it must have.
-pub(crate) fn proxy_pre(
-    guest_path: &str,
-    component: &Component,
-    serving: &Serving,
-) -> Result<ProxyPre<HttpHost>, RuntimeError> {
-    let pre = serving.linker.instantiate_pre(component).map_err(|e| {
-        RuntimeError::InvalidProgram(format!(
-            "{guest_path} cannot be linked as an HTTP handler (wasi:http/proxy): {e:#}"
-        ))
-    })?;
-    ProxyPre::new(pre).map_err(|e| {
-        RuntimeError::InvalidProgram(format!(
-            "{guest_path}: its wasi:http/incoming-handler export is not usable: {e:#}"
-        ))
-    })
-}
+/// Loads and links the optimized code a server on baseline code switches to.
+pub(crate) type LoadOptimized =
+    Box<dyn FnOnce() -> Result<ProxyPre<HttpHost>, RuntimeError> + Send>;
 
-/// The code a server starts with: its linked component and which compiler made it.
+/// The code a server starts with: its linked component and, when that is baseline code,
+/// how to load the optimized code once `Controls::upgrade` offers it.
 pub(crate) struct ServedCode {
     pub(crate) pre: ProxyPre<HttpHost>,
-    pub(crate) tier: Tier,
+    pub(crate) optimized: Option<LoadOptimized>,
 }
 
 /// What every request of one server needs.
@@ -213,13 +198,20 @@ pub(crate) async fn serve(
     });
     let (shutdown, shutdown_seen) = tokio::sync::watch::channel(false);
     let mut connections = tokio::task::JoinSet::new();
-    let mut upgraded = code.tier == Tier::Optimized;
+    let mut load_optimized = code.optimized;
     let signal = loop {
         tokio::select! {
             biased;
             signal = controls.stopper.wait() => break signal,
-            () = controls.upgrade.next(), if !upgraded => {
-                upgraded = handler.upgrade(&controls.upgrade);
+            () = controls.upgrade.next(), if load_optimized.is_some() => {
+                if let Some(load) = load_optimized.take() {
+                    // Off this thread: checking and mapping tens of megabytes of code must
+                    // not hold up the requests it serves meanwhile.
+                    let handler = handler.clone();
+                    tokio::spawn(async move {
+                        handler.switch(tokio::task::spawn_blocking(load).await);
+                    });
+                }
             }
             // Reaps finished connections so the set holds only live ones.
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
@@ -306,34 +298,29 @@ async fn serve_connection(
 }
 
 impl RequestHandler {
-    /// Serves the optimized code `upgrade` has from the next request on; returns whether it
-    /// does. Code that does not load leaves the server on its baseline code, which works.
-    fn upgrade(&self, upgrade: &CodeUpgrade) -> bool {
-        let loaded = serving()
-            .map_err(RuntimeError::Unsupported)
-            .and_then(|serving| {
-                let component = upgrade
-                    .load(&serving.engine)
-                    .map_err(RuntimeError::Unsupported)?;
-                proxy_pre(&self.guest_path, &component, serving)
-            });
+    /// Serves the `loaded` optimized code from the next request on. Code that did not load
+    /// leaves the server on its baseline code, which works.
+    fn switch(
+        &self,
+        loaded: Result<Result<ProxyPre<HttpHost>, RuntimeError>, tokio::task::JoinError>,
+    ) {
         match loaded {
-            Ok(pre) => {
+            Ok(Ok(pre)) => {
                 *self.pre.write().unwrap_or_else(PoisonError::into_inner) = pre;
                 log::info!(
                     "{}: serving optimized (Cranelift) code from now on; requests under way \
                      finish on baseline code",
                     self.guest_path
                 );
-                true
             }
-            Err(e) => {
-                log::warn!(
-                    "{}: staying on baseline code: the optimized code did not load: {e}",
-                    self.guest_path
-                );
-                false
-            }
+            Ok(Err(e)) => log::warn!(
+                "{}: staying on baseline code: the optimized code did not load: {e}",
+                self.guest_path
+            ),
+            Err(e) => log::warn!(
+                "{}: staying on baseline code: loading the optimized code failed: {e}",
+                self.guest_path
+            ),
         }
     }
 

@@ -47,7 +47,7 @@ pub use engine::{
 pub use entrypoint::Entrypoint;
 pub use error::RuntimeError;
 pub use exit::ExitStatus;
-pub use handover::HandoverDir;
+pub use handover::{CheckedEntry, HandoverDir};
 pub use http::{DEFAULT_DRAIN, DEFAULT_LISTEN_ADDR, DRAIN_SECONDS_ENV, LISTEN_ADDR_ENV};
 pub use native::{native_entrypoint, NativeProgram};
 pub use optimizer::{pending_optimizations, wait_for_optimizations, PendingOptimization};

@@ -21,6 +21,8 @@ use crate::digest_memo::WasmDigest;
 use crate::engine::{
     compatibility, compile_cache, optimizing_engine, single_threaded, EngineFamily, Tier,
 };
+use crate::handover::CheckedEntry;
+#[cfg(doc)]
 use crate::handover::HandoverDir;
 use crate::source::ProgramSource;
 
@@ -258,41 +260,30 @@ impl PendingOptimization {
         &self.guest_path
     }
 
-    /// Waits up to `timeout` for the optimized code to be in the compile cache (stored by
-    /// this process's optimizer or another's) and puts it, checked, in `handover` for the
-    /// process that serves the program. False if it did not come (the compile failed, or
-    /// took longer) or could not be handed over.
-    pub fn hand_over(&self, handover: &HandoverDir, timeout: Duration) -> bool {
-        let Some(cache) = compile_cache() else {
-            return false;
-        };
-        let Ok(engine) = self.family.engine(Tier::Optimized) else {
-            return false;
-        };
+    /// Waits up to `timeout`, and while `wanted` says so, for the optimized code to be in
+    /// the compile cache (stored by this process's optimizer or another's), and returns its
+    /// entry, opened and checked, to hand over (see [`HandoverDir::put`]). `None` if it did
+    /// not come (the compile failed, or took longer) or is no longer wanted.
+    pub fn wait(&self, timeout: Duration, wanted: impl Fn() -> bool) -> Option<CheckedEntry> {
+        let cache = compile_cache()?;
+        let engine = self.family.engine(Tier::Optimized).ok()?;
         let deadline = Instant::now() + timeout;
         let queue = queue();
-        loop {
-            // Removed: the container is gone.
-            if !handover.path().is_dir() {
-                return false;
-            }
-            if cache.open_sound(engine, &self.digest).is_some() {
-                // Evicted since it was checked: the link fails, and the wait goes on.
-                match handover.put(&cache.entry(engine, &self.digest)) {
-                    Ok(()) => return true,
-                    Err(e) => log::debug!("{}: handing over: {e}", self.guest_path),
-                }
+        while wanted() {
+            if let Some(file) = cache.open_sound(engine, &self.digest) {
+                return Some(CheckedEntry(file));
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return false;
+                return None;
             }
-            // Woken when a job of this process ends; another process's compile is noticed
-            // within a second.
+            // Woken when a job of this process ends; another process's compile, or the
+            // end of the want, is noticed within a second.
             let state = lock(queue);
             let _ = queue
                 .changed
                 .wait_timeout(state, left.min(Duration::from_secs(1)));
         }
+        None
     }
 }

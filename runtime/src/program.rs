@@ -441,7 +441,7 @@ impl Program {
         serving: &Serving,
         settings: ServeSettings,
     ) -> Result<Compiled, RuntimeError> {
-        let pre = crate::http::proxy_pre(guest_path, &component, serving)?;
+        let pre = proxy_pre(guest_path, &component, serving)?;
         Ok(Compiled::Http { pre, settings })
     }
 
@@ -609,10 +609,20 @@ impl Program {
             let new_ctx = Box::new(move || {
                 wasi_builder(&plan, &pinned, out.as_ref(), err.as_ref()).map(|mut b| b.build())
             });
-            let code = crate::http::ServedCode {
-                pre,
-                tier: self.tier,
-            };
+            // Baseline code switches to the optimized code the host hands over (see
+            // `upgrade`), with the optimized serving engine: made before this process
+            // confined itself, as `compile_tiered` looked in the cache for its code first.
+            let optimized = (self.tier == Tier::Baseline).then(|| {
+                let (upgrade, guest_path) = (controls.upgrade.clone(), self.guest_path.clone());
+                Box::new(move || {
+                    let serving = serving().map_err(RuntimeError::Unsupported)?;
+                    let component = upgrade
+                        .load(&serving.engine)
+                        .map_err(RuntimeError::Unsupported)?;
+                    proxy_pre(&guest_path, &component, serving)
+                }) as crate::http::LoadOptimized
+            });
+            let code = crate::http::ServedCode { pre, optimized };
             return Ok(crate::http::serve(
                 code,
                 listener,
@@ -777,6 +787,25 @@ fn compile<T: Artifact>(
         None => T::compile(engine, source.bytes()?),
     };
     compiled.map(Some).map_err(|e| not_valid::<T>(source, e))
+}
+
+/// The linked component an HTTP server instantiates for each request: `component` linked
+/// by `serving`'s linker, with the HTTP handler export it must have.
+fn proxy_pre(
+    guest_path: &str,
+    component: &Component,
+    serving: &Serving,
+) -> Result<ProxyPre<HttpHost>, RuntimeError> {
+    let pre = serving.linker.instantiate_pre(component).map_err(|e| {
+        RuntimeError::InvalidProgram(format!(
+            "{guest_path} cannot be linked as an HTTP handler (wasi:http/proxy): {e:#}"
+        ))
+    })?;
+    ProxyPre::new(pre).map_err(|e| {
+        RuntimeError::InvalidProgram(format!(
+            "{guest_path}: its wasi:http/incoming-handler export is not usable: {e:#}"
+        ))
+    })
 }
 
 /// The error for a program wasmtime would not compile.

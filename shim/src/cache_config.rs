@@ -24,6 +24,9 @@ pub const CACHE_MAX_ENV: &str = "WASMTIME_SHIM_CACHE_MAX_BYTES";
 pub const DEFAULT_MAX_BYTES: u64 = 512 << 20;
 /// Environment variable that turns tiered compilation off.
 pub const TIERING_ENV: &str = "WASMTIME_SHIM_TIERING";
+/// The longest a background compile of optimized code is waited for: by a shim with no
+/// task left before it exits, and by a server on baseline code for its switch.
+pub const OPTIMIZATION_GRACE: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// Whether tiered compilation is on, given the environment lookups: anything but `off`
 /// (or `0`, `false`, `no`) keeps the default, on.

@@ -8,11 +8,11 @@
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
 
 use oci_spec::runtime::{LinuxResources, Process as SpecProcess, Spec};
 use runtime::{HandoverDir, PendingOptimization, Program, WasiPlan};
 
+use crate::cache_config::OPTIMIZATION_GRACE;
 use crate::cgroup::{cgroups_path, CgroupError, ContainerCgroup, Hierarchies};
 use crate::error::{ShimError, ShimResult};
 use crate::hooks::{Hooks, Phase};
@@ -125,24 +125,32 @@ fn cgroup_error(e: CgroupError) -> ShimError {
 /// Returns, for an HTTP component that will serve baseline code, its optimized code on the
 /// way (see [`hand_over_optimized_code`]).
 fn validate(name: &str, plan: WasiPlan, in_pod: bool) -> ShimResult<Option<PendingOptimization>> {
-    let Some(program) = Program::load_unless_compiled(plan, !in_pod)? else {
+    let Some(program) = Program::load_unless_compiled(plan.clone(), !in_pod)? else {
         return Ok(None);
     };
     log::debug!("{name}: validated {}", program.guest_path());
-    Ok(program
+    let pending = program
         .pending_optimization()
         .filter(|_| program.is_server())
-        .cloned())
+        .cloned();
+    if pending.is_some() && !crate::child::handover_supported() {
+        // No switch possible (a kernel without detached mounts): a server would keep its
+        // baseline code for good, so it starts on optimized code, compiled now, as before
+        // tiering. The queued background compile then finds it done.
+        log::info!(
+            "{name}: {} compiled optimized before it serves (this kernel cannot hand over code)",
+            program.guest_path()
+        );
+        Program::load_unless_compiled(plan, false)?;
+        return Ok(None);
+    }
+    Ok(pending)
 }
 
-/// How long a server on baseline code may wait for its optimized code: the bound a shim
-/// gives a background compile after its last task (see `serve`).
-const OPTIMIZED_CODE_WAIT: Duration = Duration::from_secs(600);
-
 /// Hands the container's process its optimized code once the compile cache has it, from a
-/// thread of its own: an HTTP component switches to it while it serves. A container gone by
-/// then is left alone (its handover directory went with it); so is one whose code never
-/// came (it keeps serving baseline code).
+/// thread of its own: an HTTP component switches to it while it serves. The thread holds
+/// the handover directory weakly: a container deleted meanwhile (its directory gone with
+/// it) ends the wait; a process that never gets its code keeps serving baseline code.
 fn hand_over_optimized_code(
     id: &str,
     pending: PendingOptimization,
@@ -153,16 +161,25 @@ fn hand_over_optimized_code(
     let spawned = std::thread::Builder::new()
         .name("code-upgrade".into())
         .spawn(move || {
-            let handed = handover
-                .upgrade()
-                .is_some_and(|dir| pending.hand_over(&dir, OPTIMIZED_CODE_WAIT));
-            match process.upgrade() {
-                Some(process) if handed => process.offer_optimized_code(),
-                Some(_) => log::info!(
-                    "{name}: no optimized code for {} came; it serves baseline code",
-                    pending.guest_path()
+            let entry = pending.wait(OPTIMIZATION_GRACE, || handover.strong_count() > 0);
+            let (Some(entry), Some(dir)) = (entry, handover.upgrade()) else {
+                if handover.strong_count() > 0 {
+                    log::info!(
+                        "{name}: no optimized code for {} came; it serves baseline code",
+                        pending.guest_path()
+                    );
+                }
+                return;
+            };
+            match dir.put(&entry) {
+                Ok(()) => {
+                    if let Some(process) = process.upgrade() {
+                        process.offer_optimized_code();
+                    }
+                }
+                Err(e) => log::warn!(
+                    "{name}: serving baseline code for good: handing over its optimized code: {e}"
                 ),
-                None => {}
             }
         });
     if let Err(e) = spawned {
@@ -175,18 +192,13 @@ fn hand_over_optimized_code(
 /// The handover directory of a server that starts on baseline code; `None` (and a log
 /// line) where none can be made: the server then keeps its baseline code.
 fn make_handover(id: &str, namespace: &str) -> Option<Arc<HandoverDir>> {
-    match HandoverDir::create(&handover_key(namespace, id)) {
+    match HandoverDir::create(namespace, id) {
         Ok(dir) => dir.map(Arc::new),
         Err(e) => {
             log::warn!("{id}: serving baseline code for good: no handover directory: {e}");
             None
         }
     }
-}
-
-/// The name of a container's handover directory: unique on the node.
-pub fn handover_key(namespace: &str, id: &str) -> String {
-    format!("{namespace}-{id}")
 }
 
 /// Whether the container belongs to a pod (its shim then lives in the pod's cgroup).

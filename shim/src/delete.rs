@@ -16,21 +16,13 @@ use crate::{mount, reply};
 /// File in the bundle holding the pid of the daemon serving it.
 pub const SHIM_PID_FILE: &str = "shim.pid";
 
-/// Removes the handover directory a dead daemon left for the container (see
-/// `runtime::HandoverDir`): it may hold a link to a cache entry the cache has since evicted.
+/// Removes the handover directories a dead daemon left for the container (see
+/// `runtime::HandoverDir`): they may hold links to cache entries since evicted.
 fn remove_handover(bundle: &Path, namespace: &str, id: &str) {
     runtime::set_compile_cache(crate::cache_config::compile_cache(bundle, |key| {
         std::env::var(key).ok()
     }));
-    let key = crate::container::handover_key(namespace, id);
-    if let Some(dir) = runtime::HandoverDir::path_for(&key) {
-        if std::fs::remove_dir_all(&dir).is_ok() {
-            log::info!(
-                "removed the dead shim's handover directory {}",
-                dir.display()
-            );
-        }
-    }
+    runtime::HandoverDir::remove_stale(namespace, id);
 }
 
 /// Cleans up `bundle` after a dead shim and writes the `DeleteResponse` to `stdout`.

@@ -11,7 +11,7 @@ use std::sync::{mpsc, Arc};
 use containerd_shim_protos::shim::shim_ttrpc::{create_task, Task};
 use containerd_shim_protos::ttrpc::Server;
 
-use crate::cache_config;
+use crate::cache_config::{self, OPTIMIZATION_GRACE};
 use crate::delete::SHIM_PID_FILE;
 use crate::events::Publisher;
 use crate::flags::Flags;
@@ -317,9 +317,6 @@ pub fn serve(flags: &Flags, bundle: &Path) -> Result<(), String> {
     std::thread::sleep(std::time::Duration::from_millis(20));
     Ok(())
 }
-
-/// How long a shim with no task left keeps compiling optimized code before it exits.
-const OPTIMIZATION_GRACE: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// Caps glibc's malloc at two arenas. By default every thread that allocates gets an arena
 /// of its own (up to eight per core), each holding at least a few of its pages dirty after

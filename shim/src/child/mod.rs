@@ -14,6 +14,8 @@ mod namespaces;
 mod root;
 mod signals;
 
+pub use root::handover_supported;
+
 use std::fs::File;
 use std::os::fd::FromRawFd;
 use std::os::unix::net::UnixStream;
@@ -93,7 +95,7 @@ pub fn run() -> ! {
         );
         ExitStatus::Exited(0)
     } else {
-        run_program(&launch, program, signals, shim, (limit, upgrade))
+        run_program(&launch, program, signals, shim, limit, upgrade)
     };
     let code = status.code();
     match &status {
@@ -248,16 +250,16 @@ fn memory_limit(spec: &Spec) -> Option<u64> {
         .map(|l| l as u64)
 }
 
-/// Confines the process and runs the program to its end. `preset`: a memory limit an
-/// Update set before Start, and the optimized code offered before Start.
+/// Confines the process and runs the program to its end, with the memory limit an Update
+/// set before Start, if any, and its way to optimized code.
 fn run_program(
     launch: &Launch,
     program: Program,
     signals: Signals,
     shim: UnixStream,
-    preset: (Option<u64>, CodeUpgrade),
+    limit: Option<u64>,
+    upgrade: CodeUpgrade,
 ) -> ExitStatus {
-    let (limit, upgrade) = preset;
     let controls = Controls {
         upgrade,
         ..Controls::default()

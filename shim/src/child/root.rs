@@ -104,7 +104,8 @@ pub fn detached_read_only(path: &Path) -> std::io::Result<OwnedFd> {
     let attributes = libc::mount_attr {
         attr_set: libc::MOUNT_ATTR_RDONLY | libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV,
         attr_clr: 0,
-        propagation: 0,
+        // Out of the host mount's peer group: nothing mounted there reaches it.
+        propagation: libc::MS_PRIVATE,
         userns_fd: 0,
     };
     let empty = c"";
@@ -124,6 +125,14 @@ pub fn detached_read_only(path: &Path) -> std::io::Result<OwnedFd> {
         return Err(std::io::Error::last_os_error());
     }
     Ok(fd)
+}
+
+/// Whether this kernel makes detached mounts (`open_tree`, `mount_setattr`: Linux 5.12),
+/// which a server's switch to optimized code needs (see [`detached_read_only`]). Asked of
+/// the kernel once per process.
+pub fn handover_supported() -> bool {
+    static SUPPORTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SUPPORTED.get_or_init(|| detached_read_only(Path::new("/")).is_ok())
 }
 
 /// The path through which a mount call reaches the directory or file `fd` holds.
