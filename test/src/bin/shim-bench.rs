@@ -18,6 +18,8 @@
 
 #[path = "bench/large.rs"]
 mod large;
+#[path = "bench/large_module.rs"]
+mod large_module;
 #[path = "bench/memory.rs"]
 mod memory;
 #[path = "bench/throughput.rs"]
@@ -34,6 +36,7 @@ use runtime::{Controls, Program, StdioFiles, WasiPlan};
 use chart::{Bar, Kind, Panel};
 use fleet::env_or;
 use large::LargeStart;
+use large_module::ModuleFirsts;
 use memory::Scenario;
 use throughput::Throughput;
 
@@ -283,6 +286,7 @@ struct Report {
     load_after: String,
     startup: Startup,
     large: LargeStart,
+    module: Option<ModuleFirsts>,
     shim_tasks: Throughput,
     runc_tasks: Throughput,
     memory: Vec<Scenario>,
@@ -306,6 +310,11 @@ fn main() -> Result<()> {
         settings.large_firsts,
         settings.runs,
     )?;
+    let module = large_module::measure(
+        &containerd,
+        &optimized_first,
+        &integration::examples_dir().join("yosys.wasm"),
+    )?;
     let (shim_tasks, runc_tasks) = throughput_pair(&containerd, &image, &roots, &settings)?;
     let memory = memory::measure_all(
         &containerd,
@@ -324,6 +333,7 @@ fn main() -> Result<()> {
         load_after: load_average(),
         startup,
         large,
+        module,
         shim_tasks,
         runc_tasks,
         memory,
@@ -433,6 +443,27 @@ fn print_large(report: &Report) {
         median(&large.first).as_secs_f64() / median(&large.first_optimized).as_secs_f64(),
         large.optimized_ready.as_secs_f64()
     );
+    if let Some(module) = &report.module {
+        println!(
+            "large C/C++ module: yosys (YoWASP), {:.1} MB of wasm     first start ms",
+            module.wasm_bytes as f64 / 1e6
+        );
+        println!("{:<52} {:>12.2}", "tiered", ms(module.tiered));
+        println!(
+            "{:<52} {:>12.2}",
+            "optimized first (tiering off)",
+            ms(module.optimized_first)
+        );
+        println!(
+            "tiered / optimized-first: {:.2}x (target <= 0.2x); {}",
+            module.tiered.as_secs_f64() / module.optimized_first.as_secs_f64(),
+            if module.baseline_refused {
+                "Winch refused it (wasm exceptions): optimized code first"
+            } else {
+                "started on baseline code"
+            }
+        );
+    }
 }
 
 /// Tasks per second of each runtime, against runc's.
@@ -505,6 +536,13 @@ fn json(report: &Report) -> serde_json::Value {
             "runc_busybox": samples(&report.startup.runc),
             "floor": samples(&report.startup.floor),
         },
+        "large_module": report.module.as_ref().map(|m| serde_json::json!({
+            "program": "yosys (YoWASP)",
+            "wasm_bytes": m.wasm_bytes,
+            "first_start_tiered_ms": ms(m.tiered),
+            "first_start_optimized_first_ms": ms(m.optimized_first),
+            "baseline_refused": m.baseline_refused,
+        })),
         "large_program": {
             "wasm_bytes": report.large.wasm_bytes,
             "median_ms": {
