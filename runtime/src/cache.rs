@@ -166,14 +166,10 @@ impl CompileCache {
     /// checks it, but not loaded: for a process that maps it later from the descriptor. An
     /// unsound entry is removed.
     pub(crate) fn open_sound(&self, engine: &Engine, digest: &WasmDigest) -> Option<File> {
-        let path = self.entry(engine, digest);
-        let file = File::open(&path).ok()?;
-        let len = file.metadata().ok()?.len();
-        if !matches!(entry_is_sound(&file, len), Ok(true)) {
-            let _ = std::fs::remove_file(&path);
-            return None;
+        match open_checked(&self.entry(engine, digest)) {
+            (Lookup::Hit, Some((file, _))) => Some(file),
+            _ => None,
         }
-        Some(file)
     }
 
     /// Stores `code`, compiled from the wasm with sha256 `digest`, as `engine`'s entry (a
@@ -284,16 +280,10 @@ impl CompileCache {
         path: &Path,
         deserialize: impl FnOnce(&Engine, File) -> wasmtime::Result<T>,
     ) -> (Lookup, Option<T>) {
-        let Ok(file) = File::open(path) else {
-            return (Lookup::Miss, None);
+        let (file, modified) = match open_checked(path) {
+            (_, Some(checked)) => checked,
+            (lookup, None) => return (lookup, None),
         };
-        let meta = file.metadata().ok();
-        let modified = meta.as_ref().and_then(|m| m.modified().ok());
-        let len = meta.map_or(0, |m| m.len());
-        if !matches!(entry_is_sound(&file, len), Ok(true)) {
-            let _ = std::fs::remove_file(path);
-            return (Lookup::Rejected, None);
-        }
         match deserialize(engine, file) {
             Ok(module) => {
                 // A hit marks the entry as recently used, for eviction. One marked moments
@@ -416,6 +406,22 @@ fn trailer(artifact: &[u8]) -> [u8; TRAILER] {
     bytes[MAGIC.len() + 8..MAGIC.len() + 16].copy_from_slice(&xxh3_64(first).to_le_bytes());
     bytes[MAGIC.len() + 16..].copy_from_slice(&xxh3_64(second).to_le_bytes());
     bytes
+}
+
+/// The entry at `path`, opened and checked, with when it was last marked used: a `Hit`; a
+/// `Miss` when there is none; `Rejected` (and removed) when it is not sound.
+fn open_checked(path: &Path) -> (Lookup, Option<(File, Option<SystemTime>)>) {
+    let Ok(file) = File::open(path) else {
+        return (Lookup::Miss, None);
+    };
+    let meta = file.metadata().ok();
+    let modified = meta.as_ref().and_then(|m| m.modified().ok());
+    let len = meta.map_or(0, |m| m.len());
+    if !matches!(entry_is_sound(&file, len), Ok(true)) {
+        let _ = std::fs::remove_file(path);
+        return (Lookup::Rejected, None);
+    }
+    (Lookup::Hit, Some((file, modified)))
 }
 
 /// Whether `file` (`len` bytes) is an artifact followed by a trailer that matches it: the

@@ -34,7 +34,6 @@ pub(crate) struct Shared {
     pub(crate) engine: Engine,
     pub(crate) linker: Linker<Host>,
     pub(crate) component_linker: wasmtime::component::Linker<ComponentHost>,
-    pub(crate) tier: Tier,
 }
 
 static SHARED: OnceLock<Result<Shared, String>> = OnceLock::new();
@@ -113,24 +112,25 @@ pub(crate) fn baseline() -> Result<&'static Shared, String> {
         .map_err(Clone::clone)
 }
 
+/// The command engine of `tier`.
+pub(crate) fn shared_of(tier: Tier) -> Result<&'static Shared, String> {
+    match tier {
+        Tier::Baseline => baseline(),
+        Tier::Optimized => shared(),
+    }
+}
+
 /// The engine background optimization compiles with: the shared engine's settings, but
 /// compiling on the calling thread only, so a low-priority thread stays one low-priority
 /// thread (the shared engine would spread the work over a pool at normal priority). Its code
-/// is stored for the shared engine, which loads it: an error if the two were not compatible.
+/// is stored for the engine that runs it, whose compatibility each job checks (see
+/// `optimizer`).
 pub(crate) fn optimizing_engine() -> Result<&'static Engine, String> {
     OPTIMIZING
         .get_or_init(|| {
             let mut config = base_config();
             config.parallel_compilation(false);
-            let engine = Engine::new(&config)
-                .map_err(|e| format!("creating the optimizing engine: {e:#}"))?;
-            let shared = &shared()?.engine;
-            if compatibility(&engine) != compatibility(shared) {
-                return Err(
-                    "the optimizing engine's code would not load in the shared engine".into(),
-                );
-            }
-            Ok(engine)
+            Engine::new(&config).map_err(|e| format!("creating the optimizing engine: {e:#}"))
         })
         .as_ref()
         .map_err(Clone::clone)
@@ -174,7 +174,6 @@ fn build(tier: Tier) -> wasmtime::Result<Shared> {
         engine,
         linker,
         component_linker,
-        tier,
     })
 }
 
@@ -235,8 +234,7 @@ impl EngineFamily {
     /// The engine of this family that runs `tier` code.
     pub(crate) fn engine(self, tier: Tier) -> Result<&'static Engine, String> {
         match (self, tier) {
-            (EngineFamily::Command, Tier::Optimized) => shared().map(|s| &s.engine),
-            (EngineFamily::Command, Tier::Baseline) => baseline().map(|s| &s.engine),
+            (EngineFamily::Command, tier) => shared_of(tier).map(|s| &s.engine),
             (EngineFamily::Http, tier) => serving_of(tier).map(|s| &s.engine),
         }
     }

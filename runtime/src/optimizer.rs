@@ -190,10 +190,12 @@ fn optimize_into(cache: &CompileCache, job: &Job) -> Result<(), String> {
     let started = Instant::now();
     let target = job.family.engine(Tier::Optimized)?;
     let engine = optimizing_engine()?;
-    // Checked for the shared engine when it was made; the serving engine differs in its
-    // allocator, which must not change what code it loads.
+    // The target differs in its allocator (the serving engine's pool) or its compilation
+    // threads, neither of which may change what code it loads.
     if compatibility(target) != compatibility(engine) {
-        return Err("the optimizing engine's code would not load in the serving engine".into());
+        return Err(
+            "the optimizing engine's code would not load in the engine that runs it".into(),
+        );
     }
     if cache.has_entry(target, &job.digest) {
         return Ok(());

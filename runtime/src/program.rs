@@ -11,8 +11,7 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use crate::artifact::Artifact;
 use crate::cache::CompileCache;
 use crate::engine::{
-    baseline, compile_cache, serving, serving_of, shared, tiering, EngineFamily, Serving, Shared,
-    Tier,
+    compile_cache, serving, serving_of, shared_of, tiering, EngineFamily, Serving, Shared, Tier,
 };
 use crate::http::{HttpHost, ServeSettings};
 use crate::optimizer::PendingOptimization;
@@ -243,12 +242,13 @@ impl Program {
     ) -> Result<Option<Self>, RuntimeError> {
         let mut source = Self::open_source(&plan)?;
         if let Some(cache) = compile_cache() {
-            let engine = match classify(source.guest_path(), source.head())? {
-                ProgramKind::Component if source.is_http_handler()? => {
-                    &serving().map_err(RuntimeError::Unsupported)?.engine
-                }
-                _ => &shared().map_err(RuntimeError::Unsupported)?.engine,
+            let family = match classify(source.guest_path(), source.head())? {
+                ProgramKind::Component if source.is_http_handler()? => EngineFamily::Http,
+                _ => EngineFamily::Command,
             };
+            let engine = family
+                .engine(Tier::Optimized)
+                .map_err(RuntimeError::Unsupported)?;
             if cache.has_entry(engine, &source.digest()?) {
                 // What it read is as true as after a load: the next start need not read it.
                 source.remember();
@@ -322,13 +322,19 @@ impl Program {
     ) -> Result<Option<(Compiled, Tier)>, RuntimeError> {
         let guest_path = source.guest_path().to_string();
         let compiled = match classify(&guest_path, source.head())? {
-            ProgramKind::Module => match compile_command::<Module>(source, tiered)? {
-                Some((module, shared)) => (
-                    Self::link_module(&guest_path, module, plan.entrypoint.export.clone(), shared)?,
-                    shared.tier,
-                ),
-                None => return Ok(None),
-            },
+            ProgramKind::Module => {
+                match compile_in::<Module>(source, tiered, EngineFamily::Command)? {
+                    Some((module, tier)) => {
+                        let shared = shared_of(tier).map_err(RuntimeError::Unsupported)?;
+                        let export = plan.entrypoint.export.clone();
+                        (
+                            Self::link_module(&guest_path, module, export, shared)?,
+                            tier,
+                        )
+                    }
+                    None => return Ok(None),
+                }
+            }
             ProgramKind::Component => {
                 if let Some(export) = &plan.entrypoint.export {
                     return Err(RuntimeError::InvalidProgram(format!(
@@ -341,17 +347,7 @@ impl Program {
                     // (see `http`): each request is an instance of its own, so requests
                     // after the switch run the new code.
                     let settings = ServeSettings::from_env(&plan.env)?;
-                    let compiled = match compile_cache().filter(|_| tiered) {
-                        Some(cache) => {
-                            compile_tiered::<Component>(source, cache, EngineFamily::Http)?
-                        }
-                        None => {
-                            let serving = serving().map_err(RuntimeError::Unsupported)?;
-                            compile::<Component>(source, &serving.engine)?
-                                .map(|component| (component, Tier::Optimized))
-                        }
-                    };
-                    match compiled {
+                    match compile_in::<Component>(source, tiered, EngineFamily::Http)? {
                         Some((component, tier)) => {
                             let serving = serving_of(tier).map_err(RuntimeError::Unsupported)?;
                             (
@@ -362,11 +358,11 @@ impl Program {
                         None => return Ok(None),
                     }
                 } else {
-                    match compile_command::<Component>(source, tiered)? {
-                        Some((component, shared)) => (
-                            Self::link_component(&guest_path, component, shared)?,
-                            shared.tier,
-                        ),
+                    match compile_in::<Component>(source, tiered, EngineFamily::Command)? {
+                        Some((component, tier)) => {
+                            let shared = shared_of(tier).map_err(RuntimeError::Unsupported)?;
+                            (Self::link_component(&guest_path, component, shared)?, tier)
+                        }
                         None => return Ok(None),
                     }
                 }
@@ -697,23 +693,22 @@ impl Program {
     }
 }
 
-/// A command's compiled code (a module, or a component that is not an HTTP handler) and the
-/// engine it belongs to. `tiered` and a compile cache: see [`compile_tiered`]; otherwise the
-/// optimized code, compiled now if the cache does not hold it. `None` as [`compile`] says.
-fn compile_command<T: Artifact>(
+/// The program's code for `family`'s engines and its tier. `tiered` and a compile cache:
+/// see [`compile_tiered`]; otherwise the optimized code, compiled now if the cache does not
+/// hold it. `None` as [`compile`] says.
+fn compile_in<T: Artifact>(
     source: &mut ProgramSource,
     tiered: bool,
-) -> Result<Option<(T, &'static Shared)>, RuntimeError> {
-    let optimized = shared().map_err(RuntimeError::Unsupported)?;
-    let Some(cache) = compile_cache().filter(|_| tiered) else {
-        return Ok(compile::<T>(source, &optimized.engine)?.map(|code| (code, optimized)));
-    };
-    match compile_tiered::<T>(source, cache, EngineFamily::Command)? {
-        Some((code, Tier::Optimized)) => Ok(Some((code, optimized))),
-        Some((code, Tier::Baseline)) => {
-            Ok(Some((code, baseline().map_err(RuntimeError::Unsupported)?)))
+    family: EngineFamily,
+) -> Result<Option<(T, Tier)>, RuntimeError> {
+    match compile_cache().filter(|_| tiered) {
+        Some(cache) => compile_tiered::<T>(source, cache, family),
+        None => {
+            let optimized = family
+                .engine(Tier::Optimized)
+                .map_err(RuntimeError::Unsupported)?;
+            Ok(compile::<T>(source, optimized)?.map(|code| (code, Tier::Optimized)))
         }
-        None => Ok(None),
     }
 }
 

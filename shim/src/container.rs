@@ -125,7 +125,7 @@ fn cgroup_error(e: CgroupError) -> ShimError {
 /// Returns, for an HTTP component that will serve baseline code, its optimized code on the
 /// way (see [`hand_over_optimized_code`]).
 fn validate(name: &str, plan: WasiPlan, in_pod: bool) -> ShimResult<Option<PendingOptimization>> {
-    let Some(program) = Program::load_unless_compiled(plan.clone(), !in_pod)? else {
+    let Some(program) = Program::load_unless_compiled(plan, !in_pod)? else {
         return Ok(None);
     };
     log::debug!("{name}: validated {}", program.guest_path());
@@ -141,7 +141,7 @@ fn validate(name: &str, plan: WasiPlan, in_pod: bool) -> ShimResult<Option<Pendi
             "{name}: {} compiled optimized before it serves (this kernel cannot hand over code)",
             program.guest_path()
         );
-        Program::load_unless_compiled(plan, false)?;
+        Program::load_unless_compiled(program.plan().clone(), false)?;
         return Ok(None);
     }
     Ok(pending)
@@ -203,10 +203,11 @@ fn make_handover(id: &str, namespace: &str) -> Option<Arc<HandoverDir>> {
 
 /// Whether the container belongs to a pod (its shim then lives in the pod's cgroup).
 fn in_pod(spec: &Spec) -> bool {
-    let annotations = spec.annotations().clone().unwrap_or_default();
-    crate::pod::PodMembership::from_annotations(&annotations)
-        .sandbox_id
-        .is_some()
+    spec.annotations().as_ref().is_some_and(|annotations| {
+        crate::pod::PodMembership::from_annotations(annotations)
+            .sandbox_id
+            .is_some()
+    })
 }
 
 /// [`validate`] for a precompile-only task (see `precompile`): the optimized code, compiled

@@ -28,6 +28,22 @@ struct Settings {
     connections: usize,
 }
 
+impl Settings {
+    /// Half a second of the same load: first instantiations and connections, not measured.
+    fn warm_up(&self) -> Settings {
+        Settings {
+            rounds: 1,
+            round: Duration::from_millis(500),
+            connections: self.connections,
+        }
+    }
+
+    /// One measured round of the same load.
+    fn one_round(&self) -> Settings {
+        Settings { rounds: 1, ..*self }
+    }
+}
+
 #[derive(Default)]
 struct Samples {
     rps: Vec<f64>,
@@ -259,11 +275,7 @@ fn large_component(settings: &Settings) -> Result<Option<Large>> {
         );
         return Ok(None);
     };
-    let round = Settings {
-        rounds: 1,
-        round: settings.round,
-        connections: settings.connections,
-    };
+    let round = settings.one_round();
     let tiered = Containerd::start()?;
     let (addr, started, tiered_first) = first_200(&tiered, &wasm, "js-tiered")?;
     let mut baseline = Samples::default();
@@ -276,11 +288,7 @@ fn large_component(settings: &Settings) -> Result<Option<Large>> {
     let (reference_addr, _, untiered_first) = first_200(&untiered, &wasm, "js-untiered")?;
     // Both serve optimized code now: warmed, then measured in interleaved rounds, as the
     // table above.
-    let warm = Settings {
-        rounds: 1,
-        round: Duration::from_millis(500),
-        connections: settings.connections,
-    };
+    let warm = settings.warm_up();
     load(&addr, &warm, &mut Samples::default())?;
     load(&reference_addr, &warm, &mut Samples::default())?;
     let (mut optimized, mut reference) = (Samples::default(), Samples::default());
@@ -430,11 +438,7 @@ fn main() -> Result<()> {
     };
 
     // Warm all (first instantiations, connection setup) before measuring.
-    let warm = Settings {
-        rounds: 1,
-        round: Duration::from_millis(500),
-        connections: settings.connections,
-    };
+    let warm = settings.warm_up();
     load(&floor_addr, &warm, &mut Samples::default())?;
     load(&shim_addr, &warm, &mut Samples::default())?;
     if let Some((addr, _)) = &cli {
