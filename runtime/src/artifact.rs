@@ -15,8 +15,19 @@ pub(crate) trait Artifact: Sized {
     /// Compiles `wasm` with `engine`.
     fn compile(engine: &Engine, wasm: &[u8]) -> wasmtime::Result<Self>;
 
-    /// The bytes a later [`Artifact::deserialize`] maps back.
-    fn serialize(&self) -> wasmtime::Result<Vec<u8>>;
+    /// Compiles `wasm` with `engine` straight to the bytes a later [`Artifact::deserialize`]
+    /// maps back. Cheaper than [`Artifact::compile`] and then serializing: the code is never
+    /// made executable in this process nor copied out again, which for a program of tens of
+    /// megabytes is a tenth of a baseline compile.
+    fn precompile(engine: &Engine, wasm: &[u8]) -> wasmtime::Result<Vec<u8>>;
+
+    /// Loads `artifact` (copied into memory of its own): what a compile becomes when its
+    /// artifact could not be stored and mapped back from the cache.
+    ///
+    /// # Safety
+    /// `artifact` must come from [`Artifact::precompile`] with a compatible engine:
+    /// deserializing runs its code without validation.
+    unsafe fn deserialize_bytes(engine: &Engine, artifact: &[u8]) -> wasmtime::Result<Self>;
 
     /// Maps the artifact at the start of `file`.
     ///
@@ -34,8 +45,13 @@ impl Artifact for Module {
         Module::new(engine, wasm)
     }
 
-    fn serialize(&self) -> wasmtime::Result<Vec<u8>> {
-        Module::serialize(self)
+    fn precompile(engine: &Engine, wasm: &[u8]) -> wasmtime::Result<Vec<u8>> {
+        engine.precompile_module(wasm)
+    }
+
+    unsafe fn deserialize_bytes(engine: &Engine, artifact: &[u8]) -> wasmtime::Result<Self> {
+        // SAFETY: as the caller promises.
+        unsafe { Module::deserialize(engine, artifact) }
     }
 
     unsafe fn deserialize(engine: &Engine, file: File) -> wasmtime::Result<Self> {
@@ -51,8 +67,13 @@ impl Artifact for Component {
         Component::new(engine, wasm)
     }
 
-    fn serialize(&self) -> wasmtime::Result<Vec<u8>> {
-        Component::serialize(self)
+    fn precompile(engine: &Engine, wasm: &[u8]) -> wasmtime::Result<Vec<u8>> {
+        engine.precompile_component(wasm)
+    }
+
+    unsafe fn deserialize_bytes(engine: &Engine, artifact: &[u8]) -> wasmtime::Result<Self> {
+        // SAFETY: as the caller promises.
+        unsafe { Component::deserialize(engine, artifact) }
     }
 
     /// Components have no `deserialize_open_file`; opening the checked file's

@@ -148,9 +148,15 @@ impl CompileCache {
                 return Ok(code);
             }
         }
-        let code = T::compile(engine, wasm)?;
-        self.put(engine, digest, &code);
-        Ok(code)
+        let artifact = T::precompile(engine, wasm)?;
+        self.put_serialized(engine, digest, &artifact);
+        // Mapped back from the entry just written: its code then lives in the page cache,
+        // shared with every process that maps the entry, not in memory of this one's.
+        if let Some(code) = self.get(engine, digest) {
+            return Ok(code);
+        }
+        // SAFETY: `engine` made this artifact a moment ago.
+        unsafe { T::deserialize_bytes(engine, &artifact) }
     }
 
     /// The code compiled by `engine` from the wasm with sha256 `digest`, if a sound entry
@@ -169,15 +175,6 @@ impl CompileCache {
         match open_checked(&self.entry(engine, digest)) {
             (Lookup::Hit, Some((file, _))) => Some(file),
             _ => None,
-        }
-    }
-
-    /// Stores `code`, compiled from the wasm with sha256 `digest`, as `engine`'s entry (a
-    /// failure is logged: it only costs a later compile).
-    pub(crate) fn put<T: Artifact>(&self, engine: &Engine, digest: &WasmDigest, code: &T) {
-        match code.serialize() {
-            Ok(artifact) => self.put_serialized(engine, digest, &artifact),
-            Err(e) => log::warn!("could not serialize a compiled {}: {e:#}", T::WHAT),
         }
     }
 

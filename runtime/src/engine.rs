@@ -3,7 +3,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, Linker, PoolingAllocationConfig, Strategy,
+    Config, Engine, InstanceAllocationStrategy, Linker, OptLevel, PoolingAllocationConfig, Strategy,
 };
 
 use crate::cache::CompileCache;
@@ -145,7 +145,7 @@ pub(crate) fn compatibility(engine: &Engine) -> u64 {
 }
 
 /// The configuration every engine of this process starts from.
-fn base_config() -> Config {
+pub(crate) fn base_config() -> Config {
     let mut config = Config::new();
     // Programs run as futures (wasmtime 48 enables async support by default) so a stop request
     // can cancel one that is parked in a host call (sleep, stdin) by dropping its future, not
@@ -157,12 +157,23 @@ fn base_config() -> Config {
     config
 }
 
-fn build(tier: Tier) -> wasmtime::Result<Shared> {
+/// The configuration of an engine whose code is `tier`'s.
+fn tier_config(tier: Tier) -> Config {
     let mut config = base_config();
     if tier == Tier::Baseline {
         config.strategy(Strategy::Winch);
+        // Winch compiles the functions; Cranelift still compiles the trampolines between
+        // host and wasm (one per function a table or export lets escape: thousands in an
+        // interpreter) and a component's adapters. Optimizing those took a seventh of a
+        // baseline compile of CPython, for code that runs only until the optimized tier
+        // arrives.
+        config.cranelift_opt_level(OptLevel::None);
     }
-    let engine = Engine::new(&config)?;
+    config
+}
+
+fn build(tier: Tier) -> wasmtime::Result<Shared> {
+    let engine = Engine::new(&tier_config(tier))?;
 
     let mut linker = Linker::new(&engine);
     wasmtime_wasi::p1::add_to_linker_async(&mut linker, |host: &mut Host| &mut host.wasi)?;
@@ -250,11 +261,7 @@ pub(crate) fn serving_of(tier: Tier) -> Result<&'static Serving, String> {
 
 fn build_serving(tier: Tier) -> wasmtime::Result<Serving> {
     let engine = match tier {
-        Tier::Baseline => {
-            let mut config = base_config();
-            config.strategy(Strategy::Winch);
-            Engine::new(&config)?
-        }
+        Tier::Baseline => Engine::new(&tier_config(Tier::Baseline))?,
         Tier::Optimized => {
             let mut pool = PoolingAllocationConfig::new();
             // A C or Rust component built with the preview 1 adapter holds a few core

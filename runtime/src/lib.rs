@@ -13,6 +13,7 @@
 mod access;
 mod artifact;
 mod cache;
+mod compile_process;
 mod digest_memo;
 mod engine;
 mod entrypoint;
@@ -41,6 +42,7 @@ mod working_directory;
 
 pub use access::{AccessPolicy, MOUNTS_ANNOTATION, ROOTFS_ANNOTATION};
 pub use cache::CompileCache;
+pub use compile_process::{run_compile_helper, set_compile_helper, CompileHelperError};
 pub use engine::{
     set_compile_cache, set_single_threaded_compilation, set_tiering, shared_engine, Tier,
 };

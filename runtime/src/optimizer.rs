@@ -2,9 +2,11 @@
 //! baseline (Winch) code, compiled after the start and stored in the compile cache, so the
 //! next start of the program runs optimized code.
 //!
-//! One thread per process, at the lowest CPU priority, compiles one program at a time on
-//! that one thread (the optimizing engine does not spread a compile over a pool), so the
-//! containers that run meanwhile keep the cores and memory stays bounded by one compile.
+//! One thread per process takes one program at a time, so memory stays bounded by one
+//! compile, and has it compiled at the lowest CPU priority, so the containers that run
+//! meanwhile keep the cores: by a helper process at the kernel's idle priority when the host
+//! set one ([`crate::compile_process`]), else on that thread at nice 19 (the optimizing
+//! engine then does not spread the compile over a pool).
 //! A process that confines itself ([`crate::set_single_threaded_compilation`]) never
 //! starts it: the host that validated the program (the shim) optimizes it.
 
@@ -35,8 +37,10 @@ struct Job {
     digest: WasmDigest,
     /// The engines that run it: the optimized code is stored for that family's.
     family: EngineFamily,
-    /// Compiles with the given engine and serializes, for the program's kind.
+    /// Compiles with the given engine to an artifact, for the program's kind.
     compile: fn(&Engine, &[u8]) -> wasmtime::Result<Vec<u8>>,
+    /// That kind, for a compile helper (see [`crate::compile_process`]).
+    what: &'static str,
 }
 
 #[derive(Default)]
@@ -64,10 +68,6 @@ fn queue() -> &'static Queue {
 
 fn lock(queue: &Queue) -> MutexGuard<'_, State> {
     queue.state.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn compile_and_serialize<T: Artifact>(engine: &Engine, wasm: &[u8]) -> wasmtime::Result<Vec<u8>> {
-    T::compile(engine, wasm)?.serialize()
 }
 
 /// Asks for the optimized code of the program `source` (whose sha256 is `digest`), which
@@ -102,7 +102,8 @@ pub(crate) fn request<T: Artifact>(
         wasm,
         digest,
         family,
-        compile: compile_and_serialize::<T>,
+        compile: T::precompile,
+        what: T::WHAT,
     });
     if !state.thread_started {
         match std::thread::Builder::new()
@@ -214,8 +215,11 @@ fn optimize_into(cache: &CompileCache, job: &Job) -> Result<(), String> {
     if <[u8; 32]>::from(Sha256::digest(&job.wasm)) != job.digest {
         return Err("it changed since it started".into());
     }
-    let artifact = (job.compile)(engine, &job.wasm)
-        .map_err(|e| format!("the optimizing compile failed: {e:#}"))?;
+    let artifact = match crate::compile_process::compile_in_helper(job.what, target, &job.wasm) {
+        Some(compiled) => compiled?,
+        None => (job.compile)(engine, &job.wasm)
+            .map_err(|e| format!("the optimizing compile failed: {e:#}"))?,
+    };
     if !cache.dir().is_dir() {
         return Err(format!("{} is gone", cache.dir().display()));
     }

@@ -233,9 +233,11 @@ impl Program {
     /// wrong (an entry point it lacks, say).
     ///
     /// `tiered` says whether a program compiled here may start on baseline code (see
-    /// [`crate::set_tiering`]); this process's background thread then compiles its optimized
-    /// code. A host whose work here is charged to a budget the program shares (a pod's
-    /// cgroup) passes `false`: the optimized code is compiled now, before the program runs.
+    /// [`crate::set_tiering`]); this process's background thread then has its optimized
+    /// code compiled (see [`crate::set_compile_helper`]). A host whose background compile
+    /// would be charged to a budget the program shares passes `false`: the optimized code is
+    /// compiled now, before the program runs. (The shim, in a pod's cgroup, moves its compile
+    /// helpers out of it instead.)
     pub fn load_unless_compiled(
         plan: WasiPlan,
         tiered: bool,

@@ -173,7 +173,7 @@ fn a_concurrent_first_start_waits_for_the_compile_under_way_and_maps_its_entry()
     });
     std::thread::sleep(Duration::from_millis(200));
     assert!(!second.is_finished(), "the second start did not wait");
-    cache.put(engine, &digest, &Module::new(engine, &wasm).unwrap());
+    cache.put_serialized(engine, &digest, &engine.precompile_module(&wasm).unwrap());
     let stored = std::fs::metadata(entries(&cache).remove(0)).unwrap();
     drop(claim);
     second.join().unwrap().unwrap();

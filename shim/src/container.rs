@@ -118,14 +118,13 @@ fn cgroup_error(e: CgroupError) -> ShimError {
 /// its reason. A cached program is not loaded twice: the process's own load (which would
 /// report the same errors) is then the only one, and the start waits for no other.
 ///
-/// A pod's shim compiles optimized code now rather than tiering: it lives in the pod's
-/// cgroup, and a background compile there would share the pod's memory and CPU limits with
-/// the running program.
+/// A pod's shim tiers too: it lives in the pod's cgroup, but its background compiles run in
+/// helper processes it moves out of it (see `compile_helper`).
 ///
 /// Returns, for an HTTP component that will serve baseline code, its optimized code on the
 /// way (see [`hand_over_optimized_code`]).
-fn validate(name: &str, plan: WasiPlan, in_pod: bool) -> ShimResult<Option<PendingOptimization>> {
-    let Some(program) = Program::load_unless_compiled(plan, !in_pod)? else {
+fn validate(name: &str, plan: WasiPlan) -> ShimResult<Option<PendingOptimization>> {
+    let Some(program) = Program::load_unless_compiled(plan, true)? else {
         return Ok(None);
     };
     log::debug!("{name}: validated {}", program.guest_path());
@@ -199,15 +198,6 @@ fn make_handover(id: &str, namespace: &str) -> Option<Arc<HandoverDir>> {
             None
         }
     }
-}
-
-/// Whether the container belongs to a pod (its shim then lives in the pod's cgroup).
-fn in_pod(spec: &Spec) -> bool {
-    spec.annotations().as_ref().is_some_and(|annotations| {
-        crate::pod::PodMembership::from_annotations(annotations)
-            .sandbox_id
-            .is_some()
-    })
 }
 
 /// [`validate`] for a precompile-only task (see `precompile`): the optimized code, compiled
@@ -298,7 +288,7 @@ impl Container {
             if crate::precompile::requested(&spec) {
                 precompile(&params.id, plan)?;
             } else {
-                pending = validate(&params.id, plan, in_pod(&spec))?;
+                pending = validate(&params.id, plan)?;
                 if pending.is_some() {
                     handover = make_handover(&params.id, &identity.namespace);
                 }
@@ -490,7 +480,7 @@ impl Container {
             launch,
             params.stdio,
             || {
-                validate(&name, plan, in_pod(&self.spec))?;
+                validate(&name, plan)?;
                 Ok(Prepared {
                     procs,
                     handover: None,

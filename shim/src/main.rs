@@ -3,12 +3,14 @@
 //! containerd runs this binary three ways: `start` (answer the handshake, make sure a daemon
 //! serves the task), `delete` (clean up after a dead daemon) and, through `start`, as the
 //! daemon itself (no action) that serves the task API over ttrpc. `-v` and `-info` describe it.
-//! The daemon runs it a fourth way, as each wasm container's own process (`child`).
+//! The daemon runs it a fourth way, as each wasm container's own process (`child`), and a
+//! fifth, as the helper that compiles optimized code in the background (`compile_helper`).
 
 mod cache_config;
 mod cgroup;
 mod child;
 mod clock;
+mod compile_helper;
 mod confine;
 mod container;
 mod delete;
@@ -50,7 +52,11 @@ fn main() -> ExitCode {
     if std::env::args().nth(1).as_deref() == Some(launch::CHILD_ARG) {
         child::run();
     }
-    let flags = match Flags::parse(std::env::args().skip(1)) {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some(compile_helper::COMPILE_HELPER_ARG) {
+        return compile_helper::run(&args[1..]);
+    }
+    let flags = match Flags::parse(args) {
         Ok(flags) => flags,
         Err(e) => {
             eprintln!("containerd-shim-wasmtime-v1: {e}");

@@ -96,13 +96,19 @@ fn procs_files(hierarchies: &Hierarchies, proc_cgroup: &str) -> Vec<PathBuf> {
 /// Moves this process into the cgroups whose `cgroup.procs` files are `files`; returns how
 /// many took it.
 pub fn leave_to(files: &[PathBuf]) -> usize {
-    let pid = std::process::id().to_string();
+    place(std::process::id(), files)
+}
+
+/// Moves process `pid` into the cgroups whose `cgroup.procs` files are `files`; returns how
+/// many took it.
+pub fn place(pid: u32, files: &[PathBuf]) -> usize {
+    let pid = pid.to_string();
     files
         .iter()
         .filter(|file| match std::fs::write(file, &pid) {
             Ok(()) => true,
             Err(e) => {
-                log::debug!("moving back into {}: {e}", file.display());
+                log::debug!("moving {pid} into {}: {e}", file.display());
                 false
             }
         })

@@ -225,6 +225,7 @@ pub fn serve(flags: &Flags, bundle: &Path) -> Result<(), String> {
     }
     runtime::set_compile_cache(cache);
     runtime::set_tiering(cache_config::tiering(|key| std::env::var(key).ok()));
+    crate::compile_helper::register();
     // Compile-time work that every Create needs (the engine and its WASI linkers, the
     // costliest step of a daemon's start-up): done beside the server rather than before it,
     // so containerd's Create, already waiting on the socket, is read and its rootfs mounted

@@ -5,6 +5,7 @@
 //! `TEST_CONTAINERD_DIR` picks the containerd under test (see [`integration::Containerd`]);
 //! `make test` runs this binary once per containerd line.
 
+mod background_compile;
 mod bad_input;
 mod compile_cache;
 mod components;

@@ -102,6 +102,38 @@ fn run(containerd: &Containerd, pod: &mut Pod) -> Result<()> {
             "container {name} is not running: {status:?}"
         );
     }
+    // A pod's program tiers like any other: the shim compiled baseline code for its first
+    // start, and the optimized code in a helper it moved out of the pod's cgroup, into
+    // every cgroup the shim started in, so the compile counts against none of the pod's
+    // limits.
+    poll("the pod's background compile to finish", 30, || {
+        Ok(containerd
+            .shim_log()
+            .contains("optimized code compiled in the background"))
+    })
+    .with_context(|| containerd.shim_log())?;
+    let log = containerd.shim_log();
+    ensure!(
+        log.lines()
+            .any(|l| l.contains("baseline (Winch) code") && !l.contains(" pid=")),
+        "the pod's first start did not compile baseline code:\n{log}"
+    );
+    // "compile helper PID: in MOVED of the ALL cgroups the shim started in"
+    let placed: Vec<(String, String)> = log
+        .lines()
+        .filter_map(|l| l.split_once("compile helper ")?.1.split_once(": in "))
+        .filter_map(|(_, counts)| {
+            let (moved, rest) = counts.split_once(" of the ")?;
+            Some((moved.to_string(), rest.split(' ').next()?.to_string()))
+        })
+        .collect();
+    ensure!(
+        !placed.is_empty()
+            && placed
+                .iter()
+                .all(|(moved, all)| moved == all && moved != "0"),
+        "a compile helper stayed in the pod's cgroup: {placed:?}\n{log}"
+    );
     poll("ContainerStats to show the wasm's CPU time", 5, || {
         let stats = cri.container_stats(&wasm)?;
         let cpu = stats.cpu.and_then(|c| c.usage_core_nano_seconds);
