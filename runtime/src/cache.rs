@@ -305,14 +305,14 @@ impl CompileCache {
     }
 
     fn store(&self, path: &Path, artifact: &[u8]) -> std::io::Result<()> {
-        write_atomically(&self.dir, path, &[artifact, &trailer(artifact)])?;
+        write_entry(path, artifact)?;
         self.evict(path);
         Ok(())
     }
 
     /// Removes the least recently used entries until the directory fits its bound, never
     /// `keep` (just written), and temporary files abandoned by dead writers.
-    fn evict(&self, keep: &Path) {
+    pub(crate) fn evict(&self, keep: &Path) {
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return;
         };
@@ -387,6 +387,14 @@ pub(crate) fn write_atomically(dir: &Path, path: &Path, parts: &[&[u8]]) -> std:
         let _ = std::fs::remove_file(&temp);
     }
     written
+}
+
+/// Writes `artifact` with its trailer as the entry at `path` (whose directory is the
+/// cache's), atomically: what [`CompileCache`] stores, and what a compile helper (see
+/// `compile_process`) writes for it.
+pub(crate) fn write_entry(path: &Path, artifact: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    write_atomically(dir, path, &[artifact, &trailer(artifact)])
 }
 
 /// Where the artifact is split for its two checksums.

@@ -10,25 +10,34 @@
 //! session's weight, which no thread can; so the host may have each background compile run
 //! by a helper process (see [`set_compile_helper`]), which calls [`run_compile_helper`].
 //!
-//! The helper reads the wasm on stdin and writes the compiled artifact on stdout; the
-//! caller keeps everything else (claims, checks, storing the entry), so a helper that
-//! crashes or is killed only costs that one compile.
+//! The helper reads the wasm on stdin and writes the compiled artifact as the cache entry
+//! it is given (so the pages it dirties are charged to its cgroup, not the caller's); the
+//! caller keeps the claims and checks, so a helper that crashes or is killed only costs that
+//! one compile.
 
 use std::ffi::OsString;
 use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use thiserror::Error;
 use wasmtime::component::Component;
 use wasmtime::{Engine, Module};
 
 use crate::artifact::Artifact;
+use crate::cache::write_entry;
 use crate::engine::{base_config, compatibility};
 
-/// A program that runs a compile helper: `program args… <kind> <engine>`.
+/// The longest a helper may take. Generous: at idle priority on a busy node a compile of
+/// tens of seconds can take many minutes. Past it the helper is taken to hang, and killed,
+/// so the next program's compile is not held up for good.
+const HELPER_DEADLINE: Duration = Duration::from_secs(30 * 60);
+
+/// A program that runs a compile helper: `program args… <kind> <engine> <entry>`.
 struct CompileHelper {
     program: PathBuf,
     args: Vec<OsString>,
@@ -41,8 +50,8 @@ static HELPER: OnceLock<CompileHelper> = OnceLock::new();
 type Precompile = fn(&Engine, &[u8]) -> wasmtime::Result<Vec<u8>>;
 
 /// Has this process's background compiles run by `program` with `args`, followed by the
-/// kind of artifact and the compatibility of the engine its code is for; that process must
-/// call [`run_compile_helper`] with those two. Without it, the background thread compiles
+/// kind of artifact, the compatibility of the engine its code is for and the cache entry to
+/// write; that process must call [`run_compile_helper`] with those three. Without it, the background thread compiles
 /// in this process (at nice 19, which holds only within its session: see the module docs).
 ///
 /// `place` gets each helper's pid before the helper has its input: a host whose own
@@ -59,8 +68,8 @@ pub fn set_compile_helper(program: PathBuf, args: Vec<OsString>, place: fn(u32))
 /// Why a compile helper produced no artifact.
 #[derive(Debug, Error)]
 pub enum CompileHelperError {
-    /// It was not started with a kind and an engine it knows.
-    #[error("compile helper: expected `module|component <engine>`, got {0:?}")]
+    /// It was not started with a kind, an engine and an entry it knows.
+    #[error("compile helper: expected `module|component ENGINE ENTRY`, got {0:?}")]
     Arguments(Vec<String>),
     /// Its engine would not make code the caller's engine loads.
     #[error("compile helper: its engine is {ours:016x}, not the {wanted:016x} asked for")]
@@ -73,7 +82,7 @@ pub enum CompileHelperError {
     /// The engine could not be made.
     #[error("compile helper: creating its engine: {0}")]
     NoEngine(String),
-    /// Reading the wasm or writing the artifact failed.
+    /// Reading the wasm or writing the entry failed.
     #[error("compile helper: {context}: {source}")]
     Io {
         /// What it was doing.
@@ -88,11 +97,12 @@ pub enum CompileHelperError {
 }
 
 /// The main of a compile helper (see [`set_compile_helper`]): `args` are the kind
-/// (`module` or `component`) and the engine compatibility asked for. Reads the wasm on
-/// stdin to its end, writes the optimized artifact on stdout. It first leaves the caller's
-/// session for one of its own at the lowest weight, and takes the idle scheduling policy
-/// before its compile threads exist (they inherit both), so anything else runnable on the
-/// node goes first.
+/// (`module` or `component`), the engine compatibility asked for and the cache entry to
+/// write. Reads the wasm on stdin to its end and writes its optimized artifact as that
+/// entry. It first leaves the caller's session for one of its own at the lowest weight, and
+/// takes the idle scheduling policy before its compile threads exist (they inherit both), so
+/// anything else runnable on the node goes first; and it offers itself first to the OOM
+/// killer, since it is the one process whose loss costs only time.
 pub fn run_compile_helper(args: &[String]) -> Result<(), CompileHelperError> {
     // SAFETY: PR_SET_NAME copies at most 16 bytes from a NUL-terminated string. Named for
     // `ps` and `top`, where an `exe` busy at idle priority would puzzle an operator; the
@@ -101,10 +111,10 @@ pub fn run_compile_helper(args: &[String]) -> Result<(), CompileHelperError> {
         libc::prctl(libc::PR_SET_NAME, c"wasm-optimize".as_ptr());
     }
     lower_priority();
-    let (compile, wanted) = match args {
-        [kind, engine] => match (kind.as_str(), u64::from_str_radix(engine, 16)) {
-            (Module::WHAT, Ok(wanted)) => (Module::precompile as Precompile, wanted),
-            (Component::WHAT, Ok(wanted)) => (Component::precompile as Precompile, wanted),
+    let (compile, wanted, entry) = match args {
+        [kind, engine, entry] => match (kind.as_str(), u64::from_str_radix(engine, 16)) {
+            (Module::WHAT, Ok(wanted)) => (Module::precompile as Precompile, wanted, entry),
+            (Component::WHAT, Ok(wanted)) => (Component::precompile as Precompile, wanted, entry),
             _ => return Err(CompileHelperError::Arguments(args.to_vec())),
         },
         _ => return Err(CompileHelperError::Arguments(args.to_vec())),
@@ -126,13 +136,18 @@ pub fn run_compile_helper(args: &[String]) -> Result<(), CompileHelperError> {
         })?;
     let artifact =
         compile(&engine, &wasm).map_err(|e| CompileHelperError::Compile(format!("{e:#}")))?;
-    let mut out = std::io::stdout().lock();
-    out.write_all(&artifact)
-        .and_then(|()| out.flush())
-        .map_err(|source| CompileHelperError::Io {
-            context: "writing the artifact",
-            source,
-        })
+    let entry = Path::new(entry);
+    // The cache's directory went away meanwhile (containerd's state removed): not made again.
+    if !entry.parent().is_some_and(Path::is_dir) {
+        return Err(CompileHelperError::Io {
+            context: "writing the entry",
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        });
+    }
+    write_entry(entry, &artifact).map_err(|source| CompileHelperError::Io {
+        context: "writing the entry",
+        source,
+    })
 }
 
 /// A session of its own (its own autogroup) at nice 19, and the idle policy. Each step is
@@ -147,45 +162,45 @@ fn lower_priority() {
         libc::sched_setscheduler(0, libc::SCHED_IDLE, &param);
     }
     let _ = std::fs::write("/proc/self/autogroup", "19");
+    // The shim inherits containerd's score (often -999), which would make this process,
+    // the largest and least needed, the OOM killer's last choice on the node or in a pod.
+    let _ = std::fs::write("/proc/self/oom_score_adj", "1000");
 }
 
-/// Compiles `wasm` (a `what`, see [`Artifact::WHAT`]) to an artifact for the engine whose
-/// compatibility is `engine` in a helper process, if the host set one: `None` if not.
-pub(crate) fn compile_in_helper(
+/// Compiles `wasm` (a `what`, see [`Artifact::WHAT`]) for `engine` and stores it as the
+/// cache entry `entry`, in a helper process, if the host set one: `None` if not.
+pub(crate) fn store_in_helper(
     what: &str,
     engine: &Engine,
+    entry: &Path,
     wasm: &[u8],
-) -> Option<Result<Vec<u8>, String>> {
+) -> Option<Result<(), String>> {
     let helper = HELPER.get()?;
-    Some(helper.compile(what, compatibility(engine), wasm))
+    Some(helper.store(what, compatibility(engine), entry, wasm))
 }
 
 impl CompileHelper {
-    fn compile(&self, what: &str, engine: u64, wasm: &[u8]) -> Result<Vec<u8>, String> {
+    fn store(&self, what: &str, engine: u64, entry: &Path, wasm: &[u8]) -> Result<(), String> {
         let mut command = Command::new(&self.program);
         command
             .args(&self.args)
             .arg(what)
             .arg(format!("{engine:016x}"))
+            .arg(entry)
             .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
+            .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        // SAFETY: only system calls between fork and exec. The helper dies with the thread
-        // that started it (this process's optimizer, which lives as long as the process),
-        // so it never outlives a shim that was killed; and it inherits no descriptor but its
-        // stdio (a host's listener or a container's pipe kept open by it would keep them
-        // alive).
+        // SAFETY: only system calls between fork and exec, and no allocation. The helper
+        // dies with the thread that started it (this process's optimizer, which lives as
+        // long as the process), so it never outlives a shim that was killed; and it inherits
+        // no descriptor but its stdio (a host's listener or a container's pipe kept open by
+        // it would keep them alive).
         unsafe {
             command.pre_exec(|| {
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
-                libc::syscall(
-                    libc::SYS_close_range,
-                    3u32,
-                    u32::MAX,
-                    libc::CLOSE_RANGE_CLOEXEC,
-                );
+                close_on_exec_from(3);
                 Ok(())
             });
         }
@@ -194,21 +209,98 @@ impl CompileHelper {
             .map_err(|e| format!("starting the compile helper: {e}"))?;
         // Before its input: until it has read all of it, it has allocated next to nothing.
         (self.place)(child.id());
-        // The helper reads all its input before it writes anything, so writing all of it
+        // The helper reads all its input before it does anything else, so writing it all
         // first cannot deadlock. A failed write (the helper died) shows in its status below.
         if let Some(mut stdin) = child.stdin.take() {
             let _ = stdin.write_all(wasm);
         }
-        let output = child
-            .wait_with_output()
-            .map_err(|e| format!("waiting for the compile helper: {e}"))?;
-        if !output.status.success() {
-            let said = String::from_utf8_lossy(&output.stderr);
-            return Err(match said.trim() {
-                "" => format!("the compile helper ended with {}", output.status),
-                said => said.to_string(),
-            });
+        let status = match wait_until(&mut child, Instant::now() + HELPER_DEADLINE) {
+            Ok(Some(status)) => status,
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "the compile helper took over {} minutes; killed",
+                    HELPER_DEADLINE.as_secs() / 60
+                ));
+            }
+            Err(e) => return Err(format!("waiting for the compile helper: {e}")),
+        };
+        if status.success() {
+            return Ok(());
         }
-        Ok(output.stdout)
+        // It writes one line before it fails, well within a pipe's buffer.
+        let mut said = String::new();
+        if let Some(mut stderr) = child.stderr.take() {
+            let _ = stderr.read_to_string(&mut said);
+        }
+        Err(match said.trim() {
+            "" => format!("the compile helper ended with {status}"),
+            said => said.to_string(),
+        })
+    }
+}
+
+/// `child`'s exit status once it ends, or `None` at `deadline`. Woken by the exit itself
+/// (a pidfd), so the caller goes on (removing the baseline entry the helper's replaced) at
+/// once; without pidfds, every 100 ms.
+fn wait_until(child: &mut Child, deadline: Instant) -> std::io::Result<Option<ExitStatus>> {
+    // SAFETY: pidfd_open of this process's own child, not reaped before the loop's
+    // `try_wait` says it ended; the descriptor is owned from here on.
+    let pidfd = unsafe {
+        let fd = libc::syscall(libc::SYS_pidfd_open, child.id(), 0) as i32;
+        (fd >= 0).then(|| OwnedFd::from_raw_fd(fd))
+    };
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(None);
+        }
+        match &pidfd {
+            Some(pidfd) => {
+                let mut ready = libc::pollfd {
+                    fd: pidfd.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                let wait_ms = left.as_millis().min(60_000) as i32;
+                // SAFETY: one pollfd, valid for the call.
+                unsafe { libc::poll(&mut ready, 1, wait_ms) };
+            }
+            None => std::thread::sleep(left.min(Duration::from_millis(100))),
+        }
+    }
+}
+
+/// Marks every descriptor from `first` up close-on-exec; between fork and exec, so only
+/// system calls. `close_range` does it in one (Linux 5.11); before that, one by one up to
+/// the descriptor limit.
+fn close_on_exec_from(first: u32) {
+    // SAFETY: system calls on this process's own descriptor table.
+    unsafe {
+        if libc::syscall(
+            libc::SYS_close_range,
+            first,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        ) == 0
+        {
+            return;
+        }
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        let top = if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+            limit.rlim_cur.min(1 << 20) as i32
+        } else {
+            1024
+        };
+        for fd in first as i32..top {
+            libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+        }
     }
 }

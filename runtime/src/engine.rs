@@ -136,7 +136,8 @@ pub(crate) fn optimizing_engine() -> Result<&'static Engine, String> {
         .map_err(Clone::clone)
 }
 
-/// An engine's compatibility hash as a number, to compare two engines of this process.
+/// An engine's compatibility hash as a number, to compare two engines of this binary (the
+/// hasher's keys are fixed, so another process of the same build gets the same number).
 pub(crate) fn compatibility(engine: &Engine) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();

@@ -215,18 +215,24 @@ fn optimize_into(cache: &CompileCache, job: &Job) -> Result<(), String> {
     if <[u8; 32]>::from(Sha256::digest(&job.wasm)) != job.digest {
         return Err("it changed since it started".into());
     }
-    let artifact = match crate::compile_process::compile_in_helper(job.what, target, &job.wasm) {
-        Some(compiled) => compiled?,
-        None => (job.compile)(engine, &job.wasm)
-            .map_err(|e| format!("the optimizing compile failed: {e:#}"))?,
-    };
-    if !cache.dir().is_dir() {
-        return Err(format!("{} is gone", cache.dir().display()));
-    }
     // Stored for the family's optimized engine, which loads it (the two are compatible: see
-    // above), unless a foreground compile stored it meanwhile.
-    if !cache.has_entry(target, &job.digest) {
-        cache.put_serialized(target, &job.digest, &artifact);
+    // above). A foreground compile that stored it meanwhile made the same code.
+    let entry = cache.entry(target, &job.digest);
+    match crate::compile_process::store_in_helper(job.what, target, &entry, &job.wasm) {
+        Some(stored) => {
+            stored?;
+            cache.evict(&entry);
+        }
+        None => {
+            let artifact = (job.compile)(engine, &job.wasm)
+                .map_err(|e| format!("the optimizing compile failed: {e:#}"))?;
+            if !cache.dir().is_dir() {
+                return Err(format!("{} is gone", cache.dir().display()));
+            }
+            if !cache.has_entry(target, &job.digest) {
+                cache.put_serialized(target, &job.digest, &artifact);
+            }
+        }
     }
     // The baseline entry is never loaded again once the optimized one is there: its room
     // in the size bound goes back to other programs. (A process running it keeps its

@@ -31,13 +31,23 @@ pub fn register() {
 }
 
 /// Moves a helper into the daemon's starting cgroups (a no-op for a daemon still in them).
+/// A helper that cannot be moved still compiles: see below.
 fn place(pid: u32) {
-    if let Some(home) = HOME.get() {
-        let moved = pod_cgroup::place(pid, home);
-        log::debug!(
-            "compile helper {pid}: in {moved} of the {} cgroups the shim started in",
-            home.len()
-        );
+    let Some(home) = HOME.get() else {
+        return;
+    };
+    let moved = pod_cgroup::place(pid, home);
+    let line = format!(
+        "compile helper {pid}: in {moved} of the {} cgroups the shim started in",
+        home.len()
+    );
+    // Left where the shim is, in a pod's cgroup the compile shares the pod's limits; at
+    // worst the pod's OOM killer takes the helper first (its score is the highest), and the
+    // program keeps its baseline code.
+    if moved < home.len() || home.is_empty() {
+        log::warn!("{line}: the rest of its compile counts where the shim is");
+    } else {
+        log::debug!("{line}");
     }
 }
 

@@ -4,14 +4,16 @@
 //! its own, since a thread's nice value holds only within its session.
 
 use std::io::Write;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use integration::bin_dir;
 
-fn helper(kind: &str, engine: &str) -> Child {
+fn helper(kind: &str, engine: &str, entry: &Path) -> Child {
     Command::new(bin_dir().join("containerd-shim-wasmtime-v1"))
         .args(["--compile-helper", kind, engine])
+        .arg(entry)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -20,8 +22,8 @@ fn helper(kind: &str, engine: &str) -> Child {
 }
 
 /// The engine the helper compiles for, from its refusal of another one.
-fn helper_engine() -> String {
-    let refused = helper("module", "0000000000000000")
+fn helper_engine(entry: &Path) -> String {
+    let refused = helper("module", "0000000000000000", entry)
         .wait_with_output()
         .expect("the helper");
     assert!(!refused.status.success(), "{refused:?}");
@@ -49,9 +51,11 @@ fn stat_fields(pid: u32) -> Vec<String> {
 const SCHED_IDLE: &str = "5";
 
 #[test]
-fn the_compile_helper_runs_at_idle_priority_and_compiles_what_it_reads() {
-    let engine = helper_engine();
-    let mut child = helper("module", &engine);
+fn the_compile_helper_runs_at_idle_priority_and_stores_what_it_compiles() {
+    let cache = tempfile::tempdir().expect("tempdir");
+    let entry = cache.path().join("entry.cwasm");
+    let engine = helper_engine(&entry);
+    let mut child = helper("module", &engine, &entry);
     let pid = child.id();
     // It lowers its priority before it reads its input (held back here).
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -75,6 +79,9 @@ fn the_compile_helper_runs_at_idle_priority_and_compiles_what_it_reads() {
     assert_ne!(fields[3], std::process::id().to_string());
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
     assert_eq!(comm.trim(), "wasm-optimize", "what ps and top call it");
+    // The OOM killer's first choice: losing it costs only time.
+    let score = std::fs::read_to_string(format!("/proc/{pid}/oom_score_adj")).unwrap_or_default();
+    assert_eq!(score.trim(), "1000");
     // Its session's weight (the kernel's autogroup), where the kernel has them.
     if let Ok(autogroup) = std::fs::read_to_string(format!("/proc/{pid}/autogroup")) {
         assert!(autogroup.contains("nice 19"), "{autogroup}");
@@ -92,20 +99,35 @@ fn the_compile_helper_runs_at_idle_priority_and_compiles_what_it_reads() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(
-        out.stdout.starts_with(b"\x7fELF"),
-        "not a compiled artifact: {} bytes",
-        out.stdout.len()
-    );
+    // The entry: the artifact (an ELF object) and the cache's trailer after it.
+    let stored = std::fs::read(&entry).expect("the entry");
+    assert!(stored.starts_with(b"\x7fELF"), "{} bytes", stored.len());
+    let names: Vec<String> = std::fs::read_dir(cache.path())
+        .expect("the cache")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .collect();
+    assert_eq!(names, ["entry.cwasm"], "no temporary file left");
 
-    // Bytes that are not wasm: a failure with the compiler's reason, and no artifact.
-    let mut child = helper("module", &engine);
+    // Bytes that are not wasm: a failure with the compiler's reason, and no entry.
+    let other = cache.path().join("other.cwasm");
+    let mut child = helper("module", &engine, &other);
     let mut stdin = child.stdin.take().expect("stdin");
     stdin.write_all(b"\0asm\x01\0\0\0garbage").expect("writing");
     drop(stdin);
     let out = child.wait_with_output().expect("the helper");
     assert!(!out.status.success());
-    assert!(out.stdout.is_empty());
+    assert!(!other.exists());
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(said.starts_with("compile helper: "), "{said}");
+
+    // A cache directory that is gone is not made again.
+    let gone = cache.path().join("gone").join("entry.cwasm");
+    let mut child = helper("module", &engine, &gone);
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(&wasm).expect("writing the wasm");
+    drop(stdin);
+    let out = child.wait_with_output().expect("the helper");
+    assert!(!out.status.success());
+    assert!(!cache.path().join("gone").exists());
 }

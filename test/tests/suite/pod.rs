@@ -106,7 +106,7 @@ fn run(containerd: &Containerd, pod: &mut Pod) -> Result<()> {
     // start, and the optimized code in a helper it moved out of the pod's cgroup, into
     // every cgroup the shim started in, so the compile counts against none of the pod's
     // limits.
-    poll("the pod's background compile to finish", 30, || {
+    poll("the pod's background compile to finish", 90, || {
         Ok(containerd
             .shim_log()
             .contains("optimized code compiled in the background"))
