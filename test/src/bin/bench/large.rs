@@ -77,7 +77,8 @@ pub fn measure(
     let mut images = Vec::new();
     let greets = |out: &str| out.starts_with(GREETING);
     // Optimized-first starts before any tiered one: no background compile of a tiered
-    // shim runs beside them (even at the lowest priority it takes a core when one is idle).
+    // shim runs beside them (even at idle priority it takes a core when one is idle, and
+    // shares the caches and memory bandwidth).
     let mut first_optimized = Vec::new();
     for round in 0..firsts.max(1) {
         let path = dir.path().join(format!("python-optimized-{round}.wasm"));
@@ -96,8 +97,8 @@ pub fn measure(
     let mut first = Vec::new();
     for round in 0..firsts.max(1) {
         // Each on a machine as quiet as the optimized-first starts had: the previous
-        // variants' background compiles done (on two vCPUs even a lowest-priority thread
-        // slows the start down, by about 0.4 s here).
+        // variants' background compiles done (their helpers run at idle priority, but still
+        // share the caches and memory bandwidth of these two vCPUs).
         wait_for_optimized(containerd, &before, &baseline, round)?;
         let known = cache_entries(containerd);
         let path = dir.path().join(format!("python-{round}.wasm"));
