@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-/// A file to put in the image's single layer.
+/// A file to put in the image (in its single layer, or in a layer of its own).
 pub struct LayerFile {
     /// Where it is on this machine.
     pub source: PathBuf,
@@ -99,8 +99,11 @@ pub struct ImageSpec {
     pub env: Vec<String>,
     /// Working directory.
     pub workdir: String,
-    /// The layer's files.
+    /// The image's files.
     pub files: Vec<LayerFile>,
+    /// One layer per file, in order (the program's lowest), instead of one for all: images
+    /// of many layers, as `docker build` makes one per instruction.
+    pub layer_per_file: bool,
 }
 
 /// Expands a short name the way docker does (`hello` → `docker.io/library/hello:latest`), so
@@ -216,8 +219,20 @@ fn append(builder: &mut tar::Builder<impl Write>, path: &str, data: &[u8]) -> Re
 
 /// Writes the image archive to `out`.
 pub fn write_archive(spec: &ImageSpec, out: impl Write) -> Result<()> {
-    let layer = layer(&spec.files)?;
-    let layer_digest = digest(&layer);
+    let groups: Vec<&[LayerFile]> = if spec.layer_per_file {
+        spec.files.chunks(1).collect()
+    } else {
+        vec![&spec.files[..]]
+    };
+    let layers = groups
+        .into_iter()
+        .map(|files| {
+            let tar = layer(files)?;
+            let digest = digest(&tar);
+            Ok((tar, digest))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let diff_ids: Vec<&str> = layers.iter().map(|(_, d)| d.as_str()).collect();
     let mut env = spec.env.clone();
     if !env.iter().any(|e| e.starts_with("PATH=")) {
         env.insert(0, "PATH=/".to_string());
@@ -231,8 +246,11 @@ pub fn write_archive(spec: &ImageSpec, out: impl Write) -> Result<()> {
             "Env": env,
             "WorkingDir": spec.workdir,
         },
-        "rootfs": { "type": "layers", "diff_ids": [layer_digest] },
-        "history": [{ "created_by": "wasm-oci-pack", "comment": "wasm program" }],
+        "rootfs": { "type": "layers", "diff_ids": diff_ids },
+        "history": layers
+            .iter()
+            .map(|_| json!({ "created_by": "wasm-oci-pack", "comment": "wasm program" }))
+            .collect::<Vec<_>>(),
     });
     spec.platform.add_optional_fields(&mut config);
     let config = serde_json::to_vec(&config)?;
@@ -245,11 +263,14 @@ pub fn write_archive(spec: &ImageSpec, out: impl Write) -> Result<()> {
             "digest": config_digest,
             "size": config.len(),
         },
-        "layers": [{
-            "mediaType": "application/vnd.oci.image.layer.v1.tar",
-            "digest": layer_digest,
-            "size": layer.len(),
-        }],
+        "layers": layers
+            .iter()
+            .map(|(tar, digest)| json!({
+                "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                "digest": digest,
+                "size": tar.len(),
+            }))
+            .collect::<Vec<_>>(),
     }))?;
     let manifest_digest = digest(&manifest);
     let tag = spec
@@ -275,7 +296,7 @@ pub fn write_archive(spec: &ImageSpec, out: impl Write) -> Result<()> {
     let docker_manifest = serde_json::to_vec(&json!([{
         "Config": blob(&config_digest),
         "RepoTags": [spec.name.trim_start_matches("docker.io/library/").trim_start_matches("docker.io/")],
-        "Layers": [blob(&layer_digest)],
+        "Layers": layers.iter().map(|(_, d)| blob(d)).collect::<Vec<_>>(),
     }]))?;
 
     let mut builder = tar::Builder::new(out);
@@ -284,7 +305,13 @@ pub fn write_archive(spec: &ImageSpec, out: impl Write) -> Result<()> {
         "oci-layout",
         br#"{"imageLayoutVersion":"1.0.0"}"#,
     )?;
-    append(&mut builder, &blob(&layer_digest), &layer)?;
+    // Layers with the same content are one blob.
+    let mut written = std::collections::HashSet::new();
+    for (tar, digest) in &layers {
+        if written.insert(digest) {
+            append(&mut builder, &blob(digest), tar)?;
+        }
+    }
     append(&mut builder, &blob(&config_digest), &config)?;
     append(&mut builder, &blob(&manifest_digest), &manifest)?;
     append(&mut builder, "index.json", &index)?;
@@ -371,6 +398,7 @@ mod tests {
                 destination: "/app.wasm".into(),
                 mode: 0o755,
             }],
+            layer_per_file: false,
         }
     }
 
@@ -459,5 +487,59 @@ mod tests {
                 .count(),
             3
         );
+    }
+
+    #[test]
+    fn each_file_can_be_a_layer_of_its_own_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let wasm = dir.path().join("app.wasm");
+        std::fs::write(&wasm, b"\0asm\x01\0\0\0").unwrap();
+        let mut spec = app_spec(wasm, Platform::parse("wasi/wasm").unwrap());
+        for n in 0..3 {
+            let file = dir.path().join(format!("{n}.txt"));
+            // Two files alike: one blob for both layers.
+            std::fs::write(&file, ["0", "1", "0"][n]).unwrap();
+            spec.files.push(LayerFile {
+                source: file,
+                destination: "/data/f.txt".into(),
+                mode: 0o644,
+            });
+        }
+        spec.layer_per_file = true;
+        let mut archive = Vec::new();
+        write_archive(&spec, &mut archive).unwrap();
+        let entries = json_entries(&archive);
+        let manifest_digest = entries["index.json"]["manifests"][0]["digest"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("sha256:")
+            .to_string();
+        let manifest = &entries[&format!("blobs/sha256/{manifest_digest}")];
+        let layers: Vec<&str> = manifest["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["digest"].as_str().unwrap())
+            .collect();
+        assert_eq!(layers.len(), 4);
+        assert_eq!(layers[1], layers[3]);
+        assert_ne!(layers[1], layers[2]);
+        let config_digest = manifest["config"]["digest"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("sha256:")
+            .to_string();
+        let config = &entries[&format!("blobs/sha256/{config_digest}")];
+        let diff_ids: Vec<&str> = config["rootfs"]["diff_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d.as_str().unwrap())
+            .collect();
+        // Uncompressed layers: each diff id is its layer's digest.
+        assert_eq!(diff_ids, layers);
+        assert_eq!(config["history"].as_array().unwrap().len(), 4);
+        let docker = &entries["manifest.json"][0]["Layers"];
+        assert_eq!(docker.as_array().unwrap().len(), 4);
     }
 }

@@ -4,7 +4,7 @@
 //! ```text
 //! wasm-oci-pack --name hello:latest --output hello.tar app.wasm [SRC:DEST ...]
 //!               [--platform wasi/wasm[/VARIANT]] [--os-version VERSION]
-//!               [--entrypoint /app.wasm] [--cmd ARG]... [--env K=V]...
+//!               [--entrypoint /app.wasm] [--cmd ARG]... [--env K=V]... [--layer-per-file]
 //! ```
 //!
 //! WASI 0.2 components are packed with `--os-version wasip2`: see [`image::Platform`] for why
@@ -24,7 +24,8 @@ const USAGE: &str =
     "usage: wasm-oci-pack --name NAME[:TAG] --output OUT.tar PROGRAM.wasm [SRC:DEST ...]
        [--platform OS/ARCH[/VARIANT] (default wasi/wasm)] [--os-version VERSION (wasip2 for components)]
        [--entrypoint PATH (default /<program file name>)]
-       [--cmd ARG]... [--env KEY=VALUE]... [--workdir DIR]";
+       [--cmd ARG]... [--env KEY=VALUE]... [--workdir DIR]
+       [--layer-per-file (each file a layer of its own, the program's lowest)]";
 
 fn main() -> ExitCode {
     match run(std::env::args().skip(1).collect()) {
@@ -48,6 +49,7 @@ fn run(args: Vec<String>) -> Result<String> {
     let mut cmd = Vec::new();
     let mut env = Vec::new();
     let mut workdir = "/".to_string();
+    let mut layer_per_file = false;
     let mut positional = Vec::new();
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
@@ -61,6 +63,7 @@ fn run(args: Vec<String>) -> Result<String> {
             "--cmd" => cmd.push(value(&arg)?),
             "--env" => env.push(value(&arg)?),
             "--workdir" => workdir = value(&arg)?,
+            "--layer-per-file" => layer_per_file = true,
             "--help" | "-h" => bail!("help requested"),
             flag if flag.starts_with('-') => bail!("unknown flag {flag}"),
             _ => positional.push(arg),
@@ -110,6 +113,7 @@ fn run(args: Vec<String>) -> Result<String> {
         env,
         workdir,
         files,
+        layer_per_file,
     };
     let file =
         std::fs::File::create(&output).with_context(|| format!("creating {}", output.display()))?;

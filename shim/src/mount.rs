@@ -93,7 +93,13 @@ pub fn mount_rootfs(mounts: &[Mount], target: &Path) -> ShimResult<()> {
         } else {
             target.join(m.target.trim_start_matches('/'))
         };
-        let result = mount(Some(m.source.as_str()), &place, fstype, flags, data);
+        let result = match data.and_then(|d| compact_lowerdir(d, page_size())) {
+            Some(Ok((dir, data))) => {
+                mount_in(&dir, m.source.as_str(), &place, fstype, flags, &data)
+            }
+            Some(Err(e)) => Err(e),
+            None => mount(Some(m.source.as_str()), &place, fstype, flags, data),
+        };
         // A read-only bind needs a second, remounting call: the first ignores MS_RDONLY.
         let result = result.and_then(|()| {
             if flags.contains(MsFlags::MS_BIND) && flags.contains(MsFlags::MS_RDONLY) {
@@ -121,6 +127,82 @@ pub fn mount_rootfs(mounts: &[Mount], target: &Path) -> ShimResult<()> {
         }
     }
     Ok(())
+}
+
+/// The size of a page: the kernel copies at most one page less its final NUL of a mount's
+/// options.
+fn page_size() -> usize {
+    // SAFETY: sysconf only reads a system value.
+    match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+        size if size > 0 => size as usize,
+        _ => 4096,
+    }
+}
+
+/// For mount options too long for the kernel (`page` bytes and more), which is what
+/// containerd's overlay snapshotter gives an image of many layers (each `lowerdir` entry is
+/// an absolute path of some 70 bytes): the directory every `lowerdir` is under, and the
+/// options with each `lowerdir` relative to it, to be mounted from there, as containerd
+/// itself mounts them. `None` when the options fit or name no `lowerdir`; an error when even
+/// the relative form does not fit.
+fn compact_lowerdir(data: &str, page: usize) -> Option<Result<(PathBuf, String), nix::Error>> {
+    if data.len() < page {
+        return None;
+    }
+    let options: Vec<&str> = data.split(',').collect();
+    let at = options.iter().position(|o| o.starts_with("lowerdir="))?;
+    let lowers: Vec<&Path> = options[at]["lowerdir=".len()..]
+        .split(':')
+        .map(Path::new)
+        .collect();
+    // The deepest directory that is an ancestor of every layer (not the layer itself).
+    let mut common = lowers.first()?.parent()?.to_path_buf();
+    while !lowers
+        .iter()
+        .all(|l| l.starts_with(&common) && *l != common)
+    {
+        common = common.parent()?.to_path_buf();
+    }
+    if common.parent().is_none() || !common.is_absolute() {
+        return Some(Err(nix::Error::E2BIG));
+    }
+    let relative: Vec<String> = lowers
+        .iter()
+        .filter_map(|l| l.strip_prefix(&common).ok())
+        .map(|l| l.display().to_string())
+        .collect();
+    let mut compacted: Vec<String> = options.iter().map(|o| o.to_string()).collect();
+    compacted[at] = format!("lowerdir={}", relative.join(":"));
+    let compacted = compacted.join(",");
+    if compacted.len() >= page {
+        return Some(Err(nix::Error::E2BIG));
+    }
+    Some(Ok((common, compacted)))
+}
+
+/// Mounts with the working directory `dir`, for options whose paths are relative to it: on
+/// a thread of its own that first stops sharing the filesystem context (`unshare
+/// CLONE_FS`), so no other thread of the shim ever sees that directory as its own. (Where
+/// containerd forks a child to change directory, a thread is enough: the working directory
+/// is per thread once unshared.)
+fn mount_in(
+    dir: &Path,
+    source: &str,
+    target: &Path,
+    fstype: Option<&str>,
+    flags: MsFlags,
+    data: &str,
+) -> Result<(), nix::Error> {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                nix::sched::unshare(nix::sched::CloneFlags::CLONE_FS)?;
+                nix::unistd::chdir(dir)?;
+                mount(Some(source), target, fstype, flags, Some(data))
+            })
+            .join()
+            .unwrap_or(Err(nix::Error::EIO))
+    })
 }
 
 /// Detaches every mount stacked on `target`. Returns how many were removed.
@@ -162,6 +244,48 @@ pub fn unmount_all(target: &Path) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_lowerdir_becomes_relative_to_the_layers_common_directory() {
+        let root = "/var/lib/containerd/io.containerd.snapshotter.v1.overlayfs/snapshots";
+        let lowers: Vec<String> = (1..=100).rev().map(|n| format!("{root}/{n}/fs")).collect();
+        let data = format!(
+            "index=off,workdir={root}/101/work,upperdir={root}/101/fs,lowerdir={}",
+            lowers.join(":")
+        );
+        assert!(data.len() > 4096);
+        let (dir, compacted) = compact_lowerdir(&data, 4096).unwrap().unwrap();
+        assert_eq!(dir, Path::new(root));
+        let relative: Vec<String> = (1..=100).rev().map(|n| format!("{n}/fs")).collect();
+        assert_eq!(
+            compacted,
+            format!(
+                "index=off,workdir={root}/101/work,upperdir={root}/101/fs,lowerdir={}",
+                relative.join(":")
+            )
+        );
+        // Short options stay as they are.
+        assert!(compact_lowerdir("lowerdir=/a/1:/a/2", 4096).is_none());
+        // Options too long with no lowerdir are left to the kernel's refusal.
+        assert!(compact_lowerdir(&"x".repeat(5000), 4096).is_none());
+        // Layers under nothing but `/`, or still too long: refused with E2BIG.
+        let scattered = format!("lowerdir=/{}:/{}", "a".repeat(3000), "b".repeat(3000));
+        assert_eq!(
+            compact_lowerdir(&scattered, 4096).unwrap().err(),
+            Some(nix::Error::E2BIG)
+        );
+        let long = format!(
+            "lowerdir={}",
+            (0..1000)
+                .map(|n| format!("/x/{n:08}"))
+                .collect::<Vec<_>>()
+                .join(":")
+        );
+        assert_eq!(
+            compact_lowerdir(&long, 4096).unwrap().err(),
+            Some(nix::Error::E2BIG)
+        );
+    }
 
     #[test]
     fn options_split_into_flags_and_data() {

@@ -93,3 +93,51 @@ fn host_files_outside_the_rootfs_and_mounts_are_invisible() {
         "etc-link\nfiletool.wasm\ninside.txt\npasswd-link\n"
     );
 }
+
+/// An image of 100 layers: containerd's overlay `lowerdir` then names 100 snapshot
+/// directories, longer together than the page the kernel takes mount options in.
+#[test]
+fn an_image_of_a_hundred_layers_runs_with_every_layer_in_its_root() {
+    let containerd = Containerd::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut pack = std::process::Command::new(integration::bin_dir().join("wasm-oci-pack"));
+    pack.args(["--layer-per-file", "--name", "layers:100", "--output"])
+        .arg(dir.path().join("layers.tar"))
+        .arg(integration::program("filetool"));
+    for n in 1..100 {
+        let file = dir.path().join(format!("{n}.txt"));
+        std::fs::write(&file, format!("layer {n}\n")).unwrap();
+        pack.arg(format!("{}:/layers/{n}.txt", file.display()));
+    }
+    // The last layer changes what an earlier one put there.
+    let newer = dir.path().join("newer.txt");
+    std::fs::write(&newer, "layer 100 over layer 1\n").unwrap();
+    pack.arg(format!("{}:/layers/1.txt", newer.display()));
+    let packed = pack.output().unwrap();
+    assert!(packed.status.success(), "{packed:?}");
+    let tar = dir.path().join("layers.tar").display().to_string();
+    let import = containerd.ctr(&["images", "import", "--platform", "wasi/wasm", &tar]);
+    assert_eq!(import.code, 0, "{import:?}");
+    let image = "docker.io/library/layers:100";
+    for (id, file, expected) in [
+        ("l2", "/layers/2.txt", "layer 2\n"),
+        ("l99", "/layers/99.txt", "layer 99\n"),
+        ("l1", "/layers/1.txt", "layer 100 over layer 1\n"),
+    ] {
+        let out = containerd.ctr(&[
+            "run",
+            "--rm",
+            "--runtime",
+            integration::RUNTIME,
+            image,
+            id,
+            "/filetool.wasm",
+            "read",
+            file,
+        ]);
+        assert_eq!(out.code, 0, "{out:?}\n{}", containerd.shim_log());
+        assert_eq!(out.stdout, expected);
+    }
+    let mounts = containerd.mounts();
+    assert!(mounts.is_empty(), "mounts left: {mounts:?}");
+}
