@@ -12,6 +12,7 @@ use std::os::fd::OwnedFd;
 use std::sync::{mpsc, Arc, Mutex};
 
 use containerd_shim_protos::events::task::{TaskExit, TaskOOM};
+use containerd_shim_protos::topics;
 
 use crate::clock::timestamp;
 use crate::container::Container;
@@ -113,7 +114,7 @@ fn report(container: &Container, process: &Process, exit: ChildExit, publisher: 
             process.name()
         );
         publisher.publish(
-            "/tasks/oom",
+            topics::TASK_OOM_EVENT_TOPIC,
             &TaskOOM {
                 container_id: process.container_id.clone(),
                 ..Default::default()
@@ -123,7 +124,7 @@ fn report(container: &Container, process: &Process, exit: ChildExit, publisher: 
     log::info!("{}: exited with status {}", process.name(), exit.code);
     process.record_exit(exit.code, |recorded| {
         publisher.publish(
-            "/tasks/exit",
+            topics::TASK_EXIT_EVENT_TOPIC,
             &TaskExit {
                 container_id: process.container_id.clone(),
                 id: process.id().to_string(),

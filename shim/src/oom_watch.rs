@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use containerd_shim_protos::events::task::TaskOOM;
+use containerd_shim_protos::topics;
 
 use crate::cgroup::OomNotifier;
 use crate::events::Publisher;
@@ -162,7 +163,7 @@ impl OomAlarm {
             if events == 1 { "" } else { "s" }
         );
         watch.publisher.publish(
-            "/tasks/oom",
+            topics::TASK_OOM_EVENT_TOPIC,
             &TaskOOM {
                 container_id: self.container_id.clone(),
                 ..Default::default()

@@ -6,7 +6,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 
 use containerd_shim_protos::api::{self, Empty, Status};
+use containerd_shim_protos::protobuf::MessageFull;
+use containerd_shim_protos::shim::oci::{Options as RuncOptions, ProcessDetails};
 use containerd_shim_protos::shim::shim_ttrpc::Task;
+use containerd_shim_protos::topics;
 use containerd_shim_protos::ttrpc::{self, TtrpcContext};
 
 use containerd_shim_protos::events::task::{
@@ -229,7 +232,7 @@ impl TaskService {
         )?;
         let pid = container.init.pid;
         self.publisher.publish(
-            "/tasks/create",
+            topics::TASK_CREATE_EVENT_TOPIC,
             &TaskCreate {
                 container_id: id.clone(),
                 bundle: req.bundle,
@@ -339,13 +342,34 @@ fn runc_options(options: Option<Any>, spec: &Spec) -> Option<Any> {
     }
     let cgroups_path = crate::cgroup::cgroups_path(spec).unwrap_or("");
     let systemd = !cgroups_path.starts_with('/') && cgroups_path.split(':').count() == 3;
-    systemd.then(|| Any {
-        type_url: "containerd.runc.v1.Options".to_string(),
-        // `bool systemd_cgroup = 9`: tag (9 << 3 | 0), then varint 1.
-        value: vec![0x48, 0x01],
+    if !systemd {
+        return None;
+    }
+    runc_any(&RuncOptions {
+        systemd_cgroup: true,
         ..Default::default()
     })
 }
+
+/// `message`, one of runc's option types (package `containerd.runc.v1`), as an `Any`: named
+/// as containerd's typeurl registry knows it, from the type's name rather than its
+/// descriptor, whose first use builds the reflection tables of its whole file.
+fn runc_any<M: MessageFull>(message: &M) -> Option<Any> {
+    match message.write_to_bytes() {
+        Ok(value) => Some(Any {
+            type_url: format!("{RUNC_PACKAGE}.{}", M::NAME),
+            value,
+            ..Default::default()
+        }),
+        Err(e) => {
+            log::warn!("encoding {}: {e}", M::NAME);
+            None
+        }
+    }
+}
+
+/// The protobuf package of runc's option types.
+const RUNC_PACKAGE: &str = "containerd.runc.v1";
 
 /// Answers a request for a native container by forwarding it to its runc shim.
 macro_rules! forward_native {
@@ -358,20 +382,11 @@ macro_rules! forward_native {
 
 /// What runc's shim puts in `ProcessInfo.info` for an exec (`containerd.runc.v1.ProcessDetails`,
 /// field 1 the exec id), so `ctr task ps` shows which exec a pid is.
-fn process_details(exec_id: &str) -> Any {
-    let mut value = vec![0x0a];
-    let mut len = exec_id.len();
-    while len >= 0x80 {
-        value.push((len as u8 & 0x7f) | 0x80);
-        len >>= 7;
-    }
-    value.push(len as u8);
-    value.extend_from_slice(exec_id.as_bytes());
-    Any {
-        type_url: "containerd.runc.v1.ProcessDetails".to_string(),
-        value,
+fn process_details(exec_id: &str) -> Option<Any> {
+    runc_any(&ProcessDetails {
+        exec_id: exec_id.to_string(),
         ..Default::default()
-    }
+    })
 }
 
 fn unimplemented<T>(rpc: &str) -> TtrpcResult<T> {
@@ -396,7 +411,7 @@ impl Task for TaskService {
             container.before_start()?;
             let starting = container.init.begin_start()?;
             self.publisher.publish(
-                "/tasks/start",
+                topics::TASK_START_EVENT_TOPIC,
                 &TaskStart {
                     container_id: req.id.clone(),
                     pid: container.init.pid,
@@ -410,7 +425,7 @@ impl Task for TaskService {
             let process = container.startable_exec(&req.exec_id)?;
             let starting = process.begin_start()?;
             self.publisher.publish(
-                "/tasks/exec-started",
+                topics::TASK_EXEC_STARTED_EVENT_TOPIC,
                 &TaskExecStarted {
                     container_id: req.id.clone(),
                     exec_id: req.exec_id.clone(),
@@ -513,7 +528,7 @@ impl Task for TaskService {
         let exit = container.delete()?;
         self.tasks().containers.remove(&req.id);
         self.publisher.publish(
-            "/tasks/delete",
+            topics::TASK_DELETE_EVENT_TOPIC,
             &TaskDelete {
                 container_id: req.id.clone(),
                 id: req.id.clone(),
@@ -546,7 +561,7 @@ impl Task for TaskService {
             if matches!(exec.lifecycle(), Lifecycle::Running) {
                 processes.push(api::ProcessInfo {
                     pid: exec.pid,
-                    info: Some(process_details(exec.id())).into(),
+                    info: process_details(exec.id()).into(),
                     ..Default::default()
                 });
             }
@@ -624,7 +639,7 @@ impl Task for TaskService {
         forward_native!(self, ctx, req, "Pause");
         self.container(&req.id)?.pause()?;
         self.publisher.publish(
-            "/tasks/paused",
+            topics::TASK_PAUSED_EVENT_TOPIC,
             &TaskPaused {
                 container_id: req.id.clone(),
                 ..Default::default()
@@ -637,7 +652,7 @@ impl Task for TaskService {
         forward_native!(self, ctx, req, "Resume");
         self.container(&req.id)?.resume()?;
         self.publisher.publish(
-            "/tasks/resumed",
+            topics::TASK_RESUMED_EVENT_TOPIC,
             &TaskResumed {
                 container_id: req.id.clone(),
                 ..Default::default()
@@ -681,7 +696,7 @@ impl Task for TaskService {
         };
         let announce = || {
             self.publisher.publish(
-                "/tasks/exec-added",
+                topics::TASK_EXEC_ADDED_EVENT_TOPIC,
                 &TaskExecAdded {
                     container_id: req.id.clone(),
                     exec_id: req.exec_id.clone(),
@@ -782,6 +797,23 @@ mod tests {
         assert_eq!(runc_options(None, &cgroupfs), None);
         let driver = runc_options(Some(ours), &systemd).unwrap();
         assert_eq!(driver.type_url, "containerd.runc.v1.Options");
+        // `bool systemd_cgroup = 9`: tag (9 << 3 | 0), then varint 1, as runc's shim reads it.
         assert_eq!(driver.value, vec![0x48, 0x01]);
+    }
+
+    #[test]
+    fn runc_types_are_named_as_their_descriptors_say() {
+        use containerd_shim_protos::protobuf::Message;
+        let details = process_details("exec-1").unwrap();
+        assert_eq!(
+            details.type_url,
+            ProcessDetails::descriptor().full_name().to_string()
+        );
+        let decoded = ProcessDetails::parse_from_bytes(&details.value).unwrap();
+        assert_eq!(decoded.exec_id, "exec-1");
+        assert_eq!(
+            format!("{RUNC_PACKAGE}.{}", RuncOptions::NAME),
+            RuncOptions::descriptor().full_name()
+        );
     }
 }
