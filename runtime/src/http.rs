@@ -32,7 +32,7 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::program::{new_store, GaugeLimiter};
-use crate::stdio::Output;
+use crate::wasi_stdio::Output;
 use crate::{Controls, ExitStatus, RuntimeError};
 
 /// The container environment variable naming the address an HTTP component listens on:

@@ -17,8 +17,8 @@ use crate::http::{HttpHost, ServeSettings};
 use crate::optimizer::PendingOptimization;
 use crate::preopen::PinnedPreopens;
 use crate::source::ProgramSource;
-use crate::stdio::{output_stream, stdin_stream, Output, Stdin};
 use crate::usage::OutOfMemory;
+use crate::wasi_stdio::{output_stream, stdin_stream, Output, Stdin};
 use crate::{
     CodeUpgrade, ExitStatus, MemoryGauge, Pauser, RuntimeError, StdioFiles, Stopper, WasiPlan,
 };

@@ -22,7 +22,7 @@ use crate::mount::{self, RootfsMount};
 use crate::oom_watch::{OomAlarm, OomWatch};
 use crate::process::{lock, CpuUsage, Process};
 use crate::spawn::Prepared;
-use crate::stdio::StdioPaths;
+use crate::stdio_fifos::StdioPaths;
 
 /// What a Create request asks for, in the shim's own terms.
 pub struct CreateParams {

@@ -10,7 +10,7 @@ use containerd_shim_protos::api::DeleteResponse;
 
 use crate::cgroup::{cgroups_path, ContainerCgroup, Hierarchies};
 use crate::clock::timestamp;
-use crate::native::{self, ContainerdEndpoint, NATIVE_MARKER};
+use crate::runc_proxy::{self, ContainerdEndpoint, NATIVE_MARKER};
 use crate::{mount, reply};
 
 /// File in the bundle holding the pid of the daemon serving it.
@@ -40,7 +40,7 @@ pub fn delete(
     stdout: &mut dyn Write,
 ) -> Result<(), String> {
     if bundle.join(NATIVE_MARKER).exists() {
-        match native::delete_native(endpoint, id, bundle) {
+        match runc_proxy::delete_native(endpoint, id, bundle) {
             Ok(reply) => return reply::write(stdout, &reply, "DeleteResponse"),
             Err(e) => log::warn!("{id}: {e}; cleaning up what we can"),
         }

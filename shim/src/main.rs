@@ -25,21 +25,21 @@ mod lifecycle;
 mod logger;
 mod metrics;
 mod mount;
-mod native;
 mod netns;
 mod oom_watch;
 mod pod;
 mod pod_cgroup;
 mod precompile;
 mod process;
+mod pty;
 mod reaper;
 mod reply;
+mod runc_proxy;
 mod serve;
 mod service;
 mod spawn;
 mod start;
-mod stdio;
-mod tty;
+mod stdio_fifos;
 
 use std::io::{stdin, stdout};
 use std::path::PathBuf;
@@ -97,7 +97,7 @@ fn run(flags: &Flags) -> Result<(), String> {
             } else {
                 PathBuf::from(&flags.bundle)
             };
-            let endpoint = native::ContainerdEndpoint {
+            let endpoint = runc_proxy::ContainerdEndpoint {
                 namespace: flags.namespace.clone(),
                 grpc_address: flags.address.clone(),
                 ttrpc_address: std::env::var("TTRPC_ADDRESS").unwrap_or_default(),

@@ -16,7 +16,7 @@ use crate::delete::SHIM_PID_FILE;
 use crate::events::Publisher;
 use crate::flags::Flags;
 use crate::logger;
-use crate::native::{ContainerdEndpoint, RuncShims};
+use crate::runc_proxy::{ContainerdEndpoint, RuncShims};
 use crate::service::TaskService;
 use crate::start::{Launcher, StartParams};
 

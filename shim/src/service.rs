@@ -26,12 +26,12 @@ use crate::launch::ShimIdentity;
 use crate::lifecycle::Lifecycle;
 use crate::metrics::container_metrics;
 use crate::mount::RootfsMount;
-use crate::native::{RuncShim, RuncShims, NATIVE_MARKER};
 use crate::oom_watch::OomWatch;
 use crate::pod::PodMembership;
 use crate::pod_cgroup;
 use crate::process::Process;
-use crate::stdio::StdioPaths;
+use crate::runc_proxy::{RuncShim, RuncShims, NATIVE_MARKER};
+use crate::stdio_fifos::StdioPaths;
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use oci_spec::runtime::Spec;
 
@@ -123,7 +123,8 @@ impl TaskService {
         self.tasks.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The runc shim serving `id`, if it is a native container.
+    /// The runc shim serving `id`, if it is a native container: each RPC on a task asks this
+    /// first, and a native task's request is that shim's to answer, unchanged.
     fn native(&self, id: &str) -> Option<Arc<RuncShim>> {
         match self.tasks().containers.get(id) {
             Some(Served::Native { shim, .. }) => Some(shim.clone()),
@@ -371,15 +372,6 @@ fn runc_any<M: MessageFull>(message: &M) -> Option<Any> {
 /// The protobuf package of runc's option types.
 const RUNC_PACKAGE: &str = "containerd.runc.v1";
 
-/// Answers a request for a native container by forwarding it to its runc shim.
-macro_rules! forward_native {
-    ($self:ident, $ctx:ident, $req:ident, $method:literal) => {
-        if let Some(shim) = $self.native(&$req.id) {
-            return shim.call($ctx, $method, &$req);
-        }
-    };
-}
-
 /// What runc's shim puts in `ProcessInfo.info` for an exec (`containerd.runc.v1.ProcessDetails`,
 /// field 1 the exec id), so `ctr task ps` shows which exec a pid is.
 fn process_details(exec_id: &str) -> Option<Any> {
@@ -403,7 +395,9 @@ impl Task for TaskService {
     }
 
     fn start(&self, ctx: &TtrpcContext, req: api::StartRequest) -> TtrpcResult<api::StartResponse> {
-        forward_native!(self, ctx, req, "Start");
+        if let Some(shim) = self.native(&req.id) {
+            return shim.call(ctx, "Start", &req);
+        }
         let container = self.container(&req.id)?;
         // Each start event is queued while the process is held in Created, before it may
         // run: its exit event cannot come first.
@@ -443,7 +437,9 @@ impl Task for TaskService {
     }
 
     fn state(&self, ctx: &TtrpcContext, req: api::StateRequest) -> TtrpcResult<api::StateResponse> {
-        forward_native!(self, ctx, req, "State");
+        if let Some(shim) = self.native(&req.id) {
+            return shim.call(ctx, "State", &req);
+        }
         let container = self.container(&req.id)?;
         let process = container.process(&req.exec_id)?;
         let lifecycle = process.lifecycle();
@@ -471,7 +467,9 @@ impl Task for TaskService {
     }
 
     fn kill(&self, ctx: &TtrpcContext, req: api::KillRequest) -> TtrpcResult<Empty> {
-        forward_native!(self, ctx, req, "Kill");
+        if let Some(shim) = self.native(&req.id) {
+            return shim.call(ctx, "Kill", &req);
+        }
         let container = self.container(&req.id)?;
         log::info!(
             "kill {} {} signal {} all {}",
@@ -491,7 +489,9 @@ impl Task for TaskService {
     fn wait(&self, ctx: &TtrpcContext, req: api::WaitRequest) -> TtrpcResult<api::WaitResponse> {
         // Blocks only this request's worker: ttrpc starts more workers when idle ones run
         // out, and the runc shim's client multiplexes waiting requests on one connection.
-        forward_native!(self, ctx, req, "Wait");
+        if let Some(shim) = self.native(&req.id) {
+            return shim.call(ctx, "Wait", &req);
+        }
         let process = self.process(&req.id, &req.exec_id)?;
         let exit = process.wait();
         Ok(api::WaitResponse {
@@ -548,7 +548,9 @@ impl Task for TaskService {
     }
 
     fn pids(&self, ctx: &TtrpcContext, req: api::PidsRequest) -> TtrpcResult<api::PidsResponse> {
-        forward_native!(self, ctx, req, "Pids");
+        if let Some(shim) = self.native(&req.id) {
+            return shim.call(ctx, "Pids", &req);
+        }
         let container = self.container(&req.id)?;
         let mut processes = Vec::new();
         if !matches!(container.init.lifecycle(), Lifecycle::Stopped(_)) {
@@ -577,7 +579,9 @@ impl Task for TaskService {
         ctx: &TtrpcContext,
         req: api::ConnectRequest,
     ) -> TtrpcResult<api::ConnectResponse> {
-        forward_native!(self, ctx, req, "Connect");
+        if let Some(shim) = self.native(&req.id) {
+            return shim.call(ctx, "Connect", &req);
+        }
         let task_pid = match self.tasks().containers.get(&req.id) {
             Some(Served::Wasm(c)) => c.init.pid,
             _ => 0,
@@ -621,7 +625,9 @@ impl Task for TaskService {
     }
 
     fn stats(&self, ctx: &TtrpcContext, req: api::StatsRequest) -> TtrpcResult<api::StatsResponse> {
-        forward_native!(self, ctx, req, "Stats");
+        if let Some(shim) = self.native(&req.id) {
+            return shim.call(ctx, "Stats", &req);
+        }
         let container = self.container(&req.id)?;
         let stats = match container.cgroup() {
             Some(cgroup) => cgroup
@@ -636,7 +642,9 @@ impl Task for TaskService {
     }
 
     fn pause(&self, ctx: &TtrpcContext, req: api::PauseRequest) -> TtrpcResult<Empty> {
-        forward_native!(self, ctx, req, "Pause");
+        if let Some(shim) = self.native(&req.id) {
+            return shim.call(ctx, "Pause", &req);
+        }
         self.container(&req.id)?.pause()?;
         self.publisher.publish(
             topics::TASK_PAUSED_EVENT_TOPIC,
@@ -649,7 +657,9 @@ impl Task for TaskService {
     }
 
     fn resume(&self, ctx: &TtrpcContext, req: api::ResumeRequest) -> TtrpcResult<Empty> {
-        forward_native!(self, ctx, req, "Resume");
+        if let Some(shim) = self.native(&req.id) {
+            return shim.call(ctx, "Resume", &req);
+        }
         self.container(&req.id)?.resume()?;
         self.publisher.publish(
             topics::TASK_RESUMED_EVENT_TOPIC,
@@ -666,12 +676,16 @@ impl Task for TaskService {
         ctx: &TtrpcContext,
         req: api::CheckpointTaskRequest,
     ) -> TtrpcResult<Empty> {
-        forward_native!(self, ctx, req, "Checkpoint");
+        if let Some(shim) = self.native(&req.id) {
+            return shim.call(ctx, "Checkpoint", &req);
+        }
         unimplemented("Checkpoint")
     }
 
     fn exec(&self, ctx: &TtrpcContext, req: api::ExecProcessRequest) -> TtrpcResult<Empty> {
-        forward_native!(self, ctx, req, "Exec");
+        if let Some(shim) = self.native(&req.id) {
+            return shim.call(ctx, "Exec", &req);
+        }
         let container = self.container(&req.id)?;
         if req.exec_id.is_empty() {
             return Err(ShimError::InvalidArgument("exec needs an exec id".to_string()).into());
@@ -720,14 +734,18 @@ impl Task for TaskService {
     }
 
     fn resize_pty(&self, ctx: &TtrpcContext, req: api::ResizePtyRequest) -> TtrpcResult<Empty> {
-        forward_native!(self, ctx, req, "ResizePty");
+        if let Some(shim) = self.native(&req.id) {
+            return shim.call(ctx, "ResizePty", &req);
+        }
         self.process(&req.id, &req.exec_id)?
             .resize_pty(req.width, req.height)?;
         Ok(Empty::new())
     }
 
     fn close_io(&self, ctx: &TtrpcContext, req: api::CloseIORequest) -> TtrpcResult<Empty> {
-        forward_native!(self, ctx, req, "CloseIO");
+        if let Some(shim) = self.native(&req.id) {
+            return shim.call(ctx, "CloseIO", &req);
+        }
         let process = self.process(&req.id, &req.exec_id)?;
         if req.stdin {
             process.close_stdin();
@@ -736,7 +754,9 @@ impl Task for TaskService {
     }
 
     fn update(&self, ctx: &TtrpcContext, req: api::UpdateTaskRequest) -> TtrpcResult<Empty> {
-        forward_native!(self, ctx, req, "Update");
+        if let Some(shim) = self.native(&req.id) {
+            return shim.call(ctx, "Update", &req);
+        }
         let container = self.container(&req.id)?;
         let value = req
             .resources

@@ -1,3 +1,8 @@
+//! The program's standard streams as WASI sees them: the files the host opened (FIFOs, log
+//! files, a terminal) turned into WASI input and output streams that never block a thread.
+//! Where those files come from is the host's business; a terminal's streams are
+//! `terminal_stdio`'s.
+
 use std::fs::File;
 use std::os::unix::fs::FileTypeExt;
 
@@ -8,7 +13,7 @@ use wasmtime_wasi::cli::{AsyncStdinStream, InputFile, OutputFile, StdoutStream};
 use wasmtime_wasi::WasiCtxBuilder;
 
 use crate::fifo_output::FifoOutput;
-use crate::terminal::{TerminalInput, TerminalOutput};
+use crate::terminal_stdio::{TerminalInput, TerminalOutput};
 
 /// The three standard streams of a program, already opened by the host.
 ///
