@@ -20,6 +20,10 @@ pub enum RuntimeError {
     /// A valid program that needs a feature this runtime does not offer yet.
     #[error("unsupported: {0}")]
     Unsupported(String),
+    /// wasmtime's engine could not be made, or code compiled for it not loaded: a fault of
+    /// the host, not of the program or the request.
+    #[error("wasmtime: {0}")]
+    Engine(String),
     /// The host failed underneath us (I/O, thread creation).
     #[error("{context}: {source}")]
     Io {

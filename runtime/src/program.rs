@@ -250,7 +250,7 @@ impl Program {
             };
             let engine = family
                 .engine(Tier::Optimized)
-                .map_err(RuntimeError::Unsupported)?;
+                .map_err(RuntimeError::Engine)?;
             if cache.has_entry(engine, &source.digest()?) {
                 // What it read is as true as after a load: the next start need not read it.
                 source.remember();
@@ -327,7 +327,7 @@ impl Program {
             ProgramKind::Module => {
                 match compile_in::<Module>(source, tiered, EngineFamily::Command)? {
                     Some((module, tier)) => {
-                        let shared = shared_of(tier).map_err(RuntimeError::Unsupported)?;
+                        let shared = shared_of(tier).map_err(RuntimeError::Engine)?;
                         let export = plan.entrypoint.export.clone();
                         (
                             Self::link_module(&guest_path, module, export, shared)?,
@@ -351,7 +351,7 @@ impl Program {
                     let settings = ServeSettings::from_env(&plan.env)?;
                     match compile_in::<Component>(source, tiered, EngineFamily::Http)? {
                         Some((component, tier)) => {
-                            let serving = serving_of(tier).map_err(RuntimeError::Unsupported)?;
+                            let serving = serving_of(tier).map_err(RuntimeError::Engine)?;
                             (
                                 Self::link_http(&guest_path, component, serving, settings)?,
                                 tier,
@@ -362,7 +362,7 @@ impl Program {
                 } else {
                     match compile_in::<Component>(source, tiered, EngineFamily::Command)? {
                         Some((component, tier)) => {
-                            let shared = shared_of(tier).map_err(RuntimeError::Unsupported)?;
+                            let shared = shared_of(tier).map_err(RuntimeError::Engine)?;
                             (Self::link_component(&guest_path, component, shared)?, tier)
                         }
                         None => return Ok(None),
@@ -613,10 +613,10 @@ impl Program {
             let optimized = (self.tier == Tier::Baseline).then(|| {
                 let (upgrade, guest_path) = (controls.upgrade.clone(), self.guest_path.clone());
                 Box::new(move || {
-                    let serving = serving().map_err(RuntimeError::Unsupported)?;
+                    let serving = serving().map_err(RuntimeError::Engine)?;
                     let component = upgrade
                         .load(&serving.engine)
-                        .map_err(RuntimeError::Unsupported)?;
+                        .map_err(RuntimeError::Engine)?;
                     proxy_pre(&guest_path, &component, serving)
                 }) as crate::http::LoadOptimized
             });
@@ -708,7 +708,7 @@ fn compile_in<T: Artifact>(
         None => {
             let optimized = family
                 .engine(Tier::Optimized)
-                .map_err(RuntimeError::Unsupported)?;
+                .map_err(RuntimeError::Engine)?;
             Ok(compile::<T>(source, optimized)?.map(|code| (code, Tier::Optimized)))
         }
     }
@@ -727,7 +727,7 @@ pub(crate) fn compile_tiered<T: Artifact>(
 ) -> Result<Option<(T, Tier)>, RuntimeError> {
     let optimized = family
         .engine(Tier::Optimized)
-        .map_err(RuntimeError::Unsupported)?;
+        .map_err(RuntimeError::Engine)?;
     let digest = source.digest()?;
     if let Some(code) = cache.get::<T>(optimized, &digest) {
         return Ok(Some((code, Tier::Optimized)));

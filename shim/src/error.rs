@@ -36,7 +36,7 @@ impl From<runtime::RuntimeError> for ShimError {
             | R::InvalidProgram(_)
             | R::EntrypointNotFound(_) => ShimError::InvalidArgument(err.to_string()),
             R::Unsupported(_) => ShimError::Unimplemented(err.to_string()),
-            R::Io { .. } => ShimError::Internal(err.to_string()),
+            R::Engine(_) | R::Io { .. } => ShimError::Internal(err.to_string()),
         }
     }
 }
@@ -64,3 +64,33 @@ impl ShimError {
 
 /// Result of a task operation.
 pub type ShimResult<T> = Result<T, ShimError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code_of(err: runtime::RuntimeError) -> ttrpc::Code {
+        match ttrpc::Error::from(ShimError::from(err)) {
+            ttrpc::Error::RpcStatus(status) => status.code(),
+            other => panic!("not a status: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn runtime_errors_map_to_who_is_at_fault() {
+        use runtime::RuntimeError as R;
+        assert_eq!(
+            code_of(R::EntrypointNotFound("/x.wasm".into())),
+            ttrpc::Code::INVALID_ARGUMENT
+        );
+        assert_eq!(
+            code_of(R::Unsupported("threads".into())),
+            ttrpc::Code::UNIMPLEMENTED
+        );
+        // An engine that cannot be made is the host's failure, not a missing feature.
+        assert_eq!(
+            code_of(R::Engine("no memory".into())),
+            ttrpc::Code::INTERNAL
+        );
+    }
+}
