@@ -26,9 +26,9 @@
 
 use std::fs::File;
 use std::hash::{Hash, Hasher};
-use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
 use sha2::{Digest, Sha256};
@@ -36,6 +36,7 @@ use wasmtime::Engine;
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::artifact::Artifact;
+use crate::atomic_file::write_atomically;
 use crate::digest_memo::{DigestMemo, WasmDigest};
 
 /// Starts every entry's trailer: the format, so a future layout is never misread.
@@ -365,30 +366,6 @@ impl Drop for CompileLock {
     }
 }
 
-/// Writes `parts` to `path` through a temporary file in `dir` renamed into place, so readers
-/// see the whole file or none of it.
-pub(crate) fn write_atomically(dir: &Path, path: &Path, parts: &[&[u8]]) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    let nanos = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos();
-    // SAFETY: gettid has no preconditions.
-    let tid = unsafe { libc::gettid() };
-    let temp = dir.join(format!(".tmp-{}-{tid}-{nanos:x}", std::process::id()));
-    let written = (|| {
-        let mut file = File::create(&temp)?;
-        for part in parts {
-            file.write_all(part)?;
-        }
-        std::fs::rename(&temp, path)
-    })();
-    if written.is_err() {
-        let _ = std::fs::remove_file(&temp);
-    }
-    written
-}
-
 /// Writes `artifact` with its trailer as the entry at `path` (whose directory is the
 /// cache's), atomically: what [`CompileCache`] stores, and what a compile helper (see
 /// `compile_process`) writes for it.
@@ -444,7 +421,7 @@ pub(crate) fn entry_is_sound(file: &File, len: u64) -> std::io::Result<bool> {
     // A process that will confine itself (and, for an exec, join a mount namespace, which
     // the kernel refuses while another thread shares its filesystem context) makes no
     // helper thread here.
-    let sums = if artifact.len() >= PARALLEL_CHECK_FROM && !crate::engine::single_threaded() {
+    let sums = if artifact.len() >= PARALLEL_CHECK_FROM && !crate::settings::single_threaded() {
         std::thread::scope(|scope| {
             let helper = std::thread::Builder::new()
                 .name("cache-check".into())
@@ -518,6 +495,19 @@ impl Drop for ReadOnlyMap {
         // SAFETY: unmaps exactly what `new` mapped, once.
         unsafe { libc::munmap(self.addr, self.len) };
     }
+}
+
+static COMPILE_CACHE: OnceLock<Option<CompileCache>> = OnceLock::new();
+
+/// Sets where this process keeps compiled modules (`None`: nowhere, compile every time).
+/// Takes effect only before the first program is loaded; returns false after that.
+pub fn set_compile_cache(cache: Option<CompileCache>) -> bool {
+    COMPILE_CACHE.set(cache).is_ok()
+}
+
+/// The compile cache, if the host set one.
+pub(crate) fn compile_cache() -> Option<&'static CompileCache> {
+    COMPILE_CACHE.get_or_init(|| None).as_ref()
 }
 
 #[cfg(test)]

@@ -88,7 +88,7 @@ impl DigestMemo {
         bytes.push(if what.http_handler { HTTP_HANDLER } else { 0 });
         bytes.extend_from_slice(&xxh3_64(&bytes).to_le_bytes());
         let path = self.path(identity);
-        if let Err(e) = crate::cache::write_atomically(&self.dir, &path, &[&bytes]) {
+        if let Err(e) = crate::atomic_file::write_atomically(&self.dir, &path, &[&bytes]) {
             log::debug!("could not remember a digest in {}: {e}", self.dir.display());
             return;
         }

@@ -1,14 +1,10 @@
 use std::sync::OnceLock;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, Linker, OptLevel, PoolingAllocationConfig, Strategy,
 };
 
-use crate::cache::CompileCache;
-use crate::http::HttpHost;
-use crate::program::{ComponentHost, Host};
+use crate::host::{ComponentHost, Host, HttpHost};
 
 /// Which compiler made a program's code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,48 +35,6 @@ pub(crate) struct Shared {
 static SHARED: OnceLock<Result<Shared, String>> = OnceLock::new();
 static BASELINE: OnceLock<Result<Shared, String>> = OnceLock::new();
 static OPTIMIZING: OnceLock<Result<Engine, String>> = OnceLock::new();
-
-static TIERING: AtomicBool = AtomicBool::new(true);
-
-/// Turns tiered compilation on (the default) or off. On: a program the compile cache does
-/// not hold optimized starts on baseline code while its optimized code is compiled in the
-/// background (see `optimizer`). Off: every program is compiled optimized before it starts.
-pub fn set_tiering(enabled: bool) {
-    TIERING.store(enabled, Ordering::SeqCst);
-}
-
-/// Whether tiered compilation is on.
-pub(crate) fn tiering() -> bool {
-    TIERING.load(Ordering::SeqCst)
-}
-
-static COMPILE_CACHE: OnceLock<Option<CompileCache>> = OnceLock::new();
-
-static SINGLE_THREADED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// Whether [`set_single_threaded_compilation`] was called.
-pub(crate) fn single_threaded() -> bool {
-    SINGLE_THREADED.load(std::sync::atomic::Ordering::SeqCst)
-}
-
-/// Makes this process compile on its calling thread only, never on a pool of helper threads.
-/// A process that confines itself after loading its program calls this first: helper threads
-/// made before the confinement would outlive it unconfined. Takes effect only before the
-/// first engine is made.
-pub fn set_single_threaded_compilation() {
-    SINGLE_THREADED.store(true, std::sync::atomic::Ordering::SeqCst);
-}
-
-/// Sets where this process keeps compiled modules (`None`: nowhere, compile every time).
-/// Takes effect only before the first program is loaded; returns false after that.
-pub fn set_compile_cache(cache: Option<CompileCache>) -> bool {
-    COMPILE_CACHE.set(cache).is_ok()
-}
-
-/// The compile cache, if the host set one.
-pub(crate) fn compile_cache() -> Option<&'static CompileCache> {
-    COMPILE_CACHE.get_or_init(|| None).as_ref()
-}
 
 /// The one wasmtime engine of this process.
 ///
@@ -152,7 +106,7 @@ pub(crate) fn base_config() -> Config {
     // can cancel one that is parked in a host call (sleep, stdin) by dropping its future, not
     // only one that is computing; epochs make a computing one yield.
     config.epoch_interruption(true);
-    if SINGLE_THREADED.load(std::sync::atomic::Ordering::SeqCst) {
+    if crate::settings::single_threaded() {
         config.parallel_compilation(false);
     }
     config

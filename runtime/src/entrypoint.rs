@@ -72,7 +72,7 @@ impl Entrypoint {
         path_var: Option<&str>,
     ) -> Result<(String, Vec<u8>), RuntimeError> {
         let (guest_path, file, _) = self.open(preopens, cwd, path_var)?;
-        let bytes = crate::source::read_capped(&file, &guest_path)?;
+        let bytes = crate::program_bytes::read_capped(&file, &guest_path)?;
         Ok((guest_path, bytes))
     }
 

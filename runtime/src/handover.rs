@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest, Sha256};
 
-use crate::engine::compile_cache;
+use crate::cache::compile_cache;
 
 /// The name of the optimized code in a handover directory.
 pub(crate) const HANDED_OVER: &str = "optimized.cwasm";

@@ -24,14 +24,14 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use wasmtime::component::ResourceTable;
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi::WasiCtx;
 use wasmtime_wasi_http::io::TokioIo;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpView};
 
-use crate::program::{new_store, GaugeLimiter};
+use crate::host::{new_store, GaugeLimiter, HttpHost};
 use crate::wasi_stdio::Output;
 use crate::{Controls, ExitStatus, RuntimeError};
 
@@ -49,34 +49,6 @@ pub const DRAIN_SECONDS_ENV: &str = "WASI_HTTP_DRAIN_SECONDS";
 /// The drain bound when the container does not set one: Kubernetes' default grace period, so
 /// a pod's SIGKILL, not this bound, is normally what cuts a drain short.
 pub const DEFAULT_DRAIN: Duration = Duration::from_secs(30);
-
-/// Per-request state: WASI for the component's stdio, clocks and random, wasi:http for the
-/// request itself, and the container's memory account.
-pub(crate) struct HttpHost {
-    ctx: WasiCtx,
-    http: WasiHttpCtx,
-    table: ResourceTable,
-    limits: GaugeLimiter,
-}
-
-impl WasiView for HttpHost {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.ctx,
-            table: &mut self.table,
-        }
-    }
-}
-
-impl WasiHttpView for HttpHost {
-    fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView {
-            ctx: &mut self.http,
-            table: &mut self.table,
-            hooks: Default::default(),
-        }
-    }
-}
 
 /// Where and how a container's HTTP component is served, read from its environment at
 /// Create so a typo fails the container there rather than after Start.
@@ -117,34 +89,6 @@ impl ServeSettings {
         };
         Ok(ServeSettings { addr, drain })
     }
-}
-
-/// Whether a component is an HTTP handler: it exports `wasi:http/incoming-handler` and no
-/// `wasi:cli/run` (a component exporting both is run as a command, as `wasmtime run` would).
-///
-/// Read from the export section rather than from the compiled component because HTTP
-/// components are compiled for a different engine (see [`crate::engine::serving`]).
-pub(crate) fn is_http_handler(bytes: &[u8]) -> bool {
-    let mut depth = 0usize;
-    let (mut handler, mut command) = (false, false);
-    for payload in wasmparser::Parser::new(0).parse_all(bytes) {
-        // A malformed component is reported by the compiler with a better message.
-        let Ok(payload) = payload else { return false };
-        match payload {
-            wasmparser::Payload::ModuleSection { .. }
-            | wasmparser::Payload::ComponentSection { .. } => depth += 1,
-            wasmparser::Payload::End(_) => depth = depth.saturating_sub(1),
-            wasmparser::Payload::ComponentExportSection(exports) if depth == 0 => {
-                for export in exports.into_iter().flatten() {
-                    let name = export.name.name;
-                    handler |= name.starts_with("wasi:http/incoming-handler@");
-                    command |= name.starts_with("wasi:cli/run@");
-                }
-            }
-            _ => {}
-        }
-    }
-    handler && !command
 }
 
 /// Makes the WASI context of one request (args, env, preopens, the container's stdout and
@@ -447,30 +391,5 @@ mod tests {
                 .to_string();
             assert!(err.contains(bad.0), "{err}");
         }
-    }
-
-    #[test]
-    fn http_handlers_are_told_from_commands_by_their_exports() {
-        let handler = wat::parse_str(
-            r#"(component
-                (core module $m (func (export "f")))
-                (core instance $i (instantiate $m))
-                (func $f (canon lift (core func $i "f")))
-                (instance $h (export "handle" (func $f)))
-                (export "wasi:http/incoming-handler@0.2.12" (instance $h)))"#,
-        )
-        .unwrap();
-        assert!(is_http_handler(&handler));
-        let command = wat::parse_str(
-            r#"(component
-                (core module $m (func (export "f")))
-                (core instance $i (instantiate $m))
-                (func $f (canon lift (core func $i "f")))
-                (instance $h (export "run" (func $f)))
-                (export "wasi:cli/run@0.2.12" (instance $h)))"#,
-        )
-        .unwrap();
-        assert!(!is_http_handler(&command));
-        assert!(!is_http_handler(b"\0asm\x0d\0\x01\0garbage"));
     }
 }

@@ -12,8 +12,10 @@
 
 mod access;
 mod artifact;
+mod atomic_file;
 mod cache;
 mod compile_process;
+mod controls;
 mod digest_memo;
 mod engine;
 mod entrypoint;
@@ -22,6 +24,7 @@ mod exit;
 mod fifo_output;
 mod file_identity;
 mod handover;
+mod host;
 mod http;
 mod native_program;
 mod optimizer;
@@ -29,6 +32,8 @@ mod pause;
 mod plan;
 mod preopen;
 mod program;
+mod program_bytes;
+mod settings;
 mod source;
 mod stop;
 mod terminal_stdio;
@@ -41,11 +46,11 @@ mod wasi_stdio;
 mod working_directory;
 
 pub use access::{AccessPolicy, MOUNTS_ANNOTATION, ROOTFS_ANNOTATION};
+pub use cache::set_compile_cache;
 pub use cache::CompileCache;
 pub use compile_process::{run_compile_helper, set_compile_helper, CompileHelperError};
-pub use engine::{
-    set_compile_cache, set_single_threaded_compilation, set_tiering, shared_engine, Tier,
-};
+pub use controls::Controls;
+pub use engine::{shared_engine, Tier};
 pub use entrypoint::Entrypoint;
 pub use error::RuntimeError;
 pub use exit::ExitStatus;
@@ -55,10 +60,11 @@ pub use native_program::{native_entrypoint, NativeProgram};
 pub use optimizer::{pending_optimizations, wait_for_optimizations, PendingOptimization};
 pub use pause::Pauser;
 pub use plan::WasiPlan;
-pub use preopen::{PinnedPreopens, Preopen, PreopenPlan};
-pub use program::{Controls, Program, ProgramKind};
+pub use preopen::{NamedDirectory, PinnedPreopens, Preopen, PreopenPlan};
+pub use program::Program;
+pub use program_bytes::ProgramKind;
+pub use settings::{set_single_threaded_compilation, set_tiering};
 pub use stop::Stopper;
 pub use upgrade::CodeUpgrade;
 pub use usage::{MemoryGauge, OutOfMemory};
 pub use wasi_stdio::StdioFiles;
-pub use working_directory::NamedDirectory;

@@ -18,14 +18,13 @@ use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 
 use crate::artifact::Artifact;
-use crate::cache::CompileCache;
+use crate::cache::{compile_cache, CompileCache};
 use crate::digest_memo::WasmDigest;
-use crate::engine::{
-    compatibility, compile_cache, optimizing_engine, single_threaded, EngineFamily, Tier,
-};
+use crate::engine::{compatibility, optimizing_engine, EngineFamily, Tier};
 use crate::handover::CheckedEntry;
 #[cfg(doc)]
 use crate::handover::HandoverDir;
+use crate::settings::single_threaded;
 use crate::source::ProgramSource;
 
 /// One program to optimize.

@@ -4,7 +4,6 @@ use std::path::{Component, Path, PathBuf};
 
 use oci_spec::runtime::Mount;
 
-use crate::working_directory::NamedDirectory;
 use crate::RuntimeError;
 
 /// One host directory the program can reach, and where it appears inside the program.
@@ -35,6 +34,17 @@ pub struct PreopenPlan {
     pub rootfs_hidden: bool,
 }
 
+/// A directory preopened under a name of its own, after the plan's preopens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamedDirectory {
+    /// The preopen's name as the program sees it.
+    pub name: String,
+    /// What a WASI context opens (as [`PinnedPreopens::paths`]).
+    pub path: PathBuf,
+    /// Whether writes through it are refused.
+    pub read_only: bool,
+}
+
 /// The preopened directories, held open from load to the program's end. A host that gives
 /// the program a mount namespace of its own re-pins them there by path
 /// ([`PreopenPlan::pin_in_own_root`]); otherwise they are reached as below.
@@ -52,8 +62,8 @@ pub struct PinnedPreopens {
     pub(crate) paths: Vec<PathBuf>,
     /// The descriptors behind `paths`, one each (none without `/proc`).
     pub(crate) fds: Vec<OwnedFd>,
-    /// What the working directory adds after them; see [`crate::working_directory`].
-    working_directory: Vec<NamedDirectory>,
+    /// What the working directory adds after them; see [`PreopenPlan::pin`].
+    pub(crate) working_directory: Vec<NamedDirectory>,
     /// The descriptors behind `working_directory`.
     pub(crate) fds_after: Vec<OwnedFd>,
     /// The process's root is the container's rootfs (see [`PreopenPlan::pin_in_own_root`]):
@@ -157,10 +167,10 @@ impl PreopenPlan {
         self.preopens.iter().skip(skip)
     }
 
-    /// Opens every visible preopen's directory, and what makes `cwd` the working directory
-    /// (see [`crate::working_directory`]); see [`PinnedPreopens`]. Without a `/proc` (a host
-    /// outside Linux containers' usual setup) the host paths are used as they are.
-    pub fn pin(&self, cwd: &str) -> Result<PinnedPreopens, RuntimeError> {
+    /// Opens every visible preopen's directory (see [`PreopenPlan::pin`], which adds the
+    /// working directory's). Without a `/proc` (a host outside Linux containers' usual
+    /// setup) the host paths are used as they are.
+    pub(crate) fn pin_visible(&self) -> Result<PinnedPreopens, RuntimeError> {
         let mut pinned = PinnedPreopens::default();
         let proc_fds = Path::new("/proc/self/fd").is_dir();
         for preopen in self.visible() {
@@ -172,7 +182,20 @@ impl PreopenPlan {
             pinned.paths.push(fd_path(&fd));
             pinned.fds.push(fd);
         }
-        pinned.working_directory = crate::working_directory::pin(self, cwd, &mut pinned);
+        Ok(pinned)
+    }
+
+    /// [`PreopenPlan::pin_visible`] for a process whose root is the container's rootfs (see
+    /// [`PreopenPlan::pin_in_own_root`]): opened by their paths there.
+    pub(crate) fn pin_visible_in_own_root(&self) -> Result<PinnedPreopens, RuntimeError> {
+        let mut pinned = PinnedPreopens {
+            own_root: true,
+            ..Default::default()
+        };
+        for preopen in self.visible() {
+            pinned.fds.push(open_directory(preopen)?);
+            pinned.paths.push(preopen.host.clone());
+        }
         Ok(pinned)
     }
 
@@ -195,23 +218,6 @@ impl PreopenPlan {
     pub fn outside<'a>(&'a self, rootfs: &'a Path) -> impl Iterator<Item = &'a Preopen> + 'a {
         self.visible()
             .filter(move |p| p.guest != "/" && !p.host.starts_with(rootfs))
-    }
-
-    /// [`PreopenPlan::pin`] for a process whose root is the container's rootfs (a relocated
-    /// plan, after pivot_root): the directories are opened by their paths there, which
-    /// cannot lead out of the container, so WASI contexts reach them by those paths and
-    /// need no `/proc`.
-    pub fn pin_in_own_root(&self, cwd: &str) -> Result<PinnedPreopens, RuntimeError> {
-        let mut pinned = PinnedPreopens {
-            own_root: true,
-            ..Default::default()
-        };
-        for preopen in self.visible() {
-            pinned.fds.push(open_directory(preopen)?);
-            pinned.paths.push(preopen.host.clone());
-        }
-        pinned.working_directory = crate::working_directory::pin(self, cwd, &mut pinned);
-        Ok(pinned)
     }
 
     /// Which visible preopen holds `guest_path` (its index among [`PreopenPlan::visible`]),

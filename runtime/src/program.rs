@@ -2,119 +2,24 @@ use std::path::Path;
 use std::time::Duration;
 
 use wasmtime::component::{Component, ResourceTable};
-use wasmtime::{InstancePre, Module, ResourceLimiter, Store, Val};
-use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime::{InstancePre, Module, Val};
 use wasmtime_wasi::p2::bindings::CommandPre;
-use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use crate::artifact::Artifact;
-use crate::cache::CompileCache;
-use crate::engine::{
-    compile_cache, serving, serving_of, shared_of, tiering, EngineFamily, Serving, Shared, Tier,
-};
-use crate::http::{HttpHost, ServeSettings};
+use crate::cache::{compile_cache, CompileCache};
+use crate::engine::{serving, serving_of, shared_of, EngineFamily, Serving, Shared, Tier};
+use crate::host::{new_store, ComponentHost, GaugeLimiter, Host, HttpHost};
+use crate::http::ServeSettings;
 use crate::optimizer::PendingOptimization;
 use crate::preopen::PinnedPreopens;
+use crate::program_bytes::{classify, ProgramKind};
+use crate::settings::tiering;
 use crate::source::ProgramSource;
 use crate::usage::OutOfMemory;
 use crate::wasi_stdio::{output_stream, stdin_stream, Output, Stdin};
-use crate::{
-    CodeUpgrade, ExitStatus, MemoryGauge, Pauser, RuntimeError, StdioFiles, Stopper, WasiPlan,
-};
-
-/// The handles a host keeps on a running program: stop it, pause it, watch and limit its
-/// memory. Clones share the program (and a container's programs may share one set).
-#[derive(Clone, Debug, Default)]
-pub struct Controls {
-    /// Stops the program on behalf of a signal.
-    pub stopper: Stopper,
-    /// Freezes and thaws it.
-    pub pauser: Pauser,
-    /// Its memory, and the limit on it.
-    pub gauge: MemoryGauge,
-    /// Optimized code for a program that serves on baseline code.
-    pub upgrade: CodeUpgrade,
-}
-
-/// What kind of wasm a file holds, told from its first bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProgramKind {
-    /// A core module (WASI preview 1), binary or text.
-    Module,
-    /// A component (WASI preview 2).
-    Component,
-}
-
-/// Per-instance state the WASI host functions and the resource limiter work on.
-pub(crate) struct Host {
-    pub(crate) wasi: WasiP1Ctx,
-    limits: GaugeLimiter,
-}
-
-/// Accounts one instance's growth in its container's gauge. A growth past the limit is an
-/// error, which traps the guest: like the kernel's OOM killer, the program is stopped rather
-/// than told that malloc failed, and its status says so.
-pub(crate) struct GaugeLimiter {
-    gauge: MemoryGauge,
-    /// What this instance added to the gauge, given back when the store goes.
-    held: u64,
-    /// The last growth charged, taken back if wasmtime then fails the growth itself.
-    last_charge: u64,
-}
-
-impl GaugeLimiter {
-    pub(crate) fn new(gauge: MemoryGauge) -> Self {
-        GaugeLimiter {
-            gauge,
-            held: 0,
-            last_charge: 0,
-        }
-    }
-}
-
-impl Drop for GaugeLimiter {
-    fn drop(&mut self) {
-        self.gauge.release(self.held);
-    }
-}
-
-impl ResourceLimiter for GaugeLimiter {
-    fn memory_growing(
-        &mut self,
-        current: usize,
-        desired: usize,
-        maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        self.last_charge = 0;
-        // Past the module's own maximum, memory.grow returns -1 as the spec says; that is
-        // the program's business, not an OOM kill.
-        if maximum.is_some_and(|max| desired > max) {
-            return Ok(false);
-        }
-        let charge = self.gauge.try_grow(current, desired)?;
-        self.held += charge;
-        self.last_charge = charge;
-        Ok(true)
-    }
-
-    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
-        log::debug!("memory growth failed after it was accounted: {error:#}");
-        let charge = std::mem::take(&mut self.last_charge);
-        self.gauge.release(charge);
-        self.held -= charge;
-        Ok(())
-    }
-
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        _desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        Ok(true)
-    }
-}
+use crate::{Controls, ExitStatus, RuntimeError, StdioFiles, WasiPlan};
 
 /// A compiled, linked program ready to run: everything that can fail because of the input
 /// (missing file, corrupt wasm, unknown imports, missing export) has failed by the time this
@@ -146,65 +51,12 @@ enum Compiled {
     },
 }
 
-/// Per-instance state of a component: WASI preview 2 and its resource table.
-pub(crate) struct ComponentHost {
-    ctx: WasiCtx,
-    table: ResourceTable,
-    limits: GaugeLimiter,
-}
-
-impl WasiView for ComponentHost {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.ctx,
-            table: &mut self.table,
-        }
-    }
-}
-
 impl std::fmt::Debug for Program {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Program")
             .field("path", &self.guest_path)
             .finish()
     }
-}
-
-/// Tells modules, components and common mistakes apart from a file's first bytes.
-pub fn classify(guest_path: &str, bytes: &[u8]) -> Result<ProgramKind, RuntimeError> {
-    if let Some(rest) = bytes.strip_prefix(b"\0asm") {
-        return match rest.get(..4) {
-            Some([1, 0, 0, 0]) => Ok(ProgramKind::Module),
-            Some([_, _, 1, 0]) => Ok(ProgramKind::Component),
-            _ => Err(RuntimeError::InvalidProgram(format!(
-                "{guest_path} has the WebAssembly magic but an unknown version; the file is \
-                 truncated or corrupt"
-            ))),
-        };
-    }
-    if bytes.starts_with(b"\x7fELF") {
-        return Err(RuntimeError::InvalidProgram(format!(
-            "{guest_path} is a native ELF executable, not a WebAssembly program"
-        )));
-    }
-    if bytes.starts_with(b"#!") {
-        return Err(RuntimeError::InvalidProgram(format!(
-            "{guest_path} is a script (starts with #!), not a WebAssembly program"
-        )));
-    }
-    let looks_like_text = std::str::from_utf8(bytes)
-        .map(|text| {
-            let text = text.trim_start();
-            text.starts_with('(') || text.starts_with(";;")
-        })
-        .unwrap_or(false);
-    if looks_like_text || guest_path.ends_with(".wat") {
-        return Ok(ProgramKind::Module);
-    }
-    Err(RuntimeError::InvalidProgram(format!(
-        "{guest_path} is not a WebAssembly program: it neither starts with the \\0asm magic nor \
-         is WebAssembly text"
-    )))
 }
 
 impl Program {
@@ -878,26 +730,6 @@ fn wasi_builder(
     Ok(builder)
 }
 
-/// A store that accounts memory in the container's gauge and yields to the executor at
-/// every epoch tick, so a stop request is seen even in a loop that never calls the host.
-pub(crate) fn new_store<T: 'static>(
-    engine: &wasmtime::Engine,
-    host: T,
-    limits: fn(&mut T) -> &mut GaugeLimiter,
-) -> Store<T> {
-    let mut store = Store::new(engine, host);
-    // The limiter closure lives exactly as long as the store, so it holds the store's
-    // claim on the epoch ticker (see ticker.rs): ticks run while any store exists.
-    let running = crate::ticker::Running::start();
-    store.limiter(move |host| {
-        let _ = &running;
-        limits(host)
-    });
-    store.set_epoch_deadline(1);
-    store.epoch_deadline_async_yield_and_update(1);
-    store
-}
-
 /// Runs `call` until it ends or a stop request comes.
 async fn run_stoppable(
     controls: &Controls,
@@ -925,41 +757,6 @@ fn exit_status_of(result: wasmtime::Result<()>) -> ExitStatus {
                 // context; `{:?}` prints the message with it.
                 ExitStatus::Trapped(format!("{e:?}"))
             }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn classify_tells_common_inputs_apart() {
-        assert_eq!(
-            classify("/a", b"\0asm\x01\0\0\0").unwrap(),
-            ProgramKind::Module
-        );
-        assert_eq!(
-            classify("/a", b"\0asm\x0d\0\x01\0").unwrap(),
-            ProgramKind::Component
-        );
-        assert_eq!(
-            classify("/a.wat", b"(module)").unwrap(),
-            ProgramKind::Module
-        );
-        assert_eq!(
-            classify("/a", b"  ;; hi\n(module)").unwrap(),
-            ProgramKind::Module
-        );
-        for (bytes, needle) in [
-            (&b"\x7fELF\x02\x01"[..], "ELF"),
-            (b"#!/bin/sh\n", "script"),
-            (b"hello world", "not a WebAssembly program"),
-            (b"\0as", "not a WebAssembly program"),
-            (b"\0asm\x01", "corrupt"),
-        ] {
-            let err = classify("/a", bytes).unwrap_err().to_string();
-            assert!(err.contains(needle), "{err}");
         }
     }
 }

@@ -6,7 +6,6 @@
 //! remembered for next time once the program has loaded.
 
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::time::SystemTime;
 
@@ -14,6 +13,7 @@ use sha2::{Digest, Sha256};
 
 use crate::digest_memo::{DigestMemo, Remembered, WasmDigest};
 use crate::file_identity::FileIdentity;
+use crate::program_bytes::read_capped;
 use crate::{Entrypoint, PreopenPlan, RuntimeError};
 
 /// Below this size reading and hashing a program costs less than proving its identity (an
@@ -21,9 +21,6 @@ use crate::{Entrypoint, PreopenPlan, RuntimeError};
 const REMEMBER_FROM: u64 = 1 << 20;
 /// Enough of a file to tell a module from a component.
 const HEAD: usize = 8;
-/// The largest program read: the biggest real ones (CPython, .NET) are tens of MB, and a
-/// bundle pointing at a huge file must not make the shim allocate all of it.
-const MAX_PROGRAM_BYTES: u64 = 1 << 30;
 
 /// An opened program file.
 pub(crate) struct ProgramSource {
@@ -148,7 +145,7 @@ impl ProgramSource {
     }
 
     /// Whether the program, a component, is an HTTP handler (see
-    /// [`crate::http::is_http_handler`]).
+    /// [`crate::program_bytes::is_http_handler`]).
     pub(crate) fn is_http_handler(&mut self) -> Result<bool, RuntimeError> {
         if let Some(remembered) = self.remembered {
             return Ok(remembered.http_handler);
@@ -156,7 +153,7 @@ impl ProgramSource {
         if let Some(handler) = self.http_handler {
             return Ok(handler);
         }
-        let handler = crate::http::is_http_handler(self.read()?);
+        let handler = crate::program_bytes::is_http_handler(self.read()?);
         self.http_handler = Some(handler);
         Ok(handler)
     }
@@ -218,33 +215,6 @@ impl ProgramSource {
     pub(crate) fn was_read(&self) -> bool {
         self.bytes.is_some()
     }
-}
-
-/// The whole of `file`, refusing one larger than [`MAX_PROGRAM_BYTES`].
-pub(crate) fn read_capped(file: &File, guest_path: &str) -> Result<Vec<u8>, RuntimeError> {
-    let too_large = || {
-        RuntimeError::InvalidProgram(format!(
-            "{guest_path} is larger than {MAX_PROGRAM_BYTES} bytes, the largest program the \
-             shim reads"
-        ))
-    };
-    let size = file.metadata().map_or(0, |m| m.len());
-    if size > MAX_PROGRAM_BYTES {
-        return Err(too_large());
-    }
-    // From the start, whatever earlier reads of this descriptor consumed.
-    let mut file = file;
-    file.seek(SeekFrom::Start(0))
-        .map_err(|e| RuntimeError::io(format!("reading {guest_path}"), e))?;
-    let mut bytes = Vec::with_capacity(size as usize);
-    // The cap holds even for a file that grows while it is read.
-    file.take(MAX_PROGRAM_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| RuntimeError::io(format!("reading {guest_path}"), e))?;
-    if bytes.len() as u64 > MAX_PROGRAM_BYTES {
-        return Err(too_large());
-    }
-    Ok(bytes)
 }
 
 #[cfg(test)]

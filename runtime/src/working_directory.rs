@@ -22,27 +22,38 @@
 //! shares, is looked up in the working directory.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Component, Path};
 
 use nix::errno::Errno;
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::Mode;
 
-use crate::preopen::{PinnedPreopens, PreopenPlan};
+use crate::preopen::{NamedDirectory, PinnedPreopens, PreopenPlan};
+use crate::RuntimeError;
 
 /// More top-level entries than this in a rootfs are not preopened again (a rootfs is a
 /// handful of directories; this bounds the work and the descriptors of a strange one).
 const MAX_TOP_LEVEL: usize = 256;
 
-/// A directory preopened under a name of its own, after the plan's preopens.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NamedDirectory {
-    /// The preopen's name as the program sees it.
-    pub name: String,
-    /// What a WASI context opens (as [`PinnedPreopens::paths`]).
-    pub path: PathBuf,
-    /// Whether writes through it are refused.
-    pub read_only: bool,
+impl PreopenPlan {
+    /// Opens every visible preopen's directory, and what makes `cwd` the working directory
+    /// (see [`crate::working_directory`]); see [`PinnedPreopens`]. Without a `/proc` (a host
+    /// outside Linux containers' usual setup) the host paths are used as they are.
+    pub fn pin(&self, cwd: &str) -> Result<PinnedPreopens, RuntimeError> {
+        let mut pinned = self.pin_visible()?;
+        pinned.working_directory = pin(self, cwd, &mut pinned);
+        Ok(pinned)
+    }
+
+    /// [`PreopenPlan::pin`] for a process whose root is the container's rootfs (a relocated
+    /// plan, after pivot_root): the directories are opened by their paths there, which
+    /// cannot lead out of the container, so WASI contexts reach them by those paths and
+    /// need no `/proc`.
+    pub fn pin_in_own_root(&self, cwd: &str) -> Result<PinnedPreopens, RuntimeError> {
+        let mut pinned = self.pin_visible_in_own_root()?;
+        pinned.working_directory = pin(self, cwd, &mut pinned);
+        Ok(pinned)
+    }
 }
 
 /// The lexically normal form of an absolute `cwd` (`.` dropped, `..` taken back, no
