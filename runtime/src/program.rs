@@ -134,7 +134,7 @@ impl Program {
             None => {
                 source.forget()?;
                 Self::compile_and_link(&mut source, &plan, tiered)?.ok_or_else(|| {
-                    RuntimeError::Unsupported(format!(
+                    RuntimeError::Engine(format!(
                         "{}: compiled from its bytes, yet not compiled",
                         source.guest_path()
                     ))

@@ -7,7 +7,7 @@
 //! requests has none between requests, and ticking then would cost it 100 wake-ups a second
 //! for nothing (a node with a thousand idle services spent its two cores on them).
 //!
-//! A store holds a [`Running`] for its whole life (see `program::new_store`). When none has
+//! A store holds a [`Running`] for its whole life (see `host::new_store`). When none has
 //! existed for [`IDLE_TICKS`] ticks the thread parks; the first new store wakes it. The tick
 //! after a wake-up comes one [`EPOCH_TICK`] later, as it would have anyway.
 

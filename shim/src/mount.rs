@@ -193,16 +193,28 @@ fn mount_in(
     flags: MsFlags,
     data: &str,
 ) -> Result<(), nix::Error> {
+    // Resolved here: after the thread's chdir, a relative target would name another place.
+    let target = std::path::absolute(target).map_err(|e| io_errno(&e))?;
     std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
+        let thread = std::thread::Builder::new()
+            .name("mount-in".into())
+            .spawn_scoped(scope, || {
                 nix::sched::unshare(nix::sched::CloneFlags::CLONE_FS)?;
                 nix::unistd::chdir(dir)?;
-                mount(Some(source), target, fstype, flags, Some(data))
+                mount(Some(source), &target, fstype, flags, Some(data))
             })
-            .join()
-            .unwrap_or(Err(nix::Error::EIO))
+            // No thread to be had (a pids limit): the mount fails, the shim goes on.
+            .map_err(|e| io_errno(&e))?;
+        thread.join().unwrap_or_else(|_| {
+            log::error!("the thread mounting {} panicked", target.display());
+            Err(nix::Error::EIO)
+        })
     })
+}
+
+/// The errno an I/O error carries (EAGAIN for one that carries none).
+fn io_errno(e: &std::io::Error) -> nix::Error {
+    nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EAGAIN))
 }
 
 /// Detaches every mount stacked on `target`. Returns how many were removed.
