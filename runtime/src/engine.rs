@@ -45,25 +45,28 @@ pub fn shared_engine() -> Result<&'static Engine, String> {
     shared().map(|s| &s.engine)
 }
 
-/// The optimizing engine and its linkers.
-pub(crate) fn shared() -> Result<&'static Shared, String> {
-    SHARED
-        .get_or_init(|| {
-            build(Tier::Optimized).map_err(|e| format!("creating the wasmtime engine: {e:#}"))
-        })
+/// What `cell` holds, made by `make` on first use: an engine is made once per process, and
+/// a failure to make it is kept too, so every later use reports it rather than trying again.
+fn made<T>(
+    cell: &'static OnceLock<Result<T, String>>,
+    what: &str,
+    make: impl FnOnce() -> wasmtime::Result<T>,
+) -> Result<&'static T, String> {
+    cell.get_or_init(|| make().map_err(|e| format!("creating {what}: {e:#}")))
         .as_ref()
         .map_err(Clone::clone)
 }
 
+/// The optimizing engine and its linkers.
+pub(crate) fn shared() -> Result<&'static Shared, String> {
+    made(&SHARED, "the wasmtime engine", || build(Tier::Optimized))
+}
+
 /// The baseline (Winch) engine and its linkers, made on first use.
 pub(crate) fn baseline() -> Result<&'static Shared, String> {
-    BASELINE
-        .get_or_init(|| {
-            build(Tier::Baseline)
-                .map_err(|e| format!("creating the baseline (Winch) engine: {e:#}"))
-        })
-        .as_ref()
-        .map_err(Clone::clone)
+    made(&BASELINE, "the baseline (Winch) engine", || {
+        build(Tier::Baseline)
+    })
 }
 
 /// The command engine of `tier`.
@@ -80,14 +83,11 @@ pub(crate) fn shared_of(tier: Tier) -> Result<&'static Shared, String> {
 /// is stored for the engine that runs it, whose compatibility each job checks (see
 /// `optimizer`).
 pub(crate) fn optimizing_engine() -> Result<&'static Engine, String> {
-    OPTIMIZING
-        .get_or_init(|| {
-            let mut config = base_config();
-            config.parallel_compilation(false);
-            Engine::new(&config).map_err(|e| format!("creating the optimizing engine: {e:#}"))
-        })
-        .as_ref()
-        .map_err(Clone::clone)
+    made(&OPTIMIZING, "the optimizing engine", || {
+        let mut config = base_config();
+        config.parallel_compilation(false);
+        Engine::new(&config)
+    })
 }
 
 /// An engine's compatibility hash as a number, to compare two engines of this binary (the
@@ -164,13 +164,9 @@ static SERVING_BASELINE: OnceLock<Result<Serving, String>> = OnceLock::new();
 /// pool's fixed slot counts and sizes could), and a shim that serves no HTTP component never
 /// reserves the pool's address space.
 pub(crate) fn serving() -> Result<&'static Serving, String> {
-    SERVING
-        .get_or_init(|| {
-            build_serving(Tier::Optimized)
-                .map_err(|e| format!("creating the HTTP serving engine: {e:#}"))
-        })
-        .as_ref()
-        .map_err(Clone::clone)
+    made(&SERVING, "the HTTP serving engine", || {
+        build_serving(Tier::Optimized)
+    })
 }
 
 /// The engine for HTTP components on baseline (Winch) code, made on first use: what a
@@ -178,13 +174,11 @@ pub(crate) fn serving() -> Result<&'static Serving, String> {
 /// allocates on demand: a second pool's address space, reserved for the minutes a process
 /// serves baseline code, would only take room from the optimized engine's.
 pub(crate) fn serving_baseline() -> Result<&'static Serving, String> {
-    SERVING_BASELINE
-        .get_or_init(|| {
-            build_serving(Tier::Baseline)
-                .map_err(|e| format!("creating the baseline (Winch) serving engine: {e:#}"))
-        })
-        .as_ref()
-        .map_err(Clone::clone)
+    made(
+        &SERVING_BASELINE,
+        "the baseline (Winch) serving engine",
+        || build_serving(Tier::Baseline),
+    )
 }
 
 /// Which engines run a program: those of commands (modules and command components) or
