@@ -51,8 +51,9 @@ type Precompile = fn(&Engine, &[u8]) -> wasmtime::Result<Vec<u8>>;
 
 /// Has this process's background compiles run by `program` with `args`, followed by the
 /// kind of artifact, the compatibility of the engine its code is for and the cache entry to
-/// write; that process must call [`run_compile_helper`] with those three. Without it, the background thread compiles
-/// in this process (at nice 19, which holds only within its session: see the module docs).
+/// write; that process must call [`run_compile_helper`] with those three. Without it, the
+/// background thread compiles in this process (at nice 19, which holds only within its
+/// session: see the module docs).
 ///
 /// `place` gets each helper's pid before the helper has its input: a host whose own
 /// cgroup is a budget it shares (a pod's shim) moves the helper out of it, so the compile

@@ -189,14 +189,6 @@ fn optimize(job: Job) {
 fn optimize_into(cache: &CompileCache, job: &Job) -> Result<(), String> {
     let started = Instant::now();
     let target = job.family.engine(Tier::Optimized)?;
-    let engine = optimizing_engine()?;
-    // The target differs in its allocator (the serving engine's pool) or its compilation
-    // threads, neither of which may change what code it loads.
-    if compatibility(target) != compatibility(engine) {
-        return Err(
-            "the optimizing engine's code would not load in the engine that runs it".into(),
-        );
-    }
     if cache.has_entry(target, &job.digest) {
         return Ok(());
     }
@@ -214,15 +206,25 @@ fn optimize_into(cache: &CompileCache, job: &Job) -> Result<(), String> {
     if <[u8; 32]>::from(Sha256::digest(&job.wasm)) != job.digest {
         return Err("it changed since it started".into());
     }
-    // Stored for the family's optimized engine, which loads it (the two are compatible: see
-    // above). A foreground compile that stored it meanwhile made the same code.
+    // Stored for the family's optimized engine, which loads it. A foreground compile that
+    // stored it meanwhile made the same code.
     let entry = cache.entry(target, &job.digest);
+    // A helper checks its own engine against the target's; only an in-process compile needs
+    // this process's optimizing engine.
     match crate::compile_process::store_in_helper(job.what, target, &entry, &job.wasm) {
         Some(stored) => {
             stored?;
             cache.evict(&entry);
         }
         None => {
+            let engine = optimizing_engine()?;
+            // The target differs in its allocator (the serving engine's pool) or its
+            // compilation threads, neither of which may change what code it loads.
+            if compatibility(target) != compatibility(engine) {
+                return Err(
+                    "the optimizing engine's code would not load in the engine that runs it".into(),
+                );
+            }
             let artifact = (job.compile)(engine, &job.wasm)
                 .map_err(|e| format!("the optimizing compile failed: {e:#}"))?;
             if !cache.dir().is_dir() {
