@@ -554,10 +554,13 @@ impl Containerd {
     }
 
     /// Pids of processes running `binary` with this containerd's address among their
-    /// arguments: shims are told `-address` and keep it in their command line.
+    /// arguments: shims are told `-address` and keep it in their command line. A child of
+    /// such a process is not counted: between fork and exec (a shim starting its compile
+    /// helper, runc's shim starting runc) a child shows its parent's command line, and a
+    /// scan that caught one in that instant would see a second shim.
     fn pids_of(&self, binary: &str) -> Vec<u32> {
         let address = self.socket.display().to_string();
-        let mut pids = Vec::new();
+        let mut found = Vec::new();
         for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
             let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
                 continue;
@@ -574,10 +577,15 @@ impl Containerd {
                     })
                 });
             if runs_binary && args.contains(&address.as_str()) {
-                pids.push(pid);
+                found.push((pid, parent_of(pid)));
             }
         }
-        pids
+        let all: Vec<u32> = found.iter().map(|(pid, _)| *pid).collect();
+        found
+            .into_iter()
+            .filter(|(_, parent)| !parent.is_some_and(|parent| all.contains(&parent)))
+            .map(|(pid, _)| pid)
+            .collect()
     }
 
     /// The shim's own lines in containerd's log (tagged with the runtime name).
@@ -931,6 +939,17 @@ impl Drop for EventWatch {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The parent of process `pid` (its `PPid` in `/proc/PID/status`); `None` once it is gone.
+pub fn parent_of(pid: u32) -> Option<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|line| line.strip_prefix("PPid:"))?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// CPU time in ns of process `pid`, all its threads (a container's process).

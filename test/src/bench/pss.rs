@@ -111,16 +111,6 @@ pub fn rollup_field(rollup: &str, field: &str) -> Option<u64> {
     })
 }
 
-/// The process that started process `pid` (`PPid`). A wasm task's pid is its own process,
-/// started by the shim serving it, so this names that shim.
-pub fn parent(pid: u32) -> Option<u32> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("PPid:"))
-        .and_then(|v| v.trim().parse().ok())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,6 +136,6 @@ mod tests {
         assert!(with_descendants(&[me]).contains(&me));
         let pss = rollup(me).and_then(|r| rollup_field(&r, "Pss"));
         assert!(pss.is_some_and(|k| k > 0));
-        assert!(parent(me).is_some_and(|p| p != me));
+        assert!(crate::parent_of(me).is_some_and(|p| p != me));
     }
 }

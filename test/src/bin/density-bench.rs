@@ -138,7 +138,7 @@ fn check_one_shim_each(containerd: &Containerd, ids: &[String]) -> Result<usize>
     let groups: BTreeSet<Option<u32>> = ids
         .iter()
         .filter_map(|id| running.get(id))
-        .map(|pid| pss::parent(*pid))
+        .map(|pid| integration::parent_of(*pid))
         .collect();
     if shims.len() != ids.len() || groups.len() != ids.len() || groups.contains(&None) {
         bail!(

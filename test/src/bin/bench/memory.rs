@@ -185,7 +185,7 @@ pub fn check_layout(containerd: &Containerd, ids: &[String], layout: Layout) -> 
     let groups: BTreeSet<Option<u32>> = ids
         .iter()
         .filter_map(|id| running.get(id))
-        .map(|pid| pss::parent(*pid))
+        .map(|pid| integration::parent_of(*pid))
         .collect();
     let ok = match layout {
         Layout::WasmSeparate => {
