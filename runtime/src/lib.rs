@@ -6,9 +6,9 @@
 //!
 //! The path of one program through the crate:
 //! [`WasiPlan::from_spec`] (spec → argv/env/cwd/preopens/entrypoint) →
-//! [`Program::load`] (read, classify and compile the wasm once, on the shared engine) →
-//! [`Program::run`] (instantiate with WASI and run to an [`ExitStatus`], stoppable through a
-//! [`Stopper`]).
+//! [`Program::load`] (read, classify, compile and link the wasm once, on the shared engine) →
+//! [`Program::run_blocking`] (instantiate with WASI and run to an [`ExitStatus`], stoppable
+//! through a [`Stopper`]).
 
 mod access;
 mod artifact;
@@ -20,6 +20,7 @@ mod digest_memo;
 mod engine;
 mod entrypoint;
 mod error;
+mod execution;
 mod exit;
 mod fifo_output;
 mod file_identity;
