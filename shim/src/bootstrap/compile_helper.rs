@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::OnceLock;
 
-use crate::pod_cgroup;
+use crate::runc::pod_cgroup;
 
 /// The first argument that makes this binary a compile helper.
 pub const COMPILE_HELPER_ARG: &str = "--compile-helper";

@@ -8,10 +8,11 @@ use std::time::SystemTime;
 
 use containerd_shim_protos::api::DeleteResponse;
 
+use crate::bootstrap::reply;
 use crate::cgroup::{cgroups_path, ContainerCgroup, Hierarchies};
 use crate::clock::timestamp;
-use crate::runc_proxy::{self, ContainerdEndpoint, NATIVE_MARKER};
-use crate::{mount, reply};
+use crate::runc::proxy::{self as runc_proxy, ContainerdEndpoint, NATIVE_MARKER};
+use crate::task::mount;
 
 /// File in the bundle holding the pid of the daemon serving it.
 pub const SHIM_PID_FILE: &str = "shim.pid";

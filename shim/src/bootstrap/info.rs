@@ -4,7 +4,7 @@ use std::io::{Read, Write};
 
 use containerd_shim_protos::types::introspection::{RuntimeInfo, RuntimeVersion};
 
-use crate::reply;
+use crate::bootstrap::reply;
 
 /// The runtime name containerd users type.
 pub const RUNTIME_NAME: &str = "io.containerd.wasmtime.v1";

@@ -11,14 +11,14 @@ use std::sync::{mpsc, Arc};
 use containerd_shim_protos::shim::shim_ttrpc::{create_task, Task};
 use containerd_shim_protos::ttrpc::Server;
 
+use crate::bootstrap::delete::SHIM_PID_FILE;
+use crate::bootstrap::flags::Flags;
+use crate::bootstrap::start::{Launcher, StartParams};
 use crate::cache_config::{self, OPTIMIZATION_GRACE};
-use crate::delete::SHIM_PID_FILE;
-use crate::events::Publisher;
-use crate::flags::Flags;
 use crate::logger;
-use crate::runc_proxy::{ContainerdEndpoint, RuncShims};
-use crate::service::TaskService;
-use crate::start::{Launcher, StartParams};
+use crate::runc::proxy::{ContainerdEndpoint, RuncShims};
+use crate::task::events::Publisher;
+use crate::task::service::TaskService;
 
 /// The descriptor on which the daemon finds its listening socket.
 const LISTENER_FD: i32 = 3;
@@ -50,7 +50,7 @@ impl Launcher for DaemonLauncher {
             socket: address.to_string(),
             debug: params.debug,
             bootstrap: match &params.bootstrap {
-                Some(bootstrap) => crate::start::bootstrap_flag(bootstrap)?,
+                Some(bootstrap) => crate::bootstrap::start::bootstrap_flag(bootstrap)?,
                 None => String::new(),
             },
             ..Default::default()
@@ -225,7 +225,7 @@ pub fn serve(flags: &Flags, bundle: &Path) -> Result<(), String> {
     }
     runtime::set_compile_cache(cache);
     runtime::set_tiering(cache_config::tiering(|key| std::env::var(key).ok()));
-    crate::compile_helper::register();
+    crate::bootstrap::compile_helper::register();
     // Compile-time work that every Create needs (the engine and its WASI linkers, the
     // costliest step of a daemon's start-up): done beside the server rather than before it,
     // so containerd's Create, already waiting on the socket, is read and its rootfs mounted
@@ -250,7 +250,7 @@ pub fn serve(flags: &Flags, bundle: &Path) -> Result<(), String> {
         ttrpc_address,
         publish_binary: flags.publish_binary.clone(),
         debug: flags.debug,
-        bootstrap: crate::start::parse_bootstrap_flag(&flags.bootstrap)?,
+        bootstrap: crate::bootstrap::start::parse_bootstrap_flag(&flags.bootstrap)?,
     });
     let identity = crate::launch::ShimIdentity {
         namespace: flags.namespace.clone(),

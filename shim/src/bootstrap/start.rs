@@ -9,9 +9,9 @@ use containerd_shim_protos::bootstrap_api::{BootstrapParams, BootstrapResult};
 use containerd_shim_protos::protobuf::Message;
 use sha2::{Digest, Sha256};
 
-use crate::flags::Flags;
-use crate::pod::PodMembership;
-use crate::reply;
+use crate::bootstrap::flags::Flags;
+use crate::bootstrap::reply;
+use crate::runc::pod::PodMembership;
 
 /// Where containerd's own shims put their sockets; short enough for the 108-byte limit.
 const DEFAULT_SOCKET_DIR: &str = "/run/containerd/s";

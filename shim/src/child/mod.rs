@@ -10,7 +10,9 @@
 //! Start it confines itself for good (uid, gid, no capabilities, `no_new_privs`, seccomp)
 //! and only then makes threads and runs guest code. Its exit status is the program's.
 
+mod confine;
 mod namespaces;
+mod netns;
 mod root;
 mod signals;
 
@@ -24,7 +26,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use oci_spec::runtime::Spec;
 use runtime::{CodeUpgrade, Controls, ExitStatus, Program, StdioFiles, WasiPlan};
 
-use crate::confine::Confinement;
+use crate::child::confine::Confinement;
 use crate::error::{ShimError, ShimResult};
 use crate::launch::{self, FailureKind, FromChild, Launch, ToChild, CONTROL_FD, LOG_FD};
 use signals::Signals;

@@ -16,8 +16,8 @@ use std::os::fd::AsFd;
 use nix::sched::{setns, unshare, CloneFlags};
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
+use crate::child::netns::NetworkPlan;
 use crate::error::{ShimError, ShimResult};
-use crate::netns::NetworkPlan;
 
 /// Makes or joins the namespaces `spec` asks for, apart from the mount and cgroup
 /// namespaces (see [`enter_cgroup_namespace`]).

@@ -8,9 +8,9 @@ use containerd_shim_protos::cgroups::metrics::{
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::protobuf::Message;
 
-use crate::container::Container;
 use crate::error::{ShimError, ShimResult};
-use crate::process::CpuUsage;
+use crate::task::container::Container;
+use crate::task::process::CpuUsage;
 
 /// The type URL containerd registers for cgroup v1 metrics.
 const METRICS_V1_TYPE_URL: &str = "io.containerd.cgroups.v1.Metrics";

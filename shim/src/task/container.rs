@@ -15,14 +15,14 @@ use runtime::{HandoverDir, PendingOptimization, Program, WasiPlan};
 use crate::cache_config::OPTIMIZATION_GRACE;
 use crate::cgroup::{cgroups_path, CgroupError, ContainerCgroup, Hierarchies};
 use crate::error::{ShimError, ShimResult};
-use crate::hooks::{Hooks, Phase};
 use crate::launch::{Launch, ShimIdentity};
-use crate::lifecycle::{Exit, Lifecycle};
-use crate::mount::{self, RootfsMount};
-use crate::oom_watch::{OomAlarm, OomWatch};
-use crate::process::{lock, CpuUsage, Process};
-use crate::spawn::Prepared;
-use crate::stdio_fifos::StdioPaths;
+use crate::task::hooks::{Hooks, Phase};
+use crate::task::lifecycle::{Exit, Lifecycle};
+use crate::task::mount::{self, RootfsMount};
+use crate::task::oom_watch::{OomAlarm, OomWatch};
+use crate::task::process::{lock, CpuUsage, Process};
+use crate::task::spawn::Prepared;
+use crate::task::stdio_fifos::StdioPaths;
 
 /// What a Create request asks for, in the shim's own terms.
 pub struct CreateParams {

@@ -15,11 +15,11 @@ use containerd_shim_protos::events::task::{TaskExit, TaskOOM};
 use containerd_shim_protos::topics;
 
 use crate::clock::timestamp;
-use crate::container::Container;
 use crate::error::{ShimError, ShimResult};
-use crate::events::Publisher;
-use crate::process::{lock, Process};
-use crate::reaper::{ChildExit, Reaper};
+use crate::task::container::Container;
+use crate::task::events::Publisher;
+use crate::task::process::{lock, Process};
+use crate::task::reaper::{ChildExit, Reaper};
 
 /// What a watched pid is.
 pub enum Route {

@@ -16,8 +16,8 @@ use containerd_shim_protos::events::task::TaskOOM;
 use containerd_shim_protos::topics;
 
 use crate::cgroup::OomNotifier;
-use crate::events::Publisher;
-use crate::process::lock;
+use crate::task::events::Publisher;
+use crate::task::process::lock;
 
 /// The shim's OOM watch.
 pub struct OomWatch {

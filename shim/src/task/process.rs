@@ -13,11 +13,11 @@ use std::time::{Duration, SystemTime};
 
 use crate::error::{ShimError, ShimResult};
 use crate::launch::{self, FromChild, Launch, ToChild};
-use crate::lifecycle::{Exit, Lifecycle};
-use crate::pty::{OutputDone, Terminal};
-use crate::reaper::ChildExit;
-use crate::spawn::{spawn, Prepared};
-use crate::stdio_fifos::StdioPaths;
+use crate::task::lifecycle::{Exit, Lifecycle};
+use crate::task::pty::{OutputDone, Terminal};
+use crate::task::reaper::ChildExit;
+use crate::task::spawn::{spawn, Prepared};
+use crate::task::stdio_fifos::StdioPaths;
 
 /// How long an ended program's exit waits for its client to read what is still in the
 /// stdout/stderr pipes: ctr reports the exit and stops reading, so output still in a pipe
@@ -87,7 +87,7 @@ impl Process {
     ) -> ShimResult<Arc<Process>> {
         let (files, terminal) = stdio.open()?;
         let output_done = terminal.as_ref().map(Terminal::output_done);
-        let output_pipes = crate::stdio_fifos::output_pipes(&files);
+        let output_pipes = crate::task::stdio_fifos::output_pipes(&files);
         launch.stdio = [
             files.stdin.is_some(),
             files.stdout.is_some(),
@@ -155,7 +155,7 @@ impl Process {
         }
         drop(control);
         if exit.signal != Some(libc::SIGKILL) {
-            crate::stdio_fifos::wait_until_read(&lock(&self.output_pipes), OUTPUT_READ_BOUND);
+            crate::task::stdio_fifos::wait_until_read(&lock(&self.output_pipes), OUTPUT_READ_BOUND);
             if let Some(output) = &self.output_done {
                 output.wait(TERMINAL_DRAIN);
             }

@@ -18,20 +18,20 @@ use containerd_shim_protos::events::task::{
 };
 
 use crate::clock::timestamp;
-use crate::container::{rootfs_dir, Container, CreateParams, ExecParams};
 use crate::error::{ShimError, ShimResult};
-use crate::events::Publisher;
-use crate::exits::{Exits, Route};
 use crate::launch::ShimIdentity;
-use crate::lifecycle::Lifecycle;
-use crate::metrics::container_metrics;
-use crate::mount::RootfsMount;
-use crate::oom_watch::OomWatch;
-use crate::pod::PodMembership;
-use crate::pod_cgroup;
-use crate::process::Process;
-use crate::runc_proxy::{RuncShim, RuncShims, NATIVE_MARKER};
-use crate::stdio_fifos::StdioPaths;
+use crate::runc::pod::PodMembership;
+use crate::runc::pod_cgroup;
+use crate::runc::proxy::{RuncShim, RuncShims, NATIVE_MARKER};
+use crate::task::cgroupless_metrics::container_metrics;
+use crate::task::container::{rootfs_dir, Container, CreateParams, ExecParams};
+use crate::task::events::Publisher;
+use crate::task::exits::{Exits, Route};
+use crate::task::lifecycle::Lifecycle;
+use crate::task::mount::RootfsMount;
+use crate::task::oom_watch::OomWatch;
+use crate::task::process::Process;
+use crate::task::stdio_fifos::StdioPaths;
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use oci_spec::runtime::Spec;
 

@@ -6,7 +6,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use runtime::StdioFiles;
 
 use crate::error::{ShimError, ShimResult};
-use crate::pty::Terminal;
+use crate::task::pty::Terminal;
 
 /// The stdio paths of a task, as given in Create.
 #[derive(Debug, Clone, Default)]

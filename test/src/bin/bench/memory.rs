@@ -16,7 +16,7 @@ use integration::{Containerd, RUNTIME};
 use crate::fleet::{expect_running, wait_for_no_shims, Fleet, Launch};
 use crate::pss::{self, PssSample};
 
-/// containerd's CRI annotations the shim groups a pod's containers by (shim/src/pod.rs).
+/// containerd's CRI annotations the shim groups a pod's containers by (shim/src/runc/pod.rs).
 const SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
 const CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
 
