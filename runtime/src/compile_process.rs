@@ -81,8 +81,8 @@ pub enum CompileHelperError {
         wanted: u64,
     },
     /// The engine could not be made.
-    #[error("compile helper: creating its engine: {0}")]
-    NoEngine(String),
+    #[error("compile helper: creating its engine: {0:#}")]
+    NoEngine(#[source] wasmtime::Error),
     /// Reading the wasm or writing the entry failed.
     #[error("compile helper: {context}: {source}")]
     Io {
@@ -93,8 +93,32 @@ pub enum CompileHelperError {
         source: std::io::Error,
     },
     /// The program did not compile.
-    #[error("compile helper: {0}")]
-    Compile(String),
+    #[error("compile helper: {0:#}")]
+    Compile(#[source] wasmtime::Error),
+}
+
+/// Why a compile helper this process started stored no entry; the caller (the optimizer)
+/// logs it and the program keeps its baseline code.
+#[derive(Debug, Error)]
+pub(crate) enum HelperFailure {
+    /// The helper process could not be started.
+    #[error("starting the compile helper: {0}")]
+    Start(#[source] std::io::Error),
+    /// It outlived [`HELPER_DEADLINE`] and was killed.
+    #[error(
+        "the compile helper took over {} minutes; killed",
+        HELPER_DEADLINE.as_secs() / 60
+    )]
+    TimedOut,
+    /// Its end could not be waited for.
+    #[error("waiting for the compile helper: {0}")]
+    Wait(#[source] std::io::Error),
+    /// It failed without saying why.
+    #[error("the compile helper ended with {0}")]
+    Ended(ExitStatus),
+    /// It failed, and said why: its one line of stderr (a [`CompileHelperError`]).
+    #[error("{0}")]
+    Said(String),
 }
 
 /// The main of a compile helper (see [`set_compile_helper`]): `args` are the kind
@@ -121,8 +145,7 @@ pub fn run_compile_helper(args: &[String]) -> Result<(), CompileHelperError> {
         _ => return Err(CompileHelperError::Arguments(args.to_vec())),
     };
     // Compiles over every core: at idle priority that takes only what nothing else wants.
-    let engine =
-        Engine::new(&base_config()).map_err(|e| CompileHelperError::NoEngine(format!("{e:#}")))?;
+    let engine = Engine::new(&base_config()).map_err(CompileHelperError::NoEngine)?;
     let ours = compatibility(&engine);
     if ours != wanted {
         return Err(CompileHelperError::Engine { ours, wanted });
@@ -135,8 +158,7 @@ pub fn run_compile_helper(args: &[String]) -> Result<(), CompileHelperError> {
             context: "reading the wasm",
             source,
         })?;
-    let artifact =
-        compile(&engine, &wasm).map_err(|e| CompileHelperError::Compile(format!("{e:#}")))?;
+    let artifact = compile(&engine, &wasm).map_err(CompileHelperError::Compile)?;
     let entry = Path::new(entry);
     // The cache's directory went away meanwhile (containerd's state removed): not made again.
     if !entry.parent().is_some_and(Path::is_dir) {
@@ -175,13 +197,19 @@ pub(crate) fn store_in_helper(
     engine: &Engine,
     entry: &Path,
     wasm: &[u8],
-) -> Option<Result<(), String>> {
+) -> Option<Result<(), HelperFailure>> {
     let helper = HELPER.get()?;
     Some(helper.store(what, compatibility(engine), entry, wasm))
 }
 
 impl CompileHelper {
-    fn store(&self, what: &str, engine: u64, entry: &Path, wasm: &[u8]) -> Result<(), String> {
+    fn store(
+        &self,
+        what: &str,
+        engine: u64,
+        entry: &Path,
+        wasm: &[u8],
+    ) -> Result<(), HelperFailure> {
         let mut command = Command::new(&self.program);
         command
             .args(&self.args)
@@ -205,9 +233,7 @@ impl CompileHelper {
                 Ok(())
             });
         }
-        let mut child = command
-            .spawn()
-            .map_err(|e| format!("starting the compile helper: {e}"))?;
+        let mut child = command.spawn().map_err(HelperFailure::Start)?;
         // Before its input: until it has read all of it, it has allocated next to nothing.
         (self.place)(child.id());
         // The helper reads all its input before it does anything else, so writing it all
@@ -220,12 +246,9 @@ impl CompileHelper {
             Ok(None) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!(
-                    "the compile helper took over {} minutes; killed",
-                    HELPER_DEADLINE.as_secs() / 60
-                ));
+                return Err(HelperFailure::TimedOut);
             }
-            Err(e) => return Err(format!("waiting for the compile helper: {e}")),
+            Err(e) => return Err(HelperFailure::Wait(e)),
         };
         if status.success() {
             return Ok(());
@@ -236,8 +259,8 @@ impl CompileHelper {
             let _ = stderr.read_to_string(&mut said);
         }
         Err(match said.trim() {
-            "" => format!("the compile helper ended with {status}"),
-            said => said.to_string(),
+            "" => HelperFailure::Ended(status),
+            said => HelperFailure::Said(said.to_string()),
         })
     }
 }

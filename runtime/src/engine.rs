@@ -1,9 +1,10 @@
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, Linker, OptLevel, PoolingAllocationConfig, Strategy,
 };
 
+use crate::error::EngineError;
 use crate::host::{ComponentHost, Host, HttpHost};
 
 /// Which compiler made a program's code.
@@ -32,45 +33,50 @@ pub(crate) struct Shared {
     pub(crate) component_linker: wasmtime::component::Linker<ComponentHost>,
 }
 
-static SHARED: OnceLock<Result<Shared, String>> = OnceLock::new();
-static BASELINE: OnceLock<Result<Shared, String>> = OnceLock::new();
-static OPTIMIZING: OnceLock<Result<Engine, String>> = OnceLock::new();
+static SHARED: OnceLock<Result<Shared, EngineError>> = OnceLock::new();
+static BASELINE: OnceLock<Result<Shared, EngineError>> = OnceLock::new();
+static OPTIMIZING: OnceLock<Result<Engine, EngineError>> = OnceLock::new();
 
 /// The one wasmtime engine of this process.
 ///
 /// All programs share it so compiled code, the epoch ticker and the WASI linker are set up once
 /// per shim rather than once per container; creating an engine is by far the most expensive
 /// step of a cold start.
-pub fn shared_engine() -> Result<&'static Engine, String> {
+pub fn shared_engine() -> Result<&'static Engine, EngineError> {
     shared().map(|s| &s.engine)
 }
 
 /// What `cell` holds, made by `make` on first use: an engine is made once per process, and
 /// a failure to make it is kept too, so every later use reports it rather than trying again.
 fn made<T>(
-    cell: &'static OnceLock<Result<T, String>>,
-    what: &str,
+    cell: &'static OnceLock<Result<T, EngineError>>,
+    what: &'static str,
     make: impl FnOnce() -> wasmtime::Result<T>,
-) -> Result<&'static T, String> {
-    cell.get_or_init(|| make().map_err(|e| format!("creating {what}: {e:#}")))
-        .as_ref()
-        .map_err(Clone::clone)
+) -> Result<&'static T, EngineError> {
+    cell.get_or_init(|| {
+        make().map_err(|source| EngineError::Creation {
+            what,
+            source: Arc::new(source),
+        })
+    })
+    .as_ref()
+    .map_err(Clone::clone)
 }
 
 /// The optimizing engine and its linkers.
-pub(crate) fn shared() -> Result<&'static Shared, String> {
+pub(crate) fn shared() -> Result<&'static Shared, EngineError> {
     made(&SHARED, "the wasmtime engine", || build(Tier::Optimized))
 }
 
 /// The baseline (Winch) engine and its linkers, made on first use.
-pub(crate) fn baseline() -> Result<&'static Shared, String> {
+pub(crate) fn baseline() -> Result<&'static Shared, EngineError> {
     made(&BASELINE, "the baseline (Winch) engine", || {
         build(Tier::Baseline)
     })
 }
 
 /// The command engine of `tier`.
-pub(crate) fn shared_of(tier: Tier) -> Result<&'static Shared, String> {
+pub(crate) fn shared_of(tier: Tier) -> Result<&'static Shared, EngineError> {
     match tier {
         Tier::Baseline => baseline(),
         Tier::Optimized => shared(),
@@ -82,7 +88,7 @@ pub(crate) fn shared_of(tier: Tier) -> Result<&'static Shared, String> {
 /// thread (the shared engine would spread the work over a pool at normal priority). Its code
 /// is stored for the engine that runs it, whose compatibility each job checks (see
 /// `optimizer`).
-pub(crate) fn optimizing_engine() -> Result<&'static Engine, String> {
+pub(crate) fn optimizing_engine() -> Result<&'static Engine, EngineError> {
     made(&OPTIMIZING, "the optimizing engine", || {
         let mut config = base_config();
         config.parallel_compilation(false);
@@ -152,8 +158,8 @@ pub(crate) struct Serving {
     pub(crate) linker: wasmtime::component::Linker<HttpHost>,
 }
 
-static SERVING: OnceLock<Result<Serving, String>> = OnceLock::new();
-static SERVING_BASELINE: OnceLock<Result<Serving, String>> = OnceLock::new();
+static SERVING: OnceLock<Result<Serving, EngineError>> = OnceLock::new();
+static SERVING_BASELINE: OnceLock<Result<Serving, EngineError>> = OnceLock::new();
 
 /// The engine for HTTP components on optimized code, made on first use.
 ///
@@ -163,7 +169,7 @@ static SERVING_BASELINE: OnceLock<Result<Serving, String>> = OnceLock::new();
 /// programs stay on the on-demand allocator, whose limits never reject a valid module (the
 /// pool's fixed slot counts and sizes could), and a shim that serves no HTTP component never
 /// reserves the pool's address space.
-pub(crate) fn serving() -> Result<&'static Serving, String> {
+pub(crate) fn serving() -> Result<&'static Serving, EngineError> {
     made(&SERVING, "the HTTP serving engine", || {
         build_serving(Tier::Optimized)
     })
@@ -173,7 +179,7 @@ pub(crate) fn serving() -> Result<&'static Serving, String> {
 /// component serves with from its first start until its optimized code is ready. It
 /// allocates on demand: a second pool's address space, reserved for the minutes a process
 /// serves baseline code, would only take room from the optimized engine's.
-pub(crate) fn serving_baseline() -> Result<&'static Serving, String> {
+pub(crate) fn serving_baseline() -> Result<&'static Serving, EngineError> {
     made(
         &SERVING_BASELINE,
         "the baseline (Winch) serving engine",
@@ -192,7 +198,7 @@ pub(crate) enum EngineFamily {
 
 impl EngineFamily {
     /// The engine of this family that runs `tier` code.
-    pub(crate) fn engine(self, tier: Tier) -> Result<&'static Engine, String> {
+    pub(crate) fn engine(self, tier: Tier) -> Result<&'static Engine, EngineError> {
         match (self, tier) {
             (EngineFamily::Command, tier) => shared_of(tier).map(|s| &s.engine),
             (EngineFamily::Http, tier) => serving_of(tier).map(|s| &s.engine),
@@ -201,7 +207,7 @@ impl EngineFamily {
 }
 
 /// The serving engine of `tier`.
-pub(crate) fn serving_of(tier: Tier) -> Result<&'static Serving, String> {
+pub(crate) fn serving_of(tier: Tier) -> Result<&'static Serving, EngineError> {
     match tier {
         Tier::Baseline => serving_baseline(),
         Tier::Optimized => serving(),

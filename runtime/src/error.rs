@@ -1,3 +1,5 @@
+use std::sync::Arc;
+
 use thiserror::Error;
 
 /// Everything that can stop a program from being prepared, split by who is at fault so the
@@ -23,7 +25,7 @@ pub enum RuntimeError {
     /// wasmtime's engine could not be made, or code compiled for it not loaded: a fault of
     /// the host, not of the program or the request.
     #[error("wasmtime: {0}")]
-    Engine(String),
+    Engine(#[from] EngineError),
     /// The host failed underneath us (I/O, thread creation).
     #[error("{context}: {source}")]
     Io {
@@ -42,5 +44,50 @@ impl RuntimeError {
             context: context.into(),
             source,
         }
+    }
+}
+
+/// A fault of this host's wasmtime side, never of the program or the request: the host maps
+/// it to an internal error, where a bad program is the caller's.
+#[derive(Debug, Clone, Error)]
+pub enum EngineError {
+    /// wasmtime could not make one of this process's engines or its linkers. The failure is
+    /// kept for the life of the process, shared (hence the `Arc`, and `Clone`), so every
+    /// later use of that engine reports the same cause rather than paying to try again.
+    #[error("creating {what}: {source:#}")]
+    Creation {
+        /// Which engine, as a log line names it.
+        what: &'static str,
+        /// wasmtime's reason.
+        #[source]
+        source: Arc<wasmtime::Error>,
+    },
+    /// A program compiled from its bytes came out with no code: the runtime's own bug,
+    /// reported as a failed load rather than a panic in the middle of a request.
+    #[error("{guest_path}: compiled from its bytes, yet not compiled")]
+    LostCode {
+        /// The program, as its container names it.
+        guest_path: String,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The message alone says it all (the host's status carries only the message), and the
+    /// cause is there for whoever walks the chain.
+    #[test]
+    fn an_engine_that_cannot_be_made_keeps_its_cause() {
+        let err = RuntimeError::from(EngineError::Creation {
+            what: "the wasmtime engine",
+            source: Arc::new(wasmtime::Error::msg("no memory")),
+        });
+        assert_eq!(
+            err.to_string(),
+            "wasmtime: creating the wasmtime engine: no memory"
+        );
+        let cause = std::error::Error::source(&err).and_then(std::error::Error::source);
+        assert_eq!(cause.map(ToString::to_string).as_deref(), Some("no memory"));
     }
 }

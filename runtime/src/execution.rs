@@ -3,14 +3,16 @@
 //! and pause requests, and the mapping of how it ended to an [`ExitStatus`]. Loading it
 //! (compile and link) is `program`'s; this module never compiles.
 
+use std::fmt::Display;
 use std::time::Duration;
 
+use thiserror::Error;
 use wasmtime::component::ResourceTable;
 use wasmtime::Val;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 
 use crate::engine::{serving, Tier};
-use crate::host::{new_store, ComponentHost, GaugeLimiter, Host};
+use crate::host::{new_store, ComponentHost, GaugeLimiter, Host, WasiContextError};
 use crate::http::{self, LoadOptimized, ServedCode};
 use crate::preopen::PinnedPreopens;
 use crate::program::{proxy_pre, Compiled, Program};
@@ -18,25 +20,45 @@ use crate::usage::OutOfMemory;
 use crate::wasi_stdio::{output_stream, stdin_stream, Output, Stdin};
 use crate::{Controls, ExitStatus, RuntimeError, StdioFiles, WasiPlan};
 
+/// Why a loaded program did not get to run: its status is then
+/// [`ExitStatus::Failed`] with this as the message, which its stderr shows too.
+#[derive(Debug, Error)]
+enum NotStarted {
+    /// An HTTP handler reached its server without the socket it was to serve on.
+    #[error("no listening socket was bound")]
+    NoListener,
+    /// Its WASI context could not be made.
+    #[error(transparent)]
+    Context(#[from] WasiContextError),
+    /// The container's stdin could not be made the program's.
+    #[error("opening stdin: {0}")]
+    Stdin(#[source] std::io::Error),
+    /// An HTTP handler reached the path that calls an entry point.
+    #[error("an HTTP component is served, not called")]
+    Served,
+}
+
 impl Program {
     /// Runs the program to its end on the calling thread, which it occupies until then.
     ///
     /// Each program gets a thread and a single-threaded executor of its own so that one
     /// program computing cannot delay another, nor the host's own request handling.
     pub fn run_blocking(self, stdio: StdioFiles, controls: &Controls) -> ExitStatus {
-        self.run_blocking_confined(stdio, controls, || Ok(()))
+        self.run_blocking_confined(stdio, controls, || Ok::<(), std::convert::Infallible>(()))
     }
 
     /// [`Program::run_blocking`], with `confine` called on the calling thread once the host
     /// needs no more privilege and before any guest code runs or any helper thread exists:
     /// after an HTTP handler's listening socket is bound (a port below 1024 needs
     /// privilege), before the executor and its blocking-I/O threads, which inherit the
-    /// thread's credentials and filters, are made. If `confine` fails, nothing runs.
-    pub fn run_blocking_confined(
+    /// thread's credentials and filters, are made. If `confine` fails, nothing runs, and
+    /// the status (and the program's stderr) says why: its error is the host's own type,
+    /// and only its text is kept.
+    pub fn run_blocking_confined<E: Display>(
         self,
         stdio: StdioFiles,
         controls: &Controls,
-        confine: impl FnOnce() -> Result<(), String>,
+        confine: impl FnOnce() -> Result<(), E>,
     ) -> ExitStatus {
         let listener = match &self.compiled {
             Compiled::Http { settings, .. } => match http::bind(settings.addr) {
@@ -98,7 +120,7 @@ impl Program {
             .await
         {
             Ok(status) => status,
-            Err(msg) => ExitStatus::Failed(msg),
+            Err(e) => ExitStatus::Failed(e.to_string()),
         };
         let finish_output = async {
             // A trap is the guest's crash: like a Linux process's dying message, it belongs
@@ -138,9 +160,9 @@ impl Program {
         stderr: Option<Output>,
         controls: &Controls,
         listener: Option<std::net::TcpListener>,
-    ) -> Result<ExitStatus, String> {
+    ) -> Result<ExitStatus, NotStarted> {
         if let Compiled::Http { pre, settings } = self.compiled {
-            let listener = listener.ok_or("no listening socket was bound")?;
+            let listener = listener.ok_or(NotStarted::NoListener)?;
             let (plan, pinned) = (self.plan, self.pinned);
             let (out, err) = (stdout.clone(), stderr.clone());
             let new_ctx = Box::new(move || {
@@ -153,10 +175,8 @@ impl Program {
                 let (upgrade, guest_path) = (controls.upgrade.clone(), self.guest_path.clone());
                 Box::new(move || {
                     let serving = serving().map_err(RuntimeError::Engine)?;
-                    let component = upgrade
-                        .load(&serving.engine)
-                        .map_err(RuntimeError::Engine)?;
-                    proxy_pre(&guest_path, &component, serving)
+                    let component = upgrade.load(&serving.engine)?;
+                    Ok(proxy_pre(&guest_path, &component, serving)?)
                 }) as LoadOptimized
             });
             let code = ServedCode { pre, optimized };
@@ -172,7 +192,7 @@ impl Program {
             .await);
         }
         let mut builder = wasi_builder(&self.plan, &self.pinned, stdout.as_ref(), stderr.as_ref())?;
-        match stdin_stream(stdin, terminal).map_err(|e| format!("opening stdin: {e}"))? {
+        match stdin_stream(stdin, terminal).map_err(NotStarted::Stdin)? {
             Stdin::Closed => {}
             Stdin::Terminal(tty) => {
                 builder.stdin(tty);
@@ -229,7 +249,7 @@ impl Program {
                 };
                 Ok(run_stoppable(controls, call).await)
             }
-            Compiled::Http { .. } => Err("an HTTP component is served, not called".into()),
+            Compiled::Http { .. } => Err(NotStarted::Served),
         }
     }
 }
@@ -252,7 +272,7 @@ fn wasi_builder(
     pinned: &PinnedPreopens,
     stdout: Option<&Output>,
     stderr: Option<&Output>,
-) -> Result<WasiCtxBuilder, String> {
+) -> Result<WasiCtxBuilder, WasiContextError> {
     let mut builder = WasiCtxBuilder::new();
     builder.args(&plan.args);
     builder.envs(&plan.env);
@@ -271,12 +291,10 @@ fn wasi_builder(
         };
         builder
             .preopened_dir(path, &preopen.guest, perms)
-            .map_err(|e| {
-                format!(
-                    "preopening {} at {}: {e:#}",
-                    preopen.host.display(),
-                    preopen.guest
-                )
+            .map_err(|source| WasiContextError::Preopen {
+                host: preopen.host.clone(),
+                guest: preopen.guest.clone(),
+                source,
             })?;
     }
     // After them, in order: see `working_directory`.
@@ -288,11 +306,10 @@ fn wasi_builder(
         };
         builder
             .preopened_dir(&dir.path, &dir.name, perms)
-            .map_err(|e| {
-                format!(
-                    "preopening {} for the working directory {}: {e:#}",
-                    dir.name, plan.cwd
-                )
+            .map_err(|source| WasiContextError::WorkingDirectory {
+                name: dir.name.clone(),
+                cwd: plan.cwd.clone(),
+                source,
             })?;
     }
     Ok(builder)

@@ -2,6 +2,9 @@
 //! that carries it: what every engine's linkers are typed by, so below the engines and
 //! everything that loads, runs or serves a program.
 
+use std::path::PathBuf;
+
+use thiserror::Error;
 use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, Store};
 use wasmtime_wasi::p1::WasiP1Ctx;
@@ -9,6 +12,35 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::MemoryGauge;
+
+/// Why the WASI context of a run (or of one request to an HTTP handler) could not be made:
+/// a directory pinned at load would not become a preopen. The run fails before any guest
+/// code, with this on its stderr.
+#[derive(Debug, Error)]
+pub(crate) enum WasiContextError {
+    /// One of the plan's preopens.
+    #[error("preopening {} at {guest}: {source:#}", .host.display())]
+    Preopen {
+        /// Where it is on the host (or in the container's own root).
+        host: PathBuf,
+        /// Where the guest sees it.
+        guest: String,
+        /// wasmtime's reason.
+        #[source]
+        source: wasmtime::Error,
+    },
+    /// One of the directories the working directory adds (see `working_directory`).
+    #[error("preopening {name} for the working directory {cwd}: {source:#}")]
+    WorkingDirectory {
+        /// The name the guest sees it by.
+        name: String,
+        /// The plan's working directory.
+        cwd: String,
+        /// wasmtime's reason.
+        #[source]
+        source: wasmtime::Error,
+    },
+}
 
 /// Per-instance state the WASI host functions and the resource limiter work on.
 pub(crate) struct Host {

@@ -23,6 +23,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
+use thiserror::Error;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::WasiCtx;
 use wasmtime_wasi_http::io::TokioIo;
@@ -31,7 +32,8 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpView};
 
-use crate::host::{new_store, GaugeLimiter, HttpHost};
+use crate::host::{new_store, GaugeLimiter, HttpHost, WasiContextError};
+use crate::upgrade::UpgradeError;
 use crate::wasi_stdio::Output;
 use crate::{Controls, ExitStatus, RuntimeError};
 
@@ -93,11 +95,23 @@ impl ServeSettings {
 
 /// Makes the WASI context of one request (args, env, preopens, the container's stdout and
 /// stderr).
-pub(crate) type ContextFactory = dyn Fn() -> Result<WasiCtx, String> + Send + Sync;
+pub(crate) type ContextFactory = dyn Fn() -> Result<WasiCtx, WasiContextError> + Send + Sync;
 
 /// Loads and links the optimized code a server on baseline code switches to.
 pub(crate) type LoadOptimized =
-    Box<dyn FnOnce() -> Result<ProxyPre<HttpHost>, RuntimeError> + Send>;
+    Box<dyn FnOnce() -> Result<ProxyPre<HttpHost>, OptimizedCodeError> + Send>;
+
+/// Why a server on baseline code stays on it: the optimized code it was offered did not
+/// load, or does not link.
+#[derive(Debug, Error)]
+pub(crate) enum OptimizedCodeError {
+    /// The handed-over code could not be opened, checked or loaded.
+    #[error("wasmtime: {0}")]
+    Load(#[from] UpgradeError),
+    /// The optimized serving engine could not be made, or the code does not link with it.
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+}
 
 /// The code a server starts with: its linked component and, when that is baseline code,
 /// how to load the optimized code once `Controls::upgrade` offers it.
@@ -246,7 +260,7 @@ impl RequestHandler {
     /// leaves the server on its baseline code, which works.
     fn switch(
         &self,
-        loaded: Result<Result<ProxyPre<HttpHost>, RuntimeError>, tokio::task::JoinError>,
+        loaded: Result<Result<ProxyPre<HttpHost>, OptimizedCodeError>, tokio::task::JoinError>,
     ) {
         match loaded {
             Ok(Ok(pre)) => {
@@ -293,7 +307,9 @@ impl RequestHandler {
         request: hyper::Request<Incoming>,
     ) -> wasmtime::Result<hyper::Response<HyperOutgoingBody>> {
         let host = HttpHost {
-            ctx: (self.new_ctx)().map_err(wasmtime::Error::msg)?,
+            // As a message: the request's log line and stderr show its text, as they always
+            // have, and the text already holds the causes.
+            ctx: (self.new_ctx)().map_err(|e| wasmtime::Error::msg(e.to_string()))?,
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
             limits: GaugeLimiter::new(self.controls.gauge.clone()),

@@ -53,7 +53,7 @@ pub use compile_process::{run_compile_helper, set_compile_helper, CompileHelperE
 pub use controls::Controls;
 pub use engine::{shared_engine, Tier};
 pub use entrypoint::Entrypoint;
-pub use error::RuntimeError;
+pub use error::{EngineError, RuntimeError};
 pub use exit::ExitStatus;
 pub use handover::{CheckedEntry, HandoverDir};
 pub use http::{DEFAULT_DRAIN, DEFAULT_LISTEN_ADDR, DRAIN_SECONDS_ENV, LISTEN_ADDR_ENV};

@@ -11,16 +11,20 @@
 //! starts it: the host that validated the program (the shim) optimizes it.
 
 use std::collections::{HashSet, VecDeque};
+use std::path::PathBuf;
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
+use thiserror::Error;
 use wasmtime::Engine;
 
 use crate::artifact::Artifact;
 use crate::cache::{compile_cache, CompileCache};
+use crate::compile_process::HelperFailure;
 use crate::digest_memo::WasmDigest;
 use crate::engine::{compatibility, optimizing_engine, EngineFamily, Tier};
+use crate::error::EngineError;
 use crate::handover::CheckedEntry;
 #[cfg(doc)]
 use crate::handover::HandoverDir;
@@ -181,12 +185,35 @@ fn optimize(job: Job) {
     }
 }
 
+/// Why a program was not optimized: logged, and the program keeps its baseline code.
+#[derive(Debug, Error)]
+enum NotOptimized {
+    /// The engine the code is for, or the one that compiles it, could not be made.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The compile cache's directory went away (containerd's state removed).
+    #[error("{} is gone", .0.display())]
+    CacheGone(PathBuf),
+    /// The program's bytes are not those whose digest it was asked for under.
+    #[error("it changed since it started")]
+    Changed,
+    /// The compile helper stored nothing.
+    #[error(transparent)]
+    Helper(#[from] HelperFailure),
+    /// This process's optimizing engine makes code its target engine would not load.
+    #[error("the optimizing engine's code would not load in the engine that runs it")]
+    Incompatible,
+    /// wasmtime would not compile it with the optimizing engine.
+    #[error("the optimizing compile failed: {0:#}")]
+    Compile(#[source] wasmtime::Error),
+}
+
 /// Compiles `job`'s program with the optimizing engine and stores it in `cache` for the
 /// shared engine, in place of its baseline entry, unless another process of the node is at
 /// it or has done it: the background claim on the entry (a lock file of its own, so a
 /// foreground compile of the same entry, say a precompile task's, never waits for this
 /// lowest-priority one) says which process optimizes.
-fn optimize_into(cache: &CompileCache, job: &Job) -> Result<(), String> {
+fn optimize_into(cache: &CompileCache, job: &Job) -> Result<(), NotOptimized> {
     let started = Instant::now();
     let target = job.family.engine(Tier::Optimized)?;
     if cache.has_entry(target, &job.digest) {
@@ -194,7 +221,7 @@ fn optimize_into(cache: &CompileCache, job: &Job) -> Result<(), String> {
     }
     // The cache's directory went away (containerd's state removed): nothing to keep it for.
     if !cache.dir().is_dir() {
-        return Err(format!("{} is gone", cache.dir().display()));
+        return Err(NotOptimized::CacheGone(cache.dir().to_path_buf()));
     }
     let Some(_claim) = cache.claim_background(target, &job.digest) else {
         log::debug!("{}: another process optimizes it", job.guest_path);
@@ -204,7 +231,7 @@ fn optimize_into(cache: &CompileCache, job: &Job) -> Result<(), String> {
         return Ok(());
     }
     if <[u8; 32]>::from(Sha256::digest(&job.wasm)) != job.digest {
-        return Err("it changed since it started".into());
+        return Err(NotOptimized::Changed);
     }
     // Stored for the family's optimized engine, which loads it. A foreground compile that
     // stored it meanwhile made the same code.
@@ -221,14 +248,11 @@ fn optimize_into(cache: &CompileCache, job: &Job) -> Result<(), String> {
             // The target differs in its allocator (the serving engine's pool) or its
             // compilation threads, neither of which may change what code it loads.
             if compatibility(target) != compatibility(engine) {
-                return Err(
-                    "the optimizing engine's code would not load in the engine that runs it".into(),
-                );
+                return Err(NotOptimized::Incompatible);
             }
-            let artifact = (job.compile)(engine, &job.wasm)
-                .map_err(|e| format!("the optimizing compile failed: {e:#}"))?;
+            let artifact = (job.compile)(engine, &job.wasm).map_err(NotOptimized::Compile)?;
             if !cache.dir().is_dir() {
-                return Err(format!("{} is gone", cache.dir().display()));
+                return Err(NotOptimized::CacheGone(cache.dir().to_path_buf()));
             }
             if !cache.has_entry(target, &job.digest) {
                 cache.put_serialized(target, &job.digest, &artifact);

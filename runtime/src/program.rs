@@ -13,6 +13,7 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use crate::artifact::Artifact;
 use crate::cache::{compile_cache, CompileCache};
 use crate::engine::{serving_of, shared_of, EngineFamily, Serving, Shared, Tier};
+use crate::error::EngineError;
 use crate::host::{ComponentHost, Host, HttpHost};
 use crate::http::ServeSettings;
 use crate::optimizer::PendingOptimization;
@@ -143,10 +144,9 @@ impl Program {
             None => {
                 source.forget()?;
                 Self::compile_and_link(&mut source, &plan, tiered)?.ok_or_else(|| {
-                    RuntimeError::Engine(format!(
-                        "{}: compiled from its bytes, yet not compiled",
-                        source.guest_path()
-                    ))
+                    RuntimeError::Engine(EngineError::LostCode {
+                        guest_path: source.guest_path().to_string(),
+                    })
                 })?
             }
         };

@@ -8,11 +8,38 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use nix::fcntl::{open, openat, OFlag};
 use nix::sys::stat::Mode;
+use thiserror::Error;
 use tokio::sync::Notify;
 use wasmtime::component::Component;
 use wasmtime::Engine;
 
 use crate::handover::HANDED_OVER;
+
+/// Why handed-over code did not load: the server stays on its baseline code, which works.
+#[derive(Debug, Error)]
+pub(crate) enum UpgradeError {
+    /// The host offered code, but gave the program no directory to take it from.
+    #[error("no handover directory was attached")]
+    NoDirectory,
+    /// Nothing (or not a plain file) is in the handover directory.
+    #[error("opening the handed-over code: {0}")]
+    Open(#[source] nix::Error),
+    /// The handed-over file's size could not be read.
+    #[error(transparent)]
+    Size(std::io::Error),
+    /// The file is not the sound cache entry the host checked.
+    #[error("the handed-over code failed its checksum")]
+    Checksum,
+    /// The working directory could not be held to come back to.
+    #[error("holding the working directory: {0}")]
+    HoldWorkingDirectory(#[source] nix::Error),
+    /// The handover directory could not be made the working directory.
+    #[error("entering the handover directory: {0}")]
+    EnterDirectory(#[source] nix::Error),
+    /// wasmtime would not load the code for the engine.
+    #[error("loading the handed-over code: {0:#}")]
+    Load(#[source] wasmtime::Error),
+}
 
 /// A running program's way to optimized code; clones share it.
 #[derive(Clone, Debug, Default)]
@@ -51,34 +78,32 @@ impl CodeUpgrade {
     }
 
     /// The handed-over component, for `engine`.
-    pub(crate) fn load(&self, engine: &Engine) -> Result<Component, String> {
+    pub(crate) fn load(&self, engine: &Engine) -> Result<Component, UpgradeError> {
         let directory = self
             .inner
             .directory
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let directory = directory
-            .as_ref()
-            .ok_or("no handover directory was attached")?;
+        let directory = directory.as_ref().ok_or(UpgradeError::NoDirectory)?;
         load_component(directory, engine)
     }
 }
 
 /// Loads the component handed over in `dir` (a descriptor of the handover directory) for
 /// `engine`, after checking it as the cache checks its entries.
-fn load_component(dir: &OwnedFd, engine: &Engine) -> Result<Component, String> {
+fn load_component(dir: &OwnedFd, engine: &Engine) -> Result<Component, UpgradeError> {
     let fd = openat(
         Some(dir.as_raw_fd()),
         HANDED_OVER,
         OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
         Mode::empty(),
     )
-    .map_err(|e| format!("opening the handed-over code: {e}"))?;
+    .map_err(UpgradeError::Open)?;
     // SAFETY: a descriptor openat just gave this process.
     let file = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
-    let len = file.metadata().map_err(|e| e.to_string())?.len();
+    let len = file.metadata().map_err(UpgradeError::Size)?.len();
     if !matches!(crate::cache::entry_is_sound(&file, len), Ok(true)) {
-        return Err("the handed-over code failed its checksum".into());
+        return Err(UpgradeError::Checksum);
     }
     // wasmtime opens code by path only: from the handover directory as the working
     // directory for that one call, then back. The working directory is the whole
@@ -89,11 +114,10 @@ fn load_component(dir: &OwnedFd, engine: &Engine) -> Result<Component, String> {
         OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
         Mode::empty(),
     )
-    .map_err(|e| format!("holding the working directory: {e}"))?;
+    .map_err(UpgradeError::HoldWorkingDirectory)?;
     // SAFETY: a descriptor open just gave this process.
     let back = unsafe { OwnedFd::from_raw_fd(back) };
-    nix::unistd::fchdir(dir.as_fd().as_raw_fd())
-        .map_err(|e| format!("entering the handover directory: {e}"))?;
+    nix::unistd::fchdir(dir.as_fd().as_raw_fd()).map_err(UpgradeError::EnterDirectory)?;
     // SAFETY: the file was checked above, and only the host writes to this directory (the
     // process holds it read-only).
     let component = unsafe { Component::deserialize_file(engine, HANDED_OVER) };
@@ -102,7 +126,7 @@ fn load_component(dir: &OwnedFd, engine: &Engine) -> Result<Component, String> {
         log::warn!("leaving the handover directory: {e}");
         let _ = nix::unistd::chdir("/");
     }
-    component.map_err(|e| format!("loading the handed-over code: {e:#}"))
+    component.map_err(UpgradeError::Load)
 }
 
 #[cfg(test)]

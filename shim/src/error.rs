@@ -87,9 +87,11 @@ mod tests {
             code_of(R::Unsupported("threads".into())),
             ttrpc::Code::UNIMPLEMENTED
         );
-        // An engine that cannot be made is the host's failure, not a missing feature.
+        // A fault of the engine is the host's failure, not a missing feature.
         assert_eq!(
-            code_of(R::Engine("no memory".into())),
+            code_of(R::Engine(runtime::EngineError::LostCode {
+                guest_path: "/x.wasm".into()
+            })),
             ttrpc::Code::INTERNAL
         );
     }
