@@ -19,6 +19,7 @@ use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 
+use containerd_shim_protos::ttrpc;
 use oci_spec::runtime::Spec;
 use serde::{Deserialize, Serialize};
 
@@ -126,13 +127,14 @@ pub enum FromChild {
 
 impl From<&ShimError> for FailureKind {
     fn from(e: &ShimError) -> Self {
-        match e {
-            ShimError::InvalidArgument(_) | ShimError::AlreadyExists(_) => {
+        // From the code, which `ShimError` chooses in one place.
+        match e.code() {
+            ttrpc::Code::INVALID_ARGUMENT | ttrpc::Code::ALREADY_EXISTS => {
                 FailureKind::InvalidArgument
             }
-            ShimError::NotFound(_) => FailureKind::NotFound,
-            ShimError::Unimplemented(_) => FailureKind::Unimplemented,
-            ShimError::FailedPrecondition(_) | ShimError::Internal(_) => FailureKind::Internal,
+            ttrpc::Code::NOT_FOUND => FailureKind::NotFound,
+            ttrpc::Code::UNIMPLEMENTED => FailureKind::Unimplemented,
+            _ => FailureKind::Internal,
         }
     }
 }

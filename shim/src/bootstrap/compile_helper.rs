@@ -57,7 +57,7 @@ pub fn run(args: &[String]) -> ExitCode {
     match runtime::run_compile_helper(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("{e}");
+            eprintln!("{}", crate::error::render(&e));
             ExitCode::FAILURE
         }
     }

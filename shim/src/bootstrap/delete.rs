@@ -8,9 +8,11 @@ use std::time::SystemTime;
 
 use containerd_shim_protos::api::DeleteResponse;
 
+use crate::bootstrap::error::BootstrapError;
 use crate::bootstrap::reply;
 use crate::cgroup::{cgroups_path, ContainerCgroup, Hierarchies};
 use crate::clock::timestamp;
+use crate::error::render;
 use crate::runc::proxy::{self as runc_proxy, ContainerdEndpoint, NATIVE_MARKER};
 use crate::task::mount;
 
@@ -39,11 +41,11 @@ pub fn delete(
     id: &str,
     endpoint: &ContainerdEndpoint,
     stdout: &mut dyn Write,
-) -> Result<(), String> {
+) -> Result<(), BootstrapError> {
     if bundle.join(NATIVE_MARKER).exists() {
         match runc_proxy::delete_native(endpoint, id, bundle) {
             Ok(reply) => return reply::write(stdout, &reply, "DeleteResponse"),
-            Err(e) => log::warn!("{id}: {e}; cleaning up what we can"),
+            Err(e) => log::warn!("{id}: {}; cleaning up what we can", render(&e)),
         }
     }
     let socket = std::fs::read_to_string(bundle.join("address"))

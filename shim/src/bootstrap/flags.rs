@@ -1,3 +1,28 @@
+use thiserror::Error;
+
+/// What is wrong with a command line: a usage error (the binary exits with 2, as Go's
+/// `flag` package makes containerd's own shims do).
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum FlagError {
+    /// A second positional argument after the action.
+    #[error("unexpected argument {0:?}")]
+    UnexpectedArgument(String),
+    /// A boolean flag given a value that is not one.
+    #[error("invalid boolean value {value:?} for -{flag}")]
+    InvalidBoolean {
+        /// The flag's name.
+        flag: String,
+        /// What it was given.
+        value: String,
+    },
+    /// A flag that takes a value came last.
+    #[error("flag -{0} needs a value")]
+    MissingValue(String),
+    /// A flag no containerd passes.
+    #[error("flag provided but not defined: -{0}")]
+    Undefined(String),
+}
+
 /// The command line containerd gives a shim, parsed the way Go's `flag` package would
 /// (`-name value`, `--name value`, `-name=value`, boolean flags alone), because that is the
 /// convention every containerd version follows.
@@ -33,7 +58,7 @@ pub struct Flags {
 impl Flags {
     /// Parses `args` (without the program name). Unknown flags are an error so a typo in a
     /// manual invocation does not silently do something else.
-    pub fn parse<I, S>(args: I) -> Result<Flags, String>
+    pub fn parse<I, S>(args: I) -> Result<Flags, FlagError>
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
@@ -46,17 +71,20 @@ impl Flags {
                     flags.action = arg;
                     continue;
                 }
-                return Err(format!("unexpected argument {arg:?}"));
+                return Err(FlagError::UnexpectedArgument(arg));
             };
             let (name, inline) = match name.split_once('=') {
                 Some((n, v)) => (n, Some(v.to_string())),
                 None => (name, None),
             };
-            let boolean = |inline: Option<String>| -> Result<bool, String> {
+            let boolean = |inline: Option<String>| -> Result<bool, FlagError> {
                 match inline.as_deref() {
                     None | Some("true") | Some("1") => Ok(true),
                     Some("false") | Some("0") => Ok(false),
-                    Some(other) => Err(format!("invalid boolean value {other:?} for -{name}")),
+                    Some(other) => Err(FlagError::InvalidBoolean {
+                        flag: name.to_string(),
+                        value: other.to_string(),
+                    }),
                 }
             };
             match name {
@@ -69,7 +97,7 @@ impl Flags {
                         Some(v) => v,
                         None => args
                             .next()
-                            .ok_or_else(|| format!("flag -{name} needs a value"))?,
+                            .ok_or_else(|| FlagError::MissingValue(name.to_string()))?,
                     };
                     let slot = match name {
                         "namespace" => &mut flags.namespace,
@@ -82,7 +110,7 @@ impl Flags {
                     };
                     *slot = value;
                 }
-                other => return Err(format!("flag provided but not defined: -{other}")),
+                other => return Err(FlagError::Undefined(other.to_string())),
             }
         }
         Ok(flags)
@@ -121,8 +149,14 @@ mod tests {
             (f.id.as_str(), f.bundle.as_str(), f.debug),
             ("x", "/b", false)
         );
-        assert!(Flags::parse(["-bogus"]).is_err());
-        assert!(Flags::parse(["-id"]).is_err());
+        assert_eq!(
+            Flags::parse(["-bogus"]).unwrap_err().to_string(),
+            "flag provided but not defined: -bogus"
+        );
+        assert_eq!(
+            Flags::parse(["-id"]),
+            Err(FlagError::MissingValue("id".into()))
+        );
         assert!(Flags::parse(["-info"]).unwrap().info);
         assert!(Flags::parse(["-v"]).unwrap().version);
         assert_eq!(

@@ -4,6 +4,7 @@ use std::io::{Read, Write};
 
 use containerd_shim_protos::types::introspection::{RuntimeInfo, RuntimeVersion};
 
+use crate::bootstrap::error::BootstrapError;
 use crate::bootstrap::reply;
 
 /// The runtime name containerd users type.
@@ -18,7 +19,7 @@ pub fn version_text() -> String {
 }
 
 /// Answers `-info`: reads (and ignores) the options on stdin, writes a `RuntimeInfo`.
-pub fn runtime_info(stdin: &mut dyn Read, stdout: &mut dyn Write) -> Result<(), String> {
+pub fn runtime_info(stdin: &mut dyn Read, stdout: &mut dyn Write) -> Result<(), BootstrapError> {
     let mut options = Vec::new();
     let _ = stdin.read_to_end(&mut options);
     let info = RuntimeInfo {

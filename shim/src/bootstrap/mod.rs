@@ -6,6 +6,7 @@
 
 pub mod compile_helper;
 mod delete;
+mod error;
 mod flags;
 mod info;
 mod reply;
@@ -17,8 +18,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use crate::child;
+use crate::error::render;
 use crate::launch;
 use crate::runc::proxy as runc_proxy;
+use error::BootstrapError;
 use flags::Flags;
 
 /// Runs the binary the way its arguments say (see the crate's doc). The only entry point:
@@ -42,14 +45,15 @@ pub fn main() -> ExitCode {
     match run(&flags) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            log::error!("{e}");
-            eprintln!("containerd-shim-wasmtime-v1: {e}");
+            let message = render(&e);
+            log::error!("{message}");
+            eprintln!("containerd-shim-wasmtime-v1: {message}");
             ExitCode::FAILURE
         }
     }
 }
 
-fn run(flags: &Flags) -> Result<(), String> {
+fn run(flags: &Flags) -> Result<(), BootstrapError> {
     if flags.version {
         print!("{}", info::version_text());
         return Ok(());
@@ -57,7 +61,8 @@ fn run(flags: &Flags) -> Result<(), String> {
     if flags.info {
         return info::runtime_info(&mut stdin().lock(), &mut stdout().lock());
     }
-    let cwd = std::env::current_dir().map_err(|e| format!("reading the working directory: {e}"))?;
+    let cwd = std::env::current_dir()
+        .map_err(|e| BootstrapError::io("reading the working directory", e))?;
     match flags.action.as_str() {
         "start" => start::start(
             flags,
@@ -84,8 +89,6 @@ fn run(flags: &Flags) -> Result<(), String> {
             delete::delete(&bundle, &flags.id, &endpoint, &mut stdout().lock())
         }
         "" => serve::serve(flags, &cwd),
-        other => Err(format!(
-            "unknown action {other:?} (expected start or delete)"
-        )),
+        other => Err(BootstrapError::UnknownAction(other.to_string())),
     }
 }

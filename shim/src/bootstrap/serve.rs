@@ -12,9 +12,11 @@ use containerd_shim_protos::shim::shim_ttrpc::{create_task, Task};
 use containerd_shim_protos::ttrpc::Server;
 
 use crate::bootstrap::delete::SHIM_PID_FILE;
+use crate::bootstrap::error::BootstrapError;
 use crate::bootstrap::flags::Flags;
 use crate::bootstrap::start::{Launcher, StartParams};
 use crate::cache_config::{self, OPTIMIZATION_GRACE};
+use crate::error::render;
 use crate::logger;
 use crate::runc::proxy::{ContainerdEndpoint, RuncShims};
 use crate::task::events::Publisher;
@@ -41,7 +43,7 @@ impl Launcher for DaemonLauncher {
         params: &StartParams,
         listener: UnixListener,
         address: &str,
-    ) -> Result<(), String> {
+    ) -> Result<(), BootstrapError> {
         let daemon_flags = Flags {
             namespace: flags.namespace.clone(),
             id: flags.id.clone(),
@@ -61,9 +63,9 @@ impl Launcher for DaemonLauncher {
         // SAFETY: this process has one thread (checked above), so the child is a complete
         // copy of it; the child never returns from here (it serves, then `_exit`s).
         match unsafe { libc::fork() } {
-            -1 => Err(format!(
-                "forking the shim daemon: {}",
-                std::io::Error::last_os_error()
+            -1 => Err(BootstrapError::io(
+                "forking the shim daemon",
+                std::io::Error::last_os_error(),
             )),
             0 => {
                 let code = match become_daemon(listener, &params.ttrpc_address) {
@@ -71,7 +73,7 @@ impl Launcher for DaemonLauncher {
                         Ok(bundle) => match serve(&daemon_flags, &bundle) {
                             Ok(()) => 0,
                             Err(e) => {
-                                log::error!("{e}");
+                                log::error!("{}", render(&e));
                                 1
                             }
                         },
@@ -150,8 +152,9 @@ fn exec_daemon(
     daemon_flags: &Flags,
     ttrpc_address: &str,
     listener: UnixListener,
-) -> Result<(), String> {
-    let exe = std::env::current_exe().map_err(|e| format!("finding our own binary: {e}"))?;
+) -> Result<(), BootstrapError> {
+    let exe =
+        std::env::current_exe().map_err(|e| BootstrapError::io("finding our own binary", e))?;
     let fd = listener.as_raw_fd();
     let mut command = Command::new(exe);
     command
@@ -200,11 +203,11 @@ fn exec_daemon(
     command
         .spawn()
         .map(|_| ())
-        .map_err(|e| format!("spawning the shim daemon: {e}"))
+        .map_err(|e| BootstrapError::io("spawning the shim daemon", e))
 }
 
 /// Runs the daemon until Shutdown.
-pub fn serve(flags: &Flags, bundle: &Path) -> Result<(), String> {
+pub fn serve(flags: &Flags, bundle: &Path) -> Result<(), BootstrapError> {
     limit_malloc_arenas();
     logger::init(
         &bundle.join("log"),
@@ -213,12 +216,13 @@ pub fn serve(flags: &Flags, bundle: &Path) -> Result<(), String> {
         &flags.id,
     );
     if flags.socket.is_empty() {
-        return Err("the daemon needs -socket".into());
+        return Err(BootstrapError::MissingSocket);
     }
     let _ = std::fs::write(bundle.join(SHIM_PID_FILE), std::process::id().to_string());
-    let ttrpc_address = std::env::var("TTRPC_ADDRESS").map_err(|_| "TTRPC_ADDRESS is not set")?;
+    let ttrpc_address =
+        std::env::var("TTRPC_ADDRESS").map_err(|_| BootstrapError::MissingTtrpcAddress)?;
     let publisher = Publisher::start(&ttrpc_address, &flags.namespace)
-        .map_err(|e| format!("starting the event publisher: {e}"))?;
+        .map_err(|e| BootstrapError::io("starting the event publisher", e))?;
     let cache = cache_config::compile_cache(bundle, |key| std::env::var(key).ok());
     if let Some(cache) = &cache {
         log::debug!("compile cache in {}", cache.dir().display());
@@ -232,7 +236,7 @@ pub fn serve(flags: &Flags, bundle: &Path) -> Result<(), String> {
     // meanwhile. Loading the program waits for the engine if it is not ready yet.
     let warm_up = || {
         if let Err(e) = runtime::shared_engine() {
-            log::error!("{e}");
+            log::error!("{}", render(&e));
         }
     };
     if std::thread::Builder::new()
@@ -266,7 +270,7 @@ pub fn serve(flags: &Flags, bundle: &Path) -> Result<(), String> {
             runc,
             identity,
         )
-        .map_err(|e| format!("starting the exit loop: {e}"))?,
+        .map_err(|e| BootstrapError::io("starting the exit loop", e))?,
     );
     // containerd 1.6–2.2 call the task API as containerd.task.v2.Task, 2.3 with our
     // BootstrapResult as v3; the messages are the same, so serve both names.
@@ -289,12 +293,16 @@ pub fn serve(flags: &Flags, bundle: &Path) -> Result<(), String> {
         .set_thread_count_default(2)
         .set_thread_count_max(3)
         .add_listener(LISTENER_FD)
-        .map_err(|e| format!("using the listening socket: {e}"))?
+        .map_err(|source| BootstrapError::Server {
+            what: "using the listening socket",
+            source,
+        })?
         .register_service(v3)
         .register_service(v2);
-    server
-        .start()
-        .map_err(|e| format!("starting the ttrpc server: {e}"))?;
+    server.start().map_err(|source| BootstrapError::Server {
+        what: "starting the ttrpc server",
+        source,
+    })?;
     log::info!("serving {} on {}", flags.id, flags.socket);
 
     let _ = shutdown_rx.recv();

@@ -9,6 +9,7 @@ use containerd_shim_protos::bootstrap_api::{BootstrapParams, BootstrapResult};
 use containerd_shim_protos::protobuf::Message;
 use sha2::{Digest, Sha256};
 
+use crate::bootstrap::error::{BootstrapError, BootstrapFlagError};
 use crate::bootstrap::flags::Flags;
 use crate::bootstrap::reply;
 use crate::runc::pod::PodMembership;
@@ -53,7 +54,7 @@ pub fn read_params(
     flags: &Flags,
     stdin: &[u8],
     env: impl Fn(&str) -> Option<String>,
-) -> Result<StartParams, String> {
+) -> Result<StartParams, BootstrapError> {
     if !stdin.is_empty() {
         if let Ok(params) = BootstrapParams::parse_from_bytes(stdin) {
             if !params.instance_id.is_empty()
@@ -61,7 +62,7 @@ pub fn read_params(
                 && params.namespace == flags.namespace
             {
                 if params.containerd_ttrpc_address.is_empty() {
-                    return Err("bootstrap params carry no containerd ttrpc address".into());
+                    return Err(BootstrapError::BootstrapWithoutTtrpcAddress);
                 }
                 return Ok(StartParams {
                     handshake: Handshake::Bootstrap,
@@ -86,7 +87,7 @@ pub fn read_params(
     }
     let ttrpc_address = env("TTRPC_ADDRESS")
         .filter(|a| !a.is_empty())
-        .ok_or("TTRPC_ADDRESS is not set; the shim must be started by containerd")?;
+        .ok_or(BootstrapError::MissingTtrpcAddress)?;
     Ok(StartParams {
         handshake: Handshake::Legacy,
         ttrpc_address,
@@ -99,7 +100,7 @@ pub fn read_params(
 
 /// `params` as the daemon's `-bootstrap` flag: hex of its protobuf, so it survives a command
 /// line when the daemon is executed rather than forked.
-pub fn bootstrap_flag(params: &BootstrapParams) -> Result<String, String> {
+pub fn bootstrap_flag(params: &BootstrapParams) -> Result<String, BootstrapError> {
     Ok(hex(&reply::encode(params)?))
 }
 
@@ -109,13 +110,13 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// The daemon's `-bootstrap` flag read back; `None` when empty (a legacy handshake).
-pub fn parse_bootstrap_flag(flag: &str) -> Result<Option<BootstrapParams>, String> {
+pub fn parse_bootstrap_flag(flag: &str) -> Result<Option<BootstrapParams>, BootstrapFlagError> {
     if flag.is_empty() {
         return Ok(None);
     }
     let digits = flag.as_bytes();
     if !digits.len().is_multiple_of(2) {
-        return Err("the -bootstrap flag has an odd number of hex digits".into());
+        return Err(BootstrapFlagError::OddLength);
     }
     let bytes = digits
         .chunks(2)
@@ -123,12 +124,12 @@ pub fn parse_bootstrap_flag(flag: &str) -> Result<Option<BootstrapParams>, Strin
             std::str::from_utf8(pair)
                 .ok()
                 .and_then(|pair| u8::from_str_radix(pair, 16).ok())
-                .ok_or_else(|| "the -bootstrap flag is not hex".to_string())
+                .ok_or(BootstrapFlagError::NotHex)
         })
-        .collect::<Result<Vec<u8>, String>>()?;
+        .collect::<Result<Vec<u8>, _>>()?;
     BootstrapParams::parse_from_bytes(&bytes)
         .map(Some)
-        .map_err(|e| format!("the -bootstrap flag is not BootstrapParams: {e}"))
+        .map_err(BootstrapFlagError::NotParams)
 }
 
 /// The socket address for a group of tasks: a hash of containerd's address, the namespace
@@ -149,7 +150,7 @@ pub fn socket_address(
 }
 
 /// The reply `start` prints.
-pub fn encode_reply(handshake: Handshake, address: &str) -> Result<Vec<u8>, String> {
+pub fn encode_reply(handshake: Handshake, address: &str) -> Result<Vec<u8>, BootstrapError> {
     match handshake {
         // Plain text is the one form every containerd from 1.6 on accepts (1.6 has no JSON).
         Handshake::Legacy => Ok(address.as_bytes().to_vec()),
@@ -172,7 +173,7 @@ pub trait Launcher {
         params: &StartParams,
         listener: UnixListener,
         address: &str,
-    ) -> Result<(), String>;
+    ) -> Result<(), BootstrapError>;
 }
 
 /// The `start` action, from stdin to stdout.
@@ -183,14 +184,14 @@ pub fn start(
     stdout: &mut dyn Write,
     env: impl Fn(&str) -> Option<String>,
     launcher: &dyn Launcher,
-) -> Result<(), String> {
+) -> Result<(), BootstrapError> {
     if flags.namespace.is_empty() || flags.id.is_empty() {
-        return Err("start needs -namespace and -id".into());
+        return Err(BootstrapError::MissingTaskFlags);
     }
     let mut input = Vec::new();
     stdin
         .read_to_end(&mut input)
-        .map_err(|e| format!("reading start parameters: {e}"))?;
+        .map_err(|e| BootstrapError::io("reading start parameters", e))?;
     let params = read_params(flags, &input, env)?;
     // One shim per pod: every container of a pod names the same group, so all but the
     // first find the running shim's socket below.
@@ -207,14 +208,16 @@ pub fn start(
         log::info!("{}: reusing the shim at {address}", flags.id);
     } else {
         let _ = std::fs::remove_file(path);
-        std::fs::create_dir_all(&params.socket_dir)
-            .map_err(|e| format!("creating {}: {e}", params.socket_dir.display()))?;
-        let listener = UnixListener::bind(path).map_err(|e| format!("listening on {path}: {e}"))?;
+        std::fs::create_dir_all(&params.socket_dir).map_err(|e| {
+            BootstrapError::io(format!("creating {}", params.socket_dir.display()), e)
+        })?;
+        let listener = UnixListener::bind(path)
+            .map_err(|e| BootstrapError::io(format!("listening on {path}"), e))?;
         launcher.launch(flags, &params, listener, &address)?;
     }
     // containerd reads the address back from the bundle when it reconnects after a restart.
     std::fs::write(bundle.join("address"), &address)
-        .map_err(|e| format!("writing the address file: {e}"))?;
+        .map_err(|e| BootstrapError::io("writing the address file", e))?;
     reply::write(
         stdout,
         &encode_reply(params.handshake, &address)?,
@@ -238,7 +241,7 @@ mod tests {
             p: &StartParams,
             _l: UnixListener,
             address: &str,
-        ) -> Result<(), String> {
+        ) -> Result<(), BootstrapError> {
             self.0
                 .borrow_mut()
                 .push(format!("{:?} {} {address}", p.handshake, p.ttrpc_address));
@@ -257,7 +260,10 @@ mod tests {
     }
 
     /// Runs `start` in a scratch bundle directory with a socket directory of its own.
-    fn run_start(stdin: &[u8], env: &[(&str, &str)]) -> (Result<Vec<u8>, String>, Vec<String>) {
+    fn run_start(
+        stdin: &[u8],
+        env: &[(&str, &str)],
+    ) -> (Result<Vec<u8>, BootstrapError>, Vec<String>) {
         let bundle = tempfile::tempdir().unwrap();
         let launcher = RecordingLauncher(RefCell::new(vec![]));
         let env: Vec<(String, String)> = env
@@ -423,6 +429,34 @@ mod tests {
         assert_eq!(parse_bootstrap_flag("").unwrap(), None);
         assert!(parse_bootstrap_flag("0").is_err());
         assert!(parse_bootstrap_flag("zz").is_err());
+    }
+
+    /// What containerd logs for a failed `start` (the binary's stderr) names the step and
+    /// the system's reason.
+    #[test]
+    fn a_failed_start_says_which_step_failed_and_why() {
+        let scratch = tempfile::tempdir().unwrap();
+        let file = scratch.path().join("file");
+        std::fs::write(&file, "").unwrap();
+        let socket_dir = file.join("s");
+        let params = BootstrapParams {
+            instance_id: "task1".into(),
+            namespace: "ns1".into(),
+            containerd_ttrpc_address: "unix:///c.ttrpc".into(),
+            socket_dir: Some(socket_dir.display().to_string()),
+            ..Default::default()
+        }
+        .write_to_bytes()
+        .unwrap();
+        let (result, launched) = run_start(&params, &[]);
+        assert!(launched.is_empty());
+        assert_eq!(
+            crate::error::render(&result.unwrap_err()),
+            format!(
+                "creating {}: Not a directory (os error 20)",
+                socket_dir.display()
+            )
+        );
     }
 
     #[test]

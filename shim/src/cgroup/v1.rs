@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use oci_spec::runtime::{LinuxBlockIo, LinuxCpu, LinuxMemory, LinuxPids, LinuxResources};
 
 use super::{read_file, read_u64, write_file, CgroupError, ContainerCgroup};
+use crate::error::render;
 
 /// Gives a new cpuset cgroup its parent's cpus and mems. The kernel creates a v1 cpuset
 /// cgroup with both empty, and moving a pid into it then fails with ENOSPC; runc copies
@@ -220,7 +221,7 @@ pub(super) fn set_frozen(dir: &Path, frozen: bool) -> Result<(), CgroupError> {
         if Instant::now() >= deadline {
             if frozen {
                 if let Err(e) = write_file(dir, "freezer.state", "THAWED") {
-                    log::warn!("thawing after a failed freeze: {e}");
+                    log::warn!("thawing after a failed freeze: {}", render(&e));
                 }
             }
             return Err(CgroupError::FreezeTimeout {

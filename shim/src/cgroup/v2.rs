@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use oci_spec::runtime::{LinuxBlockIo, LinuxCpu, LinuxMemory, LinuxResources};
 
 use super::{read_file, read_keyed, v1::pids_max, write_file, CgroupError};
+use crate::error::render;
 
 /// The controllers a container's resources can need, in the order runc enables them.
 const WANTED: &[&str] = &["cpu", "cpuset", "memory", "pids", "io"];
@@ -262,7 +263,7 @@ pub(super) fn set_frozen(dir: &Path, frozen: bool) -> Result<(), CgroupError> {
         }
         if Instant::now() >= deadline {
             if let Err(e) = write_file(dir, "cgroup.freeze", "0") {
-                log::warn!("thawing after a failed freeze: {e}");
+                log::warn!("thawing after a failed freeze: {}", render(&e));
             }
             return Err(CgroupError::FreezeTimeout {
                 path: dir.join("cgroup.events"),

@@ -17,16 +17,66 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use oci_spec::runtime::Process as SpecProcess;
 use seccompiler::{
     BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
     SeccompRule, TargetArch,
 };
+use thiserror::Error;
 
 /// The umask of a process whose spec names none, as runc uses.
 const DEFAULT_UMASK: u32 = 0o022;
+
+/// Why the process could not be confined; the program then never runs.
+#[derive(Debug, Error)]
+pub enum ConfineError {
+    /// The seccomp filters could not be built. Built once per process, so the failure is
+    /// shared (hence the `Arc`) with every later try.
+    #[error(transparent)]
+    Filters(Arc<FilterError>),
+    /// A system call that changes the thread's identity or privileges failed.
+    #[error("{call}")]
+    Call {
+        /// The call, with the arguments that matter ("setresuid 1000").
+        call: String,
+        /// The kernel's reason.
+        #[source]
+        source: io::Error,
+    },
+    /// The kernel refused a seccomp filter.
+    #[error("seccomp")]
+    Seccomp(#[source] seccompiler::Error),
+}
+
+impl ConfineError {
+    fn call(call: impl Into<String>) -> impl FnOnce(io::Error) -> ConfineError {
+        let call = call.into();
+        move |source| ConfineError::Call { call, source }
+    }
+}
+
+/// Why the seccomp filters could not be built: this build's rules are wrong for the
+/// machine, the same for every container.
+#[derive(Debug, Error)]
+pub enum FilterError {
+    /// seccompiler does not know this architecture.
+    #[error("seccomp on {arch}")]
+    Architecture {
+        /// `std::env::consts::ARCH`.
+        arch: &'static str,
+        /// seccompiler's reason.
+        #[source]
+        source: seccompiler::BackendError,
+    },
+    /// A rule or a filter is invalid.
+    #[error("building the seccomp filter")]
+    Build(#[source] seccompiler::BackendError),
+    /// A condition on an argument is invalid.
+    #[error("seccomp rule")]
+    Rule(#[source] seccompiler::BackendError),
+}
 
 /// Who the program acts as; from the spec's `process.user`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,10 +104,12 @@ impl Confinement {
     /// Confines the calling thread for good. The order matters: the bounding set and the
     /// ids can only be changed while the thread still has its capabilities; the filter goes
     /// last, as it forbids the calls made before it.
-    pub fn apply(&self) -> Result<(), String> {
-        let filters = filters().as_ref().map_err(Clone::clone)?;
+    pub fn apply(&self) -> Result<(), ConfineError> {
+        let filters = filters()
+            .as_ref()
+            .map_err(|e| ConfineError::Filters(e.clone()))?;
         // SAFETY: unshare(CLONE_FS) only detaches this thread's cwd/root/umask record.
-        check(unsafe { libc::unshare(libc::CLONE_FS) }).map_err(|e| format!("unshare: {e}"))?;
+        check(unsafe { libc::unshare(libc::CLONE_FS) }).map_err(ConfineError::call("unshare"))?;
         // SAFETY: umask cannot fail; it now affects this thread's filesystem context only.
         unsafe { libc::umask(self.umask as libc::mode_t) };
         drop_bounding_set()?;
@@ -70,28 +122,28 @@ impl Confinement {
                 gids.len(),
                 gids.as_ptr(),
             ))
-            .map_err(|e| format!("setgroups {gids:?}: {e}"))?;
+            .map_err(ConfineError::call(format!("setgroups {gids:?}")))?;
             check(libc::syscall(
                 libc::SYS_setresgid,
                 self.gid,
                 self.gid,
                 self.gid,
             ))
-            .map_err(|e| format!("setresgid {}: {e}", self.gid))?;
+            .map_err(ConfineError::call(format!("setresgid {}", self.gid)))?;
             check(libc::syscall(
                 libc::SYS_setresuid,
                 self.uid,
                 self.uid,
                 self.uid,
             ))
-            .map_err(|e| format!("setresuid {}: {e}", self.uid))?;
+            .map_err(ConfineError::call(format!("setresuid {}", self.uid)))?;
         }
         drop_capabilities()?;
         // SAFETY: prctl with integer arguments.
         check(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) })
-            .map_err(|e| format!("no_new_privs: {e}"))?;
+            .map_err(ConfineError::call("no_new_privs"))?;
         for filter in filters {
-            seccompiler::apply_filter(filter).map_err(|e| format!("seccomp: {e}"))?;
+            seccompiler::apply_filter(filter).map_err(ConfineError::Seccomp)?;
         }
         Ok(())
     }
@@ -108,7 +160,7 @@ fn check(rc: impl Into<i64>) -> io::Result<()> {
 
 /// Drops every capability from the thread's bounding set, up to the first number the
 /// kernel does not know.
-fn drop_bounding_set() -> Result<(), String> {
+fn drop_bounding_set() -> Result<(), ConfineError> {
     for cap in 0..64 {
         // SAFETY: prctl with integer arguments.
         let rc = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) };
@@ -117,9 +169,10 @@ fn drop_bounding_set() -> Result<(), String> {
             if e.raw_os_error() == Some(libc::EINVAL) {
                 return Ok(());
             }
-            return Err(format!(
-                "dropping capability {cap} from the bounding set: {e}"
-            ));
+            return Err(ConfineError::Call {
+                call: format!("dropping capability {cap} from the bounding set"),
+                source: e,
+            });
         }
     }
     Ok(())
@@ -143,7 +196,7 @@ struct CapData {
 
 /// Empties the thread's effective, permitted and inheritable sets (and so the ambient
 /// set). A uid change away from 0 clears them already; a root container needs this.
-fn drop_capabilities() -> Result<(), String> {
+fn drop_capabilities() -> Result<(), ConfineError> {
     const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
     let mut header = CapHeader {
         version: LINUX_CAPABILITY_VERSION_3,
@@ -158,7 +211,7 @@ fn drop_capabilities() -> Result<(), String> {
             data.as_ptr(),
         )
     };
-    check(rc).map_err(|e| format!("capset: {e}"))
+    check(rc).map_err(ConfineError::call("capset"))
 }
 
 /// The filters, built once per shim, in the order they are installed: first one that makes
@@ -166,43 +219,50 @@ fn drop_capabilities() -> Result<(), String> {
 /// installed), then the allow-list, which lets `clone3` through to the first. glibc tries
 /// `clone3` first to start a thread and falls back to `clone` (whose flags a filter can
 /// inspect) only on ENOSYS; the kernel applies the most restrictive answer of all filters.
-fn filters() -> &'static Result<Vec<BpfProgram>, String> {
-    static FILTERS: OnceLock<Result<Vec<BpfProgram>, String>> = OnceLock::new();
-    FILTERS.get_or_init(|| {
-        let arch = TargetArch::try_from(std::env::consts::ARCH)
-            .map_err(|e| format!("seccomp on {}: {e}", std::env::consts::ARCH))?;
-        let allow = SeccompFilter::new(
-            allowed_syscalls()?,
-            SeccompAction::Errno(libc::EPERM as u32),
-            SeccompAction::Allow,
-            arch,
-        )
-        .and_then(BpfProgram::try_from)
-        .map_err(|e| format!("building the seccomp filter: {e}"))?;
-        let no_clone3 = SeccompFilter::new(
-            BTreeMap::from([(libc::SYS_clone3, vec![])]),
-            SeccompAction::Allow,
-            SeccompAction::Errno(libc::ENOSYS as u32),
-            arch,
-        )
-        .and_then(BpfProgram::try_from)
-        .map_err(|e| format!("building the seccomp filter: {e}"))?;
-        Ok(vec![no_clone3, allow])
-    })
+fn filters() -> &'static Result<Vec<BpfProgram>, Arc<FilterError>> {
+    static FILTERS: OnceLock<Result<Vec<BpfProgram>, Arc<FilterError>>> = OnceLock::new();
+    FILTERS.get_or_init(|| build_filters().map_err(Arc::new))
+}
+
+/// Builds the filters [`filters`] keeps.
+fn build_filters() -> Result<Vec<BpfProgram>, FilterError> {
+    let arch = TargetArch::try_from(std::env::consts::ARCH).map_err(|source| {
+        FilterError::Architecture {
+            arch: std::env::consts::ARCH,
+            source,
+        }
+    })?;
+    let allow = SeccompFilter::new(
+        allowed_syscalls()?,
+        SeccompAction::Errno(libc::EPERM as u32),
+        SeccompAction::Allow,
+        arch,
+    )
+    .and_then(BpfProgram::try_from)
+    .map_err(FilterError::Build)?;
+    let no_clone3 = SeccompFilter::new(
+        BTreeMap::from([(libc::SYS_clone3, vec![])]),
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::ENOSYS as u32),
+        arch,
+    )
+    .and_then(BpfProgram::try_from)
+    .map_err(FilterError::Build)?;
+    Ok(vec![no_clone3, allow])
 }
 
 /// A rule on argument `index`: equal to `value`, or, with `mask`, equal under the mask.
-fn arg(index: u8, op: SeccompCmpOp, value: u64) -> Result<SeccompRule, String> {
+fn arg(index: u8, op: SeccompCmpOp, value: u64) -> Result<SeccompRule, FilterError> {
     SeccompCondition::new(index, SeccompCmpArgLen::Qword, op, value)
         .and_then(|c| SeccompRule::new(vec![c]))
-        .map_err(|e| format!("seccomp rule: {e}"))
+        .map_err(FilterError::Rule)
 }
 
 /// What the wasm thread may call. Calls with no rule are allowed with any arguments;
 /// `clone` only makes threads (never a process or a namespace), `ioctl` only asks about or
 /// sets blocking mode on a descriptor, `prctl` only names the thread, and signals only go
 /// to the shim's own threads.
-fn allowed_syscalls() -> Result<BTreeMap<i64, Vec<SeccompRule>>, String> {
+fn allowed_syscalls() -> Result<BTreeMap<i64, Vec<SeccompRule>>, FilterError> {
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
     for call in ANY_ARGUMENTS {
         rules.insert(*call, Vec::new());

@@ -25,9 +25,10 @@ use std::os::unix::net::UnixStream;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use oci_spec::runtime::Spec;
 use runtime::{CodeUpgrade, Controls, ExitStatus, Program, StdioFiles, WasiPlan};
+use thiserror::Error;
 
-use crate::child::confine::Confinement;
-use crate::error::{ShimError, ShimResult};
+use crate::child::confine::{ConfineError, Confinement};
+use crate::error::{render, ShimError, ShimResult};
 use crate::launch::{self, FailureKind, FromChild, Launch, ToChild, CONTROL_FD, LOG_FD};
 use signals::Signals;
 
@@ -48,10 +49,7 @@ pub fn run() -> ! {
     }
     let signals = match Signals::block() {
         Ok(signals) => signals,
-        Err(e) => fail(
-            &control,
-            ShimError::Internal(format!("blocking signals: {e}")),
-        ),
+        Err(e) => fail(&control, ShimError::internal("blocking signals", e)),
     };
     let launch = match launch::receive::<ToChild>(&control) {
         Ok(Some(ToChild::Launch(launch))) => launch,
@@ -78,10 +76,7 @@ pub fn run() -> ! {
     // The signal thread's watch on the shim (see `watch`).
     let shim = match control.try_clone() {
         Ok(shim) => shim,
-        Err(e) => fail(
-            &control,
-            ShimError::Internal(format!("control socket: {e}")),
-        ),
+        Err(e) => fail(&control, ShimError::internal("control socket", e)),
     };
     if launch::send(&control, &FromChild::Ready).is_err() {
         std::process::exit(1);
@@ -117,13 +112,14 @@ pub fn run() -> ! {
     std::process::exit(code as i32)
 }
 
-/// Reports why the process could not become the container, and ends it.
+/// Reports why the process could not become the container, and ends it. The message is
+/// the whole chain of causes: only text crosses to the shim.
 fn fail(control: &UnixStream, e: ShimError) -> ! {
     let _ = launch::send(
         control,
         &FromChild::Failed {
             kind: FailureKind::from(&e),
-            message: e.to_string(),
+            message: render(&e),
         },
     );
     std::process::exit(1)
@@ -177,9 +173,10 @@ fn prepare(launch: &Launch, control: &UnixStream, upgrade: &CodeUpgrade) -> Shim
         match root::detached_read_only(&path) {
             Ok(directory) => upgrade.attach_directory(directory),
             Err(e) => log::warn!(
-                "{}: serving baseline code for good: the handover directory {}: {e}",
+                "{}: serving baseline code for good: the handover directory {}: {}",
                 launch.name,
-                path.display()
+                path.display(),
+                render(&e)
             ),
         }
     }
@@ -281,11 +278,27 @@ fn run_program(
     };
     let confinement = Confinement::from_process(launch.spec.process().as_ref());
     let watched = controls.clone();
+    // The runtime shows this error as text only: render its whole chain here.
     program.run_blocking_confined(stdio, &controls, move || {
-        confinement.apply()?;
-        // Made after the confinement, which it inherits.
-        watch(signals, shim, watched)
+        let ready = || -> Result<(), ProgramThreadError> {
+            confinement.apply()?;
+            // Made after the confinement, which it inherits.
+            watch(signals, shim, watched).map_err(ProgramThreadError::SignalThread)
+        };
+        ready().map_err(|e| render(&e))
     })
+}
+
+/// Why the program's thread could not be made ready to run guest code: the program then
+/// never runs, and its process fails as if it had.
+#[derive(Debug, Error)]
+enum ProgramThreadError {
+    /// The process could not give up its privileges.
+    #[error(transparent)]
+    Confine(#[from] ConfineError),
+    /// The thread that hands signals to the program (and watches the shim) could not start.
+    #[error("starting the signal thread")]
+    SignalThread(#[source] std::io::Error),
 }
 
 /// Hands every signal the process receives from now on to the program's stopper, applies
@@ -293,7 +306,7 @@ fn run_program(
 /// [`runtime::CodeUpgrade`]), and ends the process at once if its shim
 /// goes away (the control socket closes). A container does not outlive its shim, as it did
 /// not when it ran inside it: nothing would report its exit or clean up after it.
-fn watch(signals: Signals, shim: UnixStream, controls: Controls) -> Result<(), String> {
+fn watch(signals: Signals, shim: UnixStream, controls: Controls) -> std::io::Result<()> {
     use std::os::fd::{AsFd, BorrowedFd};
     std::thread::Builder::new()
         .name("signals".into())
@@ -326,5 +339,4 @@ fn watch(signals: Signals, shim: UnixStream, controls: Controls) -> Result<(), S
             }
         })
         .map(drop)
-        .map_err(|e| format!("starting the signal thread: {e}"))
 }

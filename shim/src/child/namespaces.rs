@@ -60,7 +60,7 @@ fn enter(spec: &Spec, which: &[LinuxNamespaceType]) -> ShimResult<()> {
                 })?;
             }
             _ => unshare(flag).map_err(|e| {
-                ShimError::Internal(format!("making a {:?} namespace: {e}", namespace.typ()))
+                ShimError::internal(format!("making a {:?} namespace", namespace.typ()), e)
             })?,
         }
         if namespace.typ() == LinuxNamespaceType::Uts {
@@ -70,10 +70,10 @@ fn enter(spec: &Spec, which: &[LinuxNamespaceType]) -> ShimResult<()> {
                     libc::sethostname(hostname.as_ptr() as *const libc::c_char, hostname.len())
                 };
                 if rc < 0 {
-                    return Err(ShimError::Internal(format!(
-                        "setting the hostname {hostname}: {}",
-                        std::io::Error::last_os_error()
-                    )));
+                    return Err(ShimError::internal(
+                        format!("setting the hostname {hostname}"),
+                        std::io::Error::last_os_error(),
+                    ));
                 }
             }
         }
@@ -129,7 +129,7 @@ impl Joinable {
     pub fn join(self) -> ShimResult<()> {
         for (file, flag, name) in self.namespaces {
             setns(file.as_fd(), flag).map_err(|e| {
-                ShimError::Internal(format!("joining the container's {name} namespace: {e}"))
+                ShimError::internal(format!("joining the container's {name} namespace"), e)
             })?;
         }
         Ok(())

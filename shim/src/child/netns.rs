@@ -52,9 +52,8 @@ impl NetworkPlan {
         match self {
             NetworkPlan::Host => Ok(()),
             NetworkPlan::New => {
-                unshare(CloneFlags::CLONE_NEWNET).map_err(|e| {
-                    ShimError::Internal(format!("creating a network namespace: {e}"))
-                })?;
+                unshare(CloneFlags::CLONE_NEWNET)
+                    .map_err(|e| ShimError::internal("creating a network namespace", e))?;
                 loopback_up()
             }
             NetworkPlan::Join(path) => {
@@ -72,10 +71,10 @@ impl NetworkPlan {
 /// Brings `lo` up in the current network namespace, as runc does for a new one.
 fn loopback_up() -> ShimResult<()> {
     let fail = |what: &str| {
-        ShimError::Internal(format!(
-            "bringing loopback up ({what}): {}",
-            std::io::Error::last_os_error()
-        ))
+        ShimError::internal(
+            format!("bringing loopback up ({what})"),
+            std::io::Error::last_os_error(),
+        )
     };
     // SAFETY: a plain socket(2); the fd is owned by `socket` below.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };

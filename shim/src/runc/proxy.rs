@@ -11,12 +11,13 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{Arc, Mutex};
 
 use containerd_shim_protos::bootstrap_api::{BootstrapParams, BootstrapResult};
 use containerd_shim_protos::protobuf::{Message, MessageFull};
 use containerd_shim_protos::ttrpc::{self, context::Context, TtrpcContext};
+use thiserror::Error;
 
 use crate::error::{ShimError, ShimResult};
 
@@ -74,7 +75,7 @@ fn runc_start_input(endpoint: &ContainerdEndpoint, id: &str) -> ShimResult<Vec<u
     });
     params
         .write_to_bytes()
-        .map_err(|e| ShimError::Internal(format!("encoding {RUNC_SHIM}'s bootstrap params: {e}")))
+        .map_err(|e| ShimError::internal(format!("encoding {RUNC_SHIM}'s bootstrap params"), e))
 }
 
 /// A connection to one running runc shim.
@@ -243,10 +244,13 @@ fn runc_shim_dir(bundle: &Path) -> std::io::Result<std::path::PathBuf> {
 /// (but in [`RUNC_SHIM_DIR`]), and connects to the daemon it names.
 fn start_runc_shim(endpoint: &ContainerdEndpoint, id: &str, bundle: &Path) -> ShimResult<RuncShim> {
     let workdir = runc_shim_dir(bundle).map_err(|e| {
-        ShimError::Internal(format!(
-            "preparing {} for {RUNC_SHIM}: {e}",
-            bundle.join(RUNC_SHIM_DIR).display()
-        ))
+        ShimError::internal(
+            format!(
+                "preparing {} for {RUNC_SHIM}",
+                bundle.join(RUNC_SHIM_DIR).display()
+            ),
+            e,
+        )
     })?;
     let mut command = Command::new(RUNC_SHIM);
     command
@@ -272,12 +276,15 @@ fn start_runc_shim(endpoint: &ContainerdEndpoint, id: &str, bundle: &Path) -> Sh
         .spawn()
         .map(|child| feed_and_wait(child, &input))
         .map_err(|e| {
-            ShimError::Internal(format!(
-                "running {RUNC_SHIM} for the native container {id} ({e}); is containerd's \
-                 runc shim installed and on containerd's PATH?"
-            ))
+            ShimError::internal(
+                format!(
+                    "running {RUNC_SHIM} for the native container {id} (is containerd's runc \
+                     shim installed and on containerd's PATH?)"
+                ),
+                e,
+            )
         })?
-        .map_err(|e| ShimError::Internal(format!("waiting for {RUNC_SHIM} start for {id}: {e}")))?;
+        .map_err(|e| ShimError::internal(format!("waiting for {RUNC_SHIM} start for {id}"), e))?;
     if !output.status.success() {
         return Err(ShimError::Internal(format!(
             "{RUNC_SHIM} start for {id} failed ({}): {}",
@@ -290,13 +297,13 @@ fn start_runc_shim(endpoint: &ContainerdEndpoint, id: &str, bundle: &Path) -> Sh
     // directory (containerd 2's runc shim leaves that to the caller), where the shim finds
     // its socket again to remove it when it exits.
     std::fs::write(workdir.join("address"), &address).map_err(|e| {
-        ShimError::Internal(format!(
-            "writing {RUNC_SHIM}'s address into {}: {e}",
-            workdir.display()
-        ))
+        ShimError::internal(
+            format!("writing {RUNC_SHIM}'s address into {}", workdir.display()),
+            e,
+        )
     })?;
     let client = ttrpc::Client::connect(&address)
-        .map_err(|e| ShimError::Internal(format!("connecting to {RUNC_SHIM} at {address}: {e}")))?;
+        .map_err(|e| ShimError::internal(format!("connecting to {RUNC_SHIM} at {address}"), e))?;
     let mut shim = RuncShim {
         client,
         service: if version >= 3 {
@@ -345,18 +352,19 @@ fn feed_and_wait(mut child: Child, input: &[u8]) -> std::io::Result<Output> {
 fn parse_start_reply(stdout: &[u8]) -> ShimResult<(String, u32)> {
     let text = String::from_utf8_lossy(stdout);
     let trimmed = text.trim();
-    let reply_error =
-        |why: &str| ShimError::Internal(format!("{RUNC_SHIM} replied {trimmed:?} to start, {why}"));
+    let reply_error = |why: StartReplyError| {
+        ShimError::internal(format!("{RUNC_SHIM} replied {trimmed:?} to start"), why)
+    };
     if trimmed.is_empty() {
-        return Err(reply_error("with no address"));
+        return Err(reply_error(StartReplyError::NoAddress));
     }
     if trimmed.starts_with('{') {
-        let value: serde_json::Value = serde_json::from_str(trimmed)
-            .map_err(|e| reply_error(&format!("which is not JSON ({e})")))?;
+        let value: serde_json::Value =
+            serde_json::from_str(trimmed).map_err(|e| reply_error(StartReplyError::NotJson(e)))?;
         let address = value["address"].as_str().unwrap_or_default().to_string();
         let version = value["version"].as_u64().unwrap_or(2) as u32;
         let protocol = value["protocol"].as_str().unwrap_or_default();
-        return checked_reply(address, version, protocol).map_err(|why| reply_error(&why));
+        return checked_reply(address, version, protocol).map_err(reply_error);
     }
     // An address is printable text; a protobuf reply starts with a field tag, never a
     // printable character: field 1 (version, varint) is 0x08, field 2 (address) 0x12.
@@ -364,9 +372,26 @@ fn parse_start_reply(stdout: &[u8]) -> ShimResult<(String, u32)> {
         return Ok((trimmed.to_string(), 2));
     }
     let result = BootstrapResult::parse_from_bytes(stdout)
-        .map_err(|e| reply_error(&format!("which is neither an address nor protobuf ({e})")))?;
+        .map_err(|e| reply_error(StartReplyError::Unreadable(e)))?;
     let version = u32::try_from(result.version).unwrap_or(0);
-    checked_reply(result.address, version, &result.protocol).map_err(|why| reply_error(&why))
+    checked_reply(result.address, version, &result.protocol).map_err(reply_error)
+}
+
+/// What is wrong with a runc shim's `start` reply, after "replied ... to start".
+#[derive(Debug, Error)]
+enum StartReplyError {
+    /// Nothing, or a record without an address: nowhere to connect.
+    #[error("with no address")]
+    NoAddress,
+    /// It looked like containerd 2.0-2.2's JSON record but is not JSON.
+    #[error("which is not JSON")]
+    NotJson(#[source] serde_json::Error),
+    /// Neither text nor a `BootstrapResult`.
+    #[error("which is neither an address nor protobuf")]
+    Unreadable(#[source] containerd_shim_protos::protobuf::Error),
+    /// A protocol this shim cannot speak to it in.
+    #[error("asking for protocol {0:?}; only ttrpc is spoken here")]
+    Protocol(String),
 }
 
 /// Whether a `start` reply is an address printed as text: `scheme://...` or a socket path,
@@ -377,16 +402,35 @@ fn looks_like_address(text: &str) -> bool {
 
 /// The address and version of a structured reply, which must name an address and a
 /// protocol this shim speaks (empty means ttrpc).
-fn checked_reply(address: String, version: u32, protocol: &str) -> Result<(String, u32), String> {
+fn checked_reply(
+    address: String,
+    version: u32,
+    protocol: &str,
+) -> Result<(String, u32), StartReplyError> {
     if address.is_empty() {
-        return Err("with no address".into());
+        return Err(StartReplyError::NoAddress);
     }
     if !protocol.is_empty() && protocol != "ttrpc" {
-        return Err(format!(
-            "asking for protocol {protocol:?}; only ttrpc is spoken here"
-        ));
+        return Err(StartReplyError::Protocol(protocol.to_string()));
     }
     Ok((address, version.max(2)))
+}
+
+/// Why the runc shim's own `delete` gave no reply to pass on; our `delete` then cleans up
+/// what it can itself.
+#[derive(Debug, Error)]
+pub enum NativeDeleteError {
+    /// The runc shim could not be run.
+    #[error("running {RUNC_SHIM} delete")]
+    Spawn(#[source] std::io::Error),
+    /// It ran and failed, saying why on its stderr.
+    #[error("{RUNC_SHIM} delete failed ({status}): {stderr}")]
+    Failed {
+        /// How it exited.
+        status: ExitStatus,
+        /// What it printed on stderr, trimmed.
+        stderr: String,
+    },
 }
 
 /// Runs the runc shim's own `delete` for a bundle it owned, passing on its reply. Used by
@@ -395,7 +439,7 @@ pub fn delete_native(
     endpoint: &ContainerdEndpoint,
     id: &str,
     bundle: &Path,
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, NativeDeleteError> {
     let mut command = Command::new(RUNC_SHIM);
     command
         .args(["-namespace", &endpoint.namespace, "-id", id])
@@ -409,15 +453,12 @@ pub fn delete_native(
         .arg("delete")
         .current_dir(bundle)
         .stdin(Stdio::null());
-    let output = command
-        .output()
-        .map_err(|e| format!("running {RUNC_SHIM} delete: {e}"))?;
+    let output = command.output().map_err(NativeDeleteError::Spawn)?;
     if !output.status.success() {
-        return Err(format!(
-            "{RUNC_SHIM} delete failed ({}): {}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        ));
+        return Err(NativeDeleteError::Failed {
+            status: output.status,
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+        });
     }
     Ok(output.stdout)
 }
@@ -488,6 +529,16 @@ mod tests {
         assert!(parse_start_reply(b"\x08\x03").is_err());
         // Neither text nor protobuf (a truncated length-delimited field).
         assert!(parse_start_reply(b"\x12\x59unix").is_err());
+        // The reason reaches the message, after what was replied.
+        let err = parse_start_reply(br#"{"address":"#).unwrap_err();
+        assert_eq!(err.code(), ttrpc::Code::INTERNAL);
+        assert!(
+            crate::error::render(&err).starts_with(&format!(
+                r#"{RUNC_SHIM} replied "{{\"address\":" to start: which is not JSON: EOF"#
+            )),
+            "{}",
+            crate::error::render(&err)
+        );
     }
 
     #[test]

@@ -30,7 +30,7 @@ pub fn container_metrics(container: &Container) -> ShimResult<Any> {
     let metrics = metrics_of(container.cpu(), memory, memory, container.memory_limit());
     let value = metrics
         .write_to_bytes()
-        .map_err(|e| ShimError::Internal(format!("encoding metrics: {e}")))?;
+        .map_err(|e| ShimError::internal("encoding metrics", e))?;
     Ok(Any {
         type_url: METRICS_V1_TYPE_URL.to_string(),
         value,

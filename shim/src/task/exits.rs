@@ -81,7 +81,7 @@ impl Exits {
         lock(&self.routes).insert(pid, route);
         self.reaper.watch(pid, pidfd).map_err(|e| {
             lock(&self.routes).remove(&pid);
-            ShimError::Internal(format!("watching process {pid}: {e}"))
+            ShimError::internal(format!("watching process {pid}"), e)
         })
     }
 }

@@ -19,8 +19,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use oci_spec::runtime::{Hook, Spec};
+use thiserror::Error;
 
-use crate::error::{ShimError, ShimResult};
+use crate::error::{render, ShimError, ShimResult};
 
 /// The hook phases of the OCI runtime spec.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,15 +138,11 @@ impl Hooks {
                 hook.path().display()
             );
             if let Err(why) = run_hook(hook, &state) {
-                let message = format!(
-                    "{} hook {} failed: {why}",
-                    phase.name(),
-                    hook.path().display()
-                );
+                let what = format!("{} hook {} failed", phase.name(), hook.path().display());
                 if phase.is_fatal() {
-                    return Err(ShimError::FailedPrecondition(message));
+                    return Err(ShimError::failed_precondition(what, why));
                 }
-                log::warn!("{}: {message}", self.id);
+                log::warn!("{}: {what}: {}", self.id, render(&why));
             }
         }
         Ok(())
@@ -159,7 +156,38 @@ const POLL: Duration = Duration::from_millis(5);
 /// Output kept from a failing hook for the error message.
 const OUTPUT_LIMIT: usize = 4096;
 
-fn run_hook(hook: &Hook, state: &[u8]) -> Result<(), String> {
+/// Why one hook failed, after "<phase> hook <path> failed". The output a failing hook
+/// printed is part of the message: it is what tells an operator why.
+#[derive(Debug, Error)]
+enum HookError {
+    /// The file its output goes to could not be made.
+    #[error("creating its output file")]
+    OutputFile(#[source] std::io::Error),
+    /// It could not be started (missing, not executable...).
+    #[error("starting it")]
+    Start(#[source] std::io::Error),
+    /// Its end could not be waited for.
+    #[error("waiting for it")]
+    Wait(#[source] std::io::Error),
+    /// It ran past the timeout its spec gives, and was killed.
+    #[error("timed out after {seconds}s{output}")]
+    TimedOut {
+        /// The spec's timeout.
+        seconds: u64,
+        /// `: <output>`, or nothing (see `output_text`).
+        output: String,
+    },
+    /// It ended unsuccessfully.
+    #[error("{status}{output}")]
+    Failed {
+        /// How it ended.
+        status: std::process::ExitStatus,
+        /// `: <output>`, or nothing (see `output_text`).
+        output: String,
+    },
+}
+
+fn run_hook(hook: &Hook, state: &[u8]) -> Result<(), HookError> {
     let args = hook.args().clone().unwrap_or_default();
     let mut command = Command::new(hook.path());
     if let Some((arg0, rest)) = args.split_first() {
@@ -176,19 +204,15 @@ fn run_hook(hook: &Hook, state: &[u8]) -> Result<(), String> {
     }
     // Output goes to a temporary file rather than a pipe so a chatty hook cannot block on a
     // full pipe while we wait for it.
-    let output = memory_file().map_err(|e| format!("creating its output file: {e}"))?;
-    let output_err = output
-        .try_clone()
-        .map_err(|e| format!("creating its output file: {e}"))?;
+    let output = memory_file().map_err(HookError::OutputFile)?;
+    let output_err = output.try_clone().map_err(HookError::OutputFile)?;
     command
         .stdin(Stdio::piped())
         .stdout(Stdio::from(
-            output
-                .try_clone()
-                .map_err(|e| format!("creating its output file: {e}"))?,
+            output.try_clone().map_err(HookError::OutputFile)?,
         ))
         .stderr(Stdio::from(output_err));
-    let mut child = command.spawn().map_err(|e| format!("starting it: {e}"))?;
+    let mut child = command.spawn().map_err(HookError::Start)?;
     if let Some(mut stdin) = child.stdin.take() {
         // A hook that does not read its state closes the pipe early: not an error.
         let _ = stdin.write_all(state);
@@ -202,17 +226,16 @@ fn run_hook(hook: &Hook, state: &[u8]) -> Result<(), String> {
         match child.try_wait() {
             Ok(Some(status)) => break status,
             Ok(None) => {}
-            Err(e) => return Err(format!("waiting for it: {e}")),
+            Err(e) => return Err(HookError::Wait(e)),
         }
         if let Some(limit) = timeout {
             if started.elapsed() >= limit {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!(
-                    "timed out after {}s{}",
-                    limit.as_secs(),
-                    output_text(output)
-                ));
+                return Err(HookError::TimedOut {
+                    seconds: limit.as_secs(),
+                    output: output_text(output),
+                });
             }
         }
         std::thread::sleep(POLL);
@@ -220,7 +243,10 @@ fn run_hook(hook: &Hook, state: &[u8]) -> Result<(), String> {
     if status.success() {
         Ok(())
     } else {
-        Err(format!("{status}{}", output_text(output)))
+        Err(HookError::Failed {
+            status,
+            output: output_text(output),
+        })
     }
 }
 
@@ -303,10 +329,12 @@ mod tests {
 
         // poststart failures are only logged.
         hooks.run(Phase::Poststart, 42).unwrap();
-        let err = hooks
-            .run(Phase::StartContainer, 42)
-            .unwrap_err()
-            .to_string();
+        let err = hooks.run(Phase::StartContainer, 42).unwrap_err();
+        assert_eq!(
+            err.code(),
+            containerd_shim_protos::ttrpc::Code::FAILED_PRECONDITION
+        );
+        let err = render(&err);
         assert!(
             err.contains("startContainer") && err.contains("boom"),
             "{err}"
@@ -322,21 +350,25 @@ mod tests {
         let fatal = spec_with_hooks(serde_json::json!({
             "prestart": [{"path": "/bin/sh", "args": ["sh", "-c", "sleep 5"], "timeout": 1}],
         }));
-        let err = Hooks::from_spec(&fatal, "c2", Path::new("/b"))
-            .run(Phase::Prestart, 1)
-            .unwrap_err()
-            .to_string();
+        let err = render(
+            &Hooks::from_spec(&fatal, "c2", Path::new("/b"))
+                .run(Phase::Prestart, 1)
+                .unwrap_err(),
+        );
         assert!(err.contains("timed out after 1s"), "{err}");
         let missing = spec_with_hooks(serde_json::json!({
             "createContainer": [{"path": "/no/such/hook"}],
         }));
-        let err = Hooks::from_spec(&missing, "c3", Path::new("/b"))
-            .run(Phase::CreateContainer, 1)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("/no/such/hook") && err.contains("starting it"),
-            "{err}"
+        let err = render(
+            &Hooks::from_spec(&missing, "c3", Path::new("/b"))
+                .run(Phase::CreateContainer, 1)
+                .unwrap_err(),
+        );
+        // The cause chain reaches the message: which hook, what step, and the OS's reason.
+        assert_eq!(
+            err,
+            "createContainer hook /no/such/hook failed: starting it: \
+             No such file or directory (os error 2)"
         );
     }
 }

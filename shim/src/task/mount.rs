@@ -75,7 +75,7 @@ impl Drop for RootfsMount {
 /// Mounts `mounts` in order onto `target`. On failure, unmounts what was already mounted.
 pub fn mount_rootfs(mounts: &[Mount], target: &Path) -> ShimResult<()> {
     std::fs::create_dir_all(target)
-        .map_err(|e| ShimError::Internal(format!("creating {}: {e}", target.display())))?;
+        .map_err(|e| ShimError::internal(format!("creating {}", target.display()), e))?;
     for m in mounts {
         let (flags, data) = parse_options(&m.options);
         let fstype = if m.type_.is_empty() {
@@ -118,12 +118,15 @@ pub fn mount_rootfs(mounts: &[Mount], target: &Path) -> ShimResult<()> {
             // A lazy unmount of the target takes every mount stacked on it or below it,
             // including a bind whose read-only remount just failed.
             unmount_all(target);
-            return Err(ShimError::Internal(format!(
-                "mounting rootfs ({} {} on {}): {e}",
-                m.type_,
-                m.source,
-                place.display()
-            )));
+            return Err(ShimError::internal(
+                format!(
+                    "mounting rootfs ({} {} on {})",
+                    m.type_,
+                    m.source,
+                    place.display()
+                ),
+                e,
+            ));
         }
     }
     Ok(())

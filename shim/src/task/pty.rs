@@ -69,7 +69,7 @@ pub struct TerminalSlave {
     pub stderr: File,
 }
 
-fn internal(what: &str, e: impl std::fmt::Display) -> ShimError {
+fn internal(what: &str, e: impl Into<crate::error::Cause>) -> ShimError {
     ShimError::internal(format_args!("terminal: {what}"), e)
 }
 

@@ -48,9 +48,8 @@ impl StdioPaths {
     /// fails with ENXIO when the client's reader is not there yet (or anymore), and the client
     /// sees EOF once the program's last descriptor closes.
     pub fn open(&self) -> ShimResult<(StdioFiles, Option<Terminal>)> {
-        let open_err = |path: &str, e: std::io::Error| {
-            ShimError::Internal(format!("opening stdio {path}: {e}"))
-        };
+        let open_err =
+            |path: &str, e: std::io::Error| ShimError::internal(format!("opening stdio {path}"), e);
         let output = |uri: &str| -> ShimResult<Option<File>> {
             if uri.is_empty() {
                 return Ok(None);
