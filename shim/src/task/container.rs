@@ -21,7 +21,7 @@ use crate::task::lifecycle::{Exit, Lifecycle};
 use crate::task::mount::{self, RootfsMount};
 use crate::task::oom_watch::{OomAlarm, OomWatch};
 use crate::task::process::{lock, CpuUsage, Process};
-use crate::task::spawn::Prepared;
+use crate::task::spawn::{ChildCommand, Prepared};
 use crate::task::stdio_fifos::StdioPaths;
 
 /// What a Create request asks for, in the shim's own terms.
@@ -36,6 +36,8 @@ pub struct CreateParams {
     pub spec: Spec,
     /// Where stdio goes.
     pub stdio: StdioPaths,
+    /// What its processes (the main one and its execs) execute.
+    pub child: ChildCommand,
 }
 
 /// What an Exec request asks for.
@@ -71,6 +73,8 @@ pub struct Container {
     hooks: Hooks,
     /// Where a server on baseline code gets its optimized code; removed with the container.
     handover: Option<Arc<HandoverDir>>,
+    /// What its execs execute.
+    child: ChildCommand,
 }
 
 /// The execs of a container. One lock covers the map, the ids being created and the end of
@@ -298,7 +302,14 @@ impl Container {
                 handover: handover.as_ref().map(|dir| dir.path().to_path_buf()),
             })
         };
-        let created = Process::create(&params.id, None, launch, params.stdio, prepare);
+        let created = Process::create(
+            &params.child,
+            &params.id,
+            None,
+            launch,
+            params.stdio,
+            prepare,
+        );
         let init = match created {
             Ok(init) => init,
             Err(e) => {
@@ -347,6 +358,7 @@ impl Container {
             mounted_rootfs: guard.keep(),
             hooks,
             handover,
+            child: params.child,
         }))
     }
 
@@ -475,6 +487,7 @@ impl Container {
             .map(ContainerCgroup::procs_files)
             .unwrap_or_default();
         let process = Process::create(
+            &self.child,
             &self.id,
             Some(&params.exec_id),
             launch,

@@ -85,6 +85,39 @@ impl Publisher {
     }
 }
 
+/// What a [`Publisher::recording`] publisher queued, for tests of which events are raised
+/// and in what order.
+#[cfg(test)]
+pub struct Recorded(mpsc::Receiver<Message>);
+
+#[cfg(test)]
+impl Publisher {
+    /// A publisher whose events are kept for the returned [`Recorded`] instead of being
+    /// forwarded to containerd.
+    pub fn recording() -> (Publisher, Recorded) {
+        let (queue, events) = mpsc::channel::<Message>();
+        (Publisher { queue }, Recorded(events))
+    }
+}
+
+#[cfg(test)]
+impl Recorded {
+    /// The next event published, with its topic, waiting up to `timeout` for it.
+    pub fn next(&self, timeout: Duration) -> Option<(&'static str, Any)> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.0.recv_timeout(left) {
+                Ok(Message::Event(event)) => return Some((event.topic, event.body)),
+                Ok(Message::Flush(done)) => {
+                    let _ = done.send(());
+                }
+                Err(_) => return None,
+            }
+        }
+    }
+}
+
 /// The protobuf package of every task event (containerd's `events/task.proto`).
 const EVENTS_PACKAGE: &str = "containerd.events";
 

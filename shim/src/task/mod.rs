@@ -17,3 +17,6 @@ pub mod reaper;
 pub mod service;
 pub mod spawn;
 pub mod stdio_fifos;
+
+#[cfg(test)]
+mod service_tests;

@@ -16,7 +16,7 @@ use crate::launch::{self, FromChild, Launch, ToChild};
 use crate::task::lifecycle::{Exit, Lifecycle};
 use crate::task::pty::{OutputDone, Terminal};
 use crate::task::reaper::ChildExit;
-use crate::task::spawn::{spawn, Prepared};
+use crate::task::spawn::{spawn, ChildCommand, Prepared};
 use crate::task::stdio_fifos::StdioPaths;
 
 /// How long an ended program's exit waits for its client to read what is still in the
@@ -76,9 +76,11 @@ impl Starting<'_> {
 
 impl Process {
     /// Opens stdio and starts the process for `launch` (whose stdio fields are filled in
-    /// here), returning once it is ready to run; `meanwhile` runs while the process starts
-    /// (see [`spawn`]). Any failure leaves nothing behind: no process, no open FIFO, no pty.
+    /// here) by executing `child`, returning once it is ready to run; `meanwhile` runs while
+    /// the process starts (see [`spawn`]). Any failure leaves nothing behind: no process, no
+    /// open FIFO, no pty.
     pub fn create(
+        child: &ChildCommand,
         container_id: &str,
         exec_id: Option<&str>,
         mut launch: Launch,
@@ -94,7 +96,7 @@ impl Process {
             files.stderr.is_some(),
         ];
         launch.terminal = files.terminal;
-        let spawned = spawn(launch, files, meanwhile)?;
+        let spawned = spawn(child, launch, files, meanwhile)?;
         Ok(Arc::new(Process {
             container_id: container_id.to_string(),
             exec_id: exec_id.map(str::to_string),

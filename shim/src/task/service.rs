@@ -31,6 +31,7 @@ use crate::task::lifecycle::Lifecycle;
 use crate::task::mount::RootfsMount;
 use crate::task::oom_watch::OomWatch;
 use crate::task::process::Process;
+use crate::task::spawn::ChildCommand;
 use crate::task::stdio_fifos::StdioPaths;
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use oci_spec::runtime::Spec;
@@ -56,6 +57,9 @@ pub struct TaskService {
     exits: Arc<Exits>,
     /// Where the kernel's OOM notices are turned into `/tasks/oom`.
     oom_watch: Arc<OomWatch>,
+    /// What container processes execute: this binary's child mode (a stand-in in the unit
+    /// tests, see [`TaskService::executing`]).
+    child: ChildCommand,
 }
 
 /// A task this shim answers for.
@@ -116,7 +120,16 @@ impl TaskService {
             in_pod_cgroup: AtomicBool::new(false),
             home_cgroups: Mutex::new(Vec::new()),
             identity,
+            child: ChildCommand::default(),
         })
+    }
+
+    /// The service with its container processes executing `child` in place of this binary's
+    /// child mode: for unit tests of the task API, whose stand-in process needs no root.
+    #[cfg(test)]
+    pub fn executing(mut self, child: ChildCommand) -> Self {
+        self.child = child;
+        self
     }
 
     fn tasks(&self) -> MutexGuard<'_, Tasks> {
@@ -227,6 +240,7 @@ impl TaskService {
                     stderr: req.stderr.clone(),
                     terminal: req.terminal,
                 },
+                child: self.child.clone(),
             },
             &self.identity,
             &self.oom_watch,

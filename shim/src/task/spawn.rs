@@ -8,6 +8,7 @@
 //! gives a clean, single-threaded process whose compiled program comes from the compile
 //! cache as a file mapping, shared with every other process that maps it.
 
+use std::ffi::OsString;
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
@@ -19,6 +20,38 @@ use runtime::StdioFiles;
 
 use crate::error::{ShimError, ShimResult};
 use crate::launch::{self, FromChild, Launch, ToChild, CHILD_ARG, CONTROL_FD, LOG_FD};
+
+/// What is executed to become a container's process: this binary in its child mode,
+/// `/proc/self/exe` with [`CHILD_ARG`] (the [`Default`], and the only one the shim uses).
+///
+/// A value the task service hands down rather than a constant so that its unit tests can
+/// execute a stand-in that speaks the same protocol over the control socket (see
+/// `service_tests`): everything else, this spawn, the pidfd, the reaper and the exit loop,
+/// is the real thing, with no wasm run, no namespace entered and no root needed.
+#[derive(Debug, Clone)]
+pub struct ChildCommand {
+    program: PathBuf,
+    args: Vec<OsString>,
+    env: Vec<(OsString, OsString)>,
+}
+
+impl Default for ChildCommand {
+    fn default() -> Self {
+        ChildCommand {
+            program: PathBuf::from("/proc/self/exe"),
+            args: vec![OsString::from(CHILD_ARG)],
+            env: Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+impl ChildCommand {
+    /// `program` with `args`, and `env` added to the inherited environment.
+    pub fn new(program: PathBuf, args: Vec<OsString>, env: Vec<(OsString, OsString)>) -> Self {
+        ChildCommand { program, args, env }
+    }
+}
 
 /// The shim's part of a process's start (see [`spawn`]), for the process.
 #[derive(Debug, Default)]
@@ -40,14 +73,16 @@ pub struct Spawned {
     pub control: UnixStream,
 }
 
-/// Starts the process for `launch` and waits until it is ready (or failed, which fails the
-/// Create or Exec with the child's reason; the process is reaped before returning).
+/// Starts the process for `launch`, executing `child`, and waits until it is ready (or
+/// failed, which fails the Create or Exec with the child's reason; the process is reaped
+/// before returning).
 /// `meanwhile` runs while the new process starts and enters its namespaces, before it loads
 /// its program: the shim's part, which makes the container's cgroup and validates the
 /// program (filling the compile cache the process loads from). It returns the
 /// `cgroup.procs` files to move the process into and, for a server on baseline code, its
 /// handover directory; its failure fails the start.
 pub fn spawn(
+    child: &ChildCommand,
     launch: Launch,
     stdio: StdioFiles,
     meanwhile: impl FnOnce() -> ShimResult<Prepared>,
@@ -59,7 +94,7 @@ pub fn spawn(
         None => File::open("/dev/null").map_err(|e| ShimError::internal("opening /dev/null", e))?,
     };
     let stream = |file: Option<File>| file.map(Stdio::from).unwrap_or_else(Stdio::null);
-    let mut command = Command::new("/proc/self/exe");
+    let mut command = Command::new(&child.program);
     // `ps`, `docker top` and `/proc/PID/cmdline` show the program this process runs.
     if let Some(program) = launch
         .spec
@@ -70,7 +105,8 @@ pub fn spawn(
         command.arg0(program);
     }
     command
-        .arg(CHILD_ARG)
+        .args(&child.args)
+        .envs(child.env.iter().map(|(key, value)| (key, value)))
         .stdin(stream(stdio.stdin))
         .stdout(stream(stdio.stdout))
         .stderr(stream(stdio.stderr));
