@@ -67,7 +67,7 @@ impl Starting<'_> {
     pub fn commit(mut self) -> ShimResult<u32> {
         let process = self.process;
         launch::send(&lock(&process.control), &ToChild::Start).map_err(|e| {
-            ShimError::Internal(format!("{}: its process is gone: {e}", process.name()))
+            ShimError::internal(format!("{}: its process is gone", process.name()), e)
         })?;
         *self.state = Lifecycle::Running;
         Ok(process.pid)
@@ -211,10 +211,10 @@ impl Process {
                     self.name()
                 )));
             }
-            return Err(ShimError::Internal(format!(
-                "{}: signal {signal}: {e}",
-                self.name()
-            )));
+            return Err(ShimError::internal(
+                format!("{}: signal {signal}", self.name()),
+                e,
+            ));
         }
         Ok(())
     }

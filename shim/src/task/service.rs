@@ -18,7 +18,7 @@ use containerd_shim_protos::events::task::{
 };
 
 use crate::clock::timestamp;
-use crate::error::{ShimError, ShimResult};
+use crate::error::{render, ShimError, ShimResult};
 use crate::launch::ShimIdentity;
 use crate::runc::pod::PodMembership;
 use crate::runc::pod_cgroup;
@@ -190,7 +190,8 @@ impl TaskService {
         };
         let bundle = PathBuf::from(&req.bundle);
         let spec_path = bundle.join("config.json");
-        let spec = load_spec(&spec_path).inspect_err(|e| log::error!("create {id}: {e}"))?;
+        let spec =
+            load_spec(&spec_path).inspect_err(|e| log::error!("create {id}: {}", render(e)))?;
         let pod = PodMembership::from_annotations(&spec.annotations().clone().unwrap_or_default());
         let result = if pod.is_sandbox {
             log::info!("{id}: the pod's sandbox container runs under runc");
@@ -646,7 +647,7 @@ impl Task for TaskService {
         let stats = match container.cgroup() {
             Some(cgroup) => cgroup
                 .metrics()
-                .map_err(|e| ShimError::Internal(format!("stats of {}: {e}", req.id)))?,
+                .map_err(|e| ShimError::internal(format!("stats of {}", req.id), e))?,
             None => container_metrics(&container)?,
         };
         Ok(api::StatsResponse {
@@ -734,7 +735,7 @@ impl Task for TaskService {
         };
         let process = container
             .exec(params, announce)
-            .inspect_err(|e| log::error!("exec {} in {}: {e}", req.exec_id, req.id))?;
+            .inspect_err(|e| log::error!("exec {} in {}: {}", req.exec_id, req.id, render(e)))?;
         if let Err(e) = self.exits.watch(
             process.pid,
             process.pidfd(),

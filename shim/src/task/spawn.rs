@@ -207,10 +207,10 @@ fn join_cgroup(pid: u32, procs: &[PathBuf]) -> ShimResult<()> {
     let pid = pid.to_string();
     for file in procs {
         std::fs::write(file, &pid).map_err(|e| {
-            ShimError::Internal(format!(
-                "moving the process into its cgroup ({}): {e}",
-                file.display()
-            ))
+            ShimError::internal(
+                format!("moving the process into its cgroup ({})", file.display()),
+                e,
+            )
         })?;
     }
     Ok(())
