@@ -4,7 +4,11 @@
 //!   the floor (the same module loaded from a compile cache and run in-process by the
 //!   `runtime` crate, no containerd); interleaved runs, medians and ratios. Hello runs twice
 //!   a round: from its image (as users run it) and, like runc's row, from a `--rootfs`
-//!   directory, which spares containerd the snapshot both ways (like for like).
+//!   directory, which spares containerd the snapshot. busybox too runs twice a round, from
+//!   `--rootfs` and from an image of its own (Debian's static busybox, packed by
+//!   wasm-oci-pack), so each way has a like-for-like ratio: image against image, rootfs
+//!   against rootfs. A container started from an image pays containerd's snapshot (about
+//!   11 ms here) whatever its runtime.
 //! - Throughput (item 4d): `BENCH_TASKS` (200) `ctr run --rm` of each at `BENCH_WORKERS` (2)
 //!   at a time; tasks per second and the ratio.
 //! - Large program (item 4b): first (compile) and second (cached) start of CPython as a
@@ -101,13 +105,24 @@ impl Roots {
     }
 }
 
+/// The images of the start-up rounds, as ctr names them.
+struct Images {
+    /// wasm hello.
+    hello: String,
+    /// Debian's static busybox, a native image for runc.
+    busybox: String,
+}
+
 /// Start-up samples, warm-up excluded.
 struct Startup {
     /// Hello from its image.
     shim: Vec<Duration>,
     /// Hello from a `--rootfs` directory, as runc's busybox runs.
     shim_rootfs: Vec<Duration>,
+    /// busybox echo under runc, from a `--rootfs` directory.
     runc: Vec<Duration>,
+    /// busybox echo under runc, from its image, as hello's first row runs.
+    runc_image: Vec<Duration>,
     floor: Vec<Duration>,
 }
 
@@ -196,6 +211,15 @@ fn shim_hello_rootfs(root: &Path, id: &str) -> Vec<String> {
         .collect()
 }
 
+/// `ctr run --rm` arguments (after `--rm`) of runc's busybox echo from `image` (busybox at
+/// `/busybox`, as wasm-oci-pack places a program) as container `id`.
+fn runc_echo_image(image: &str, id: &str) -> Vec<String> {
+    [image, id, "/busybox", "echo", "hello from wasm"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
 /// `ctr run --rm` arguments (after `--rm`) of runc's busybox echo as container `id`.
 fn runc_echo(busybox_root: &Path, id: &str) -> Vec<String> {
     let root = busybox_root.display().to_string();
@@ -214,7 +238,12 @@ fn runc_echo(busybox_root: &Path, id: &str) -> Vec<String> {
 
 /// Start-up: one warm-up of each (page cache, containerd's first snapshot), then `runs`
 /// interleaved rounds of shim, runc and floor, so all see the same machine load.
-fn startup(containerd: &Containerd, image: &str, roots: &Roots, runs: usize) -> Result<Startup> {
+fn startup(
+    containerd: &Containerd,
+    images: &Images,
+    roots: &Roots,
+    runs: usize,
+) -> Result<Startup> {
     // The floor loads its module from a compile cache, as the shim does: the warm-up round
     // compiles and stores it, the measured rounds load it (compiling each time would make
     // the floor a compile benchmark, several times slower than the shim's own load).
@@ -229,12 +258,14 @@ fn startup(containerd: &Containerd, image: &str, roots: &Roots, runs: usize) -> 
         shim: Vec::new(),
         shim_rootfs: Vec::new(),
         runc: Vec::new(),
+        runc_image: Vec::new(),
         floor: Vec::new(),
     };
     for i in 0..=runs {
-        let shim_args = shim_hello(image, &format!("wb{i}"));
+        let shim_args = shim_hello(&images.hello, &format!("wb{i}"));
         let shim_rootfs_args = shim_hello_rootfs(roots.hello.path(), &format!("wr{i}"));
         let runc_args = runc_echo(roots.busybox.path(), &format!("rb{i}"));
+        let runc_image_args = runc_echo_image(&images.busybox, &format!("ri{i}"));
         let run = |args: &[String]| {
             let mut argv = vec!["run", "--rm"];
             argv.extend(args.iter().map(String::as_str));
@@ -243,11 +274,13 @@ fn startup(containerd: &Containerd, image: &str, roots: &Roots, runs: usize) -> 
         let s = run(&shim_args)?;
         let r = run(&runc_args)?;
         let sr = run(&shim_rootfs_args)?;
+        let ri = run(&runc_image_args)?;
         let f = floor_once(roots.hello.path())?;
         if i > 0 {
             samples.shim.push(s);
             samples.shim_rootfs.push(sr);
             samples.runc.push(r);
+            samples.runc_image.push(ri);
             samples.floor.push(f);
         }
     }
@@ -296,9 +329,19 @@ fn main() -> Result<()> {
     let settings = Settings::from_env()?;
     let containerd = Containerd::start()?;
     let image = containerd.import_program(&program("hello"), "bench-hello:latest")?;
+    let images = Images {
+        hello: image.clone(),
+        busybox: containerd
+            .import_program_as(
+                Path::new("/bin/busybox"),
+                "bench-busybox:latest",
+                "linux/amd64",
+            )
+            .context("the busybox image (apt-get install busybox-static)")?,
+    };
     let roots = Roots::new()?;
     let load_before = load_average();
-    let startup = startup(&containerd, &image, &roots, settings.runs)?;
+    let startup = startup(&containerd, &images, &roots, settings.runs)?;
     // Shims of this one compile every program optimized before it starts (no tiering).
     let optimized_first = Containerd::start_with_env(&[("WASMTIME_SHIM_TIERING", "off")])?;
     let large = large::measure(
@@ -371,10 +414,12 @@ fn print_startup(report: &Report) {
     println!();
     println!("{heading:<52} {:>12} {:>10}", "median ms", "vs runc");
     let rootfs_m = median(&report.startup.shim_rootfs);
+    let runc_image_m = median(&report.startup.runc_image);
     for (name, m) in [
         ("wasmtime shim: ctr run --rm wasm-hello (image)", shim_m),
         ("wasmtime shim: ctr run --rm --rootfs hello", rootfs_m),
         ("runc: ctr run --rm --rootfs busybox echo", runc_m),
+        ("runc: ctr run --rm busybox echo (image)", runc_image_m),
         ("floor: runtime crate in-process (no ctr)", floor_m),
     ] {
         println!(
@@ -383,6 +428,11 @@ fn print_startup(report: &Report) {
             m.as_secs_f64() / runc_m.as_secs_f64()
         );
     }
+    println!(
+        "like for like: image / image {:.2}x, rootfs / rootfs {:.2}x",
+        shim_m.as_secs_f64() / runc_image_m.as_secs_f64(),
+        rootfs_m.as_secs_f64() / runc_m.as_secs_f64()
+    );
     println!(
         "shim / floor: {:.1}x",
         shim_m.as_secs_f64() / floor_m.as_secs_f64()
@@ -516,6 +566,7 @@ fn print_memory(report: &Report) {
 fn json(report: &Report) -> serde_json::Value {
     let (shim_m, runc_m, floor_m) = report.startup.medians();
     let rootfs_m = median(&report.startup.shim_rootfs);
+    let runc_image_m = median(&report.startup.runc_image);
     let samples = |d: &[Duration]| d.iter().map(|d| ms(*d)).collect::<Vec<_>>();
     let memory: serde_json::Map<String, serde_json::Value> = report
         .memory
@@ -526,14 +577,17 @@ fn json(report: &Report) -> serde_json::Value {
         "runs": report.settings.runs,
         "load_average": { "before": report.load_before, "after": report.load_after },
         "median_ms": { "shim": ms(shim_m), "shim_rootfs": ms(rootfs_m),
-                       "runc_busybox": ms(runc_m), "floor": ms(floor_m) },
+                       "runc_busybox": ms(runc_m), "runc_busybox_image": ms(runc_image_m),
+                       "floor": ms(floor_m) },
         "ratio": { "shim_vs_runc": shim_m.as_secs_f64() / runc_m.as_secs_f64(),
                    "shim_rootfs_vs_runc": rootfs_m.as_secs_f64() / runc_m.as_secs_f64(),
+                   "shim_vs_runc_image": shim_m.as_secs_f64() / runc_image_m.as_secs_f64(),
                    "shim_vs_floor": shim_m.as_secs_f64() / floor_m.as_secs_f64() },
         "samples_ms": {
             "shim": samples(&report.startup.shim),
             "shim_rootfs": samples(&report.startup.shim_rootfs),
             "runc_busybox": samples(&report.startup.runc),
+            "runc_busybox_image": samples(&report.startup.runc_image),
             "floor": samples(&report.startup.floor),
         },
         "large_module": report.module.as_ref().map(|m| serde_json::json!({
@@ -610,6 +664,11 @@ fn svg(report: &Report) -> String {
                     Kind::Wasm,
                 ),
                 bar("runc", ms(runc_m), Kind::Runc),
+                bar(
+                    "runc image",
+                    ms(median(&report.startup.runc_image)),
+                    Kind::Runc,
+                ),
                 bar("floor", ms(floor_m), Kind::Floor),
             ],
         },
