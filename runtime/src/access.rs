@@ -68,17 +68,26 @@ impl AccessPolicy {
             return Ok(());
         };
         for destination in listed {
-            if !plan
+            let bound = plan
                 .preopens
                 .iter()
                 .skip(1)
-                .any(|p| &p.guest == destination)
-            {
+                .any(|p| &p.guest == destination);
+            if !bound && !plan.tmpfs.iter().any(|t| &t.guest == destination) {
                 return Err(RuntimeError::InvalidSpec(format!(
                     "annotation {MOUNTS_ANNOTATION} lists {destination}, which is not a \
-                     directory bind mount of the spec"
+                     directory bind mount or a tmpfs of the spec"
                 )));
             }
+        }
+        let (kept, dropped): (Vec<_>, Vec<_>) = plan
+            .tmpfs
+            .drain(..)
+            .partition(|t| listed.contains(&t.guest));
+        plan.tmpfs = kept;
+        for t in dropped {
+            plan.skipped
+                .push((t.guest, format!("not listed in {MOUNTS_ANNOTATION}")));
         }
         let (kept, dropped): (Vec<_>, Vec<_>) = plan
             .preopens

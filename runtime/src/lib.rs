@@ -61,7 +61,7 @@ pub use native_program::{native_entrypoint, NativeProgram};
 pub use optimizer::{pending_optimizations, wait_for_optimizations, PendingOptimization};
 pub use pause::Pauser;
 pub use plan::WasiPlan;
-pub use preopen::{NamedDirectory, PinnedPreopens, Preopen, PreopenPlan};
+pub use preopen::{NamedDirectory, PinnedPreopens, Preopen, PreopenPlan, TmpfsMount};
 pub use program::Program;
 pub use program_bytes::ProgramKind;
 pub use settings::{set_single_threaded_compilation, set_tiering};

@@ -19,19 +19,51 @@ pub struct Preopen {
 
 /// The complete list of what a program may touch on the host.
 ///
-/// This is the whole of the program's filesystem view: the rootfs as `/` and each directory
-/// bind mount at its destination. Kernel filesystems (proc, sysfs, cgroup, devpts, mqueue,
-/// tmpfs) and file bind mounts have no WASI equivalent and are left out, recorded in
+/// This is the whole of the program's filesystem view: the rootfs as `/`, each directory
+/// bind mount at its destination and, for a host that mounts them (see [`TmpfsMount`]), each
+/// tmpfs of its own. Kernel filesystems (proc, sysfs, cgroup, devpts, mqueue, and the tmpfs
+/// at `/dev`) and file bind mounts have no WASI equivalent and are left out, recorded in
 /// `skipped` so the host can log why.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PreopenPlan {
     /// What the program gets, the rootfs first.
     pub preopens: Vec<Preopen>,
+    /// The spec's tmpfs mounts outside the kernel's directories, which become preopens once
+    /// a host has mounted them (see [`PreopenPlan::relocated`]).
+    pub tmpfs: Vec<TmpfsMount>,
     /// Spec mounts left out, with the reason, for the host's debug log.
     pub skipped: Vec<(String, String)>,
     /// The rootfs (the first preopen) is where the program is looked up, but the program
     /// itself does not see it: an operator narrowed its view to the listed mounts.
     pub rootfs_hidden: bool,
+}
+
+/// A tmpfs the spec mounts at `guest` (docker's `--tmpfs` and `--mount type=tmpfs`, a
+/// scratch directory often paired with a read-only rootfs): an empty, writable directory
+/// with nothing on the host behind it. Only a host that gives the program a mount namespace
+/// of its own can make one, at its destination inside the rootfs; such a host mounts it and
+/// then uses [`PreopenPlan::relocated`], where it is a preopen like a bind mount. Other hosts
+/// leave it out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TmpfsMount {
+    /// Absolute path under which the program sees it.
+    pub guest: String,
+    /// The spec's mount options (`size=`, `mode=`, `nosuid`, `ro`...), as the kernel takes
+    /// them.
+    pub options: Vec<String>,
+}
+
+/// Directories where the kernel's own filesystems go (`/dev` is a tmpfs in every spec, with
+/// device nodes in it): a tmpfs there is not the program's scratch space.
+const KERNEL_DIRECTORIES: [&str; 3] = ["/dev", "/proc", "/sys"];
+
+/// Whether `destination` (normalized) is one of [`KERNEL_DIRECTORIES`] or below one.
+fn in_kernel_directory(destination: &str) -> bool {
+    KERNEL_DIRECTORIES.iter().any(|dir| {
+        destination
+            .strip_prefix(dir)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    })
 }
 
 /// A directory preopened under a name of its own, after the plan's preopens.
@@ -108,6 +140,7 @@ impl PreopenPlan {
                 guest: "/".to_string(),
                 read_only: rootfs_read_only,
             }],
+            tmpfs: Vec::new(),
             skipped: Vec::new(),
             rootfs_hidden: false,
         };
@@ -116,6 +149,21 @@ impl PreopenPlan {
             let options = mount.options().clone().unwrap_or_default();
             let is_bind = mount.typ().as_deref() == Some("bind")
                 || options.iter().any(|o| o == "bind" || o == "rbind");
+            if !is_bind
+                && mount.typ().as_deref() == Some("tmpfs")
+                && !in_kernel_directory(&destination)
+            {
+                if plan.has_destination(&destination) {
+                    return Err(RuntimeError::InvalidMount(format!(
+                        "two mounts have the destination {destination}"
+                    )));
+                }
+                plan.tmpfs.push(TmpfsMount {
+                    guest: destination,
+                    options,
+                });
+                continue;
+            }
             if !is_bind {
                 let kind = mount.typ().clone().unwrap_or_else(|| "untyped".into());
                 plan.skipped
@@ -147,7 +195,7 @@ impl PreopenPlan {
                 ));
                 continue;
             }
-            if plan.preopens.iter().any(|p| p.guest == destination) {
+            if plan.has_destination(&destination) {
                 return Err(RuntimeError::InvalidMount(format!(
                     "two mounts have the destination {destination}"
                 )));
@@ -159,6 +207,12 @@ impl PreopenPlan {
             });
         }
         Ok(plan)
+    }
+
+    /// Whether a preopen or a tmpfs already has `destination`.
+    fn has_destination(&self, destination: &str) -> bool {
+        self.preopens.iter().any(|p| p.guest == destination)
+            || self.tmpfs.iter().any(|t| t.guest == destination)
     }
 
     /// What the program itself sees: every preopen, less the rootfs when it is hidden.
@@ -200,8 +254,9 @@ impl PreopenPlan {
     }
 
     /// The same plan as seen from inside the container's own mount namespace, whose root is
-    /// `rootfs` and where every mount is bound at its destination: the rootfs's directories
-    /// by their path below it, mounts by their destination.
+    /// `rootfs` and where every mount is at its destination: the rootfs's directories by
+    /// their path below it, mounts by their destination, and each tmpfs, which the host has
+    /// mounted there, a preopen of its own (read-only if mounted `ro`).
     pub fn relocated(&self, rootfs: &Path) -> PreopenPlan {
         let mut plan = self.clone();
         for preopen in &mut plan.preopens {
@@ -209,6 +264,13 @@ impl PreopenPlan {
                 Ok(below) => Path::new("/").join(below),
                 Err(_) => PathBuf::from(&preopen.guest),
             };
+        }
+        for tmpfs in plan.tmpfs.drain(..) {
+            plan.preopens.push(Preopen {
+                host: PathBuf::from(&tmpfs.guest),
+                read_only: tmpfs.options.iter().any(|o| o == "ro"),
+                guest: tmpfs.guest,
+            });
         }
         plan
     }
@@ -391,6 +453,58 @@ mod tests {
         .unwrap();
         assert_eq!(plan.preopens.len(), 1);
         assert_eq!(plan.skipped.len(), 2);
+    }
+
+    #[test]
+    fn a_tmpfs_outside_the_kernels_directories_is_a_preopen_once_mounted() {
+        let tmpfs = |destination: &str, options: &[&str]| {
+            MountBuilder::default()
+                .destination(destination)
+                .typ("tmpfs")
+                .source("tmpfs")
+                .options(options.iter().map(|o| o.to_string()).collect::<Vec<_>>())
+                .build()
+                .unwrap()
+        };
+        let plan = PreopenPlan::from_mounts(
+            Path::new("/rootfs"),
+            true,
+            &[
+                tmpfs("/dev", &["nosuid", "mode=755"]),
+                tmpfs("/dev/shm", &[]),
+                tmpfs("/scratch", &["nosuid", "size=1m"]),
+                tmpfs("/cache/", &["ro"]),
+                tmpfs("/devices", &[]),
+            ],
+        )
+        .unwrap();
+        assert_eq!(plan.preopens.len(), 1, "{plan:?}");
+        assert_eq!(
+            plan.skipped
+                .iter()
+                .map(|(d, _)| d.as_str())
+                .collect::<Vec<_>>(),
+            ["/dev", "/dev/shm"]
+        );
+        let guests: Vec<&str> = plan.tmpfs.iter().map(|t| t.guest.as_str()).collect();
+        assert_eq!(guests, ["/scratch", "/cache", "/devices"]);
+        assert_eq!(plan.tmpfs[0].options, ["nosuid", "size=1m"]);
+        let relocated = plan.relocated(Path::new("/rootfs"));
+        assert!(relocated.tmpfs.is_empty());
+        let (scratch, rest) = relocated.locate("/scratch/a/b").unwrap();
+        assert_eq!(
+            (scratch.host.as_path(), rest, scratch.read_only),
+            (Path::new("/scratch"), "a/b", false)
+        );
+        assert!(relocated.locate("/cache/x").unwrap().0.read_only);
+        // A tmpfs and a bind cannot share a destination.
+        let dir = tempfile::tempdir().unwrap();
+        let twice = PreopenPlan::from_mounts(
+            Path::new("/r"),
+            false,
+            &[bind("/d", dir.path(), &[]), tmpfs("/d", &[])],
+        );
+        assert!(matches!(twice, Err(RuntimeError::InvalidMount(_))));
     }
 
     #[test]

@@ -17,7 +17,7 @@
 //! | `runc` | native containers and pod sandboxes handed to a runc shim, pod grouping, the pod's cgroup |
 //! | `child` | a container's own process: namespaces, root, confinement, running the program |
 //! | `cgroup` | a container's cgroup on v1 and v2: limits, freezer, OOM notices, statistics |
-//! | `launch`, `precompile`, `cache_config`, `logger`, `clock`, `error` | what the daemon and a container's process share |
+//! | `launch`, `precompile`, `mount_options`, `cache_config`, `logger`, `clock`, `error` | what the daemon and a container's process share |
 
 mod bootstrap;
 mod cache_config;
@@ -27,6 +27,7 @@ mod clock;
 mod error;
 mod launch;
 mod logger;
+mod mount_options;
 mod precompile;
 mod runc;
 mod task;

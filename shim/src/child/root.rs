@@ -1,8 +1,8 @@
 //! The container's process's own mount namespace, rooted at the container's rootfs.
 //!
-//! After this the process's whole filesystem is the rootfs with the spec's bind mounts at
-//! their destinations: nothing of the host is reachable, even by an absolute path, even by
-//! code that escaped the wasm sandbox. The program's preopens are then opened inside it
+//! After this the process's whole filesystem is the rootfs with the spec's bind mounts and
+//! tmpfs mounts at their destinations: nothing of the host is reachable, even by an absolute
+//! path, even by code that escaped the wasm sandbox. The program's preopens are then opened inside it
 //! (`Program::enter_own_root`). Kernel filesystems (`/proc`, `/sys`, `/dev`) are not
 //! mounted: no WASI call needs them.
 
@@ -17,13 +17,22 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{unshare, CloneFlags};
 use nix::sys::stat::Mode;
 use oci_spec::runtime::Spec;
-use runtime::PreopenPlan;
+use runtime::{Preopen, PreopenPlan, TmpfsMount};
 
 use crate::error::{ShimError, ShimResult};
+use crate::mount_options::parse_options;
+
+/// What goes at one destination inside the new root.
+enum MountSource<'a> {
+    /// A directory of the host, bound.
+    Bind(&'a Preopen),
+    /// A tmpfs of the container's own.
+    Tmpfs(&'a TmpfsMount),
+}
 
 /// Makes a mount namespace whose root is `rootfs`, with the directories `preopens` holds
-/// outside it bound at their destinations and the spec's file bind mounts (docker's
-/// `/etc/hosts`, `/etc/resolv.conf`) where they can be.
+/// outside it bound at their destinations, its tmpfs mounts made there, and the spec's file
+/// bind mounts (docker's `/etc/hosts`, `/etc/resolv.conf`) where they can be.
 pub fn pivot_into(rootfs: &Path, preopens: &PreopenPlan, spec: &Spec) -> ShimResult<()> {
     unshare(CloneFlags::CLONE_NEWNS)
         .map_err(|e| ShimError::internal("making a mount namespace", e))?;
@@ -43,21 +52,36 @@ pub fn pivot_into(rootfs: &Path, preopens: &PreopenPlan, spec: &Spec) -> ShimRes
     // image's symlinks resolve within it, so a link to `/etc` makes nothing on the host.
     let root = open_in_root(None, rootfs, OFlag::O_DIRECTORY)
         .map_err(|e| ShimError::internal(format!("opening the rootfs {}", rootfs.display()), e))?;
-    for preopen in preopens.outside(rootfs) {
-        let target = make_dir_in(&root, &preopen.guest).map_err(|e| {
-            ShimError::InvalidArgument(format!(
-                "making the mount point {} in the rootfs: {e}",
-                preopen.guest
-            ))
+    // Parents before what goes inside them (a tmpfs at /data, a bind at /data/in), in
+    // whatever order the spec lists them; otherwise in the spec's order (a stable sort).
+    let mut mounts: Vec<(&str, MountSource)> = preopens
+        .outside(rootfs)
+        .map(|p| (p.guest.as_str(), MountSource::Bind(p)))
+        .chain(
+            preopens
+                .tmpfs
+                .iter()
+                .map(|t| (t.guest.as_str(), MountSource::Tmpfs(t))),
+        )
+        .collect();
+    mounts.sort_by_key(|(guest, _)| Path::new(guest).components().count());
+    for (guest, source) in mounts {
+        let target = make_dir_in(&root, guest).map_err(|e| {
+            ShimError::InvalidArgument(format!("making the mount point {guest} in the rootfs: {e}"))
         })?;
-        bind(&preopen.host, &fd_path(&target))?;
-        if preopen.read_only {
-            // The new mount is on top of the descriptor's directory: found again.
-            let top = open_in_root(Some(&root), Path::new(&preopen.guest), OFlag::O_DIRECTORY)
-                .map_err(|e| {
-                    ShimError::internal(format!("finding the mount at {}", preopen.guest), e)
-                })?;
-            remount_read_only(&fd_path(&top))?;
+        match source {
+            MountSource::Bind(preopen) => {
+                bind(&preopen.host, &fd_path(&target))?;
+                if preopen.read_only {
+                    // The new mount is on top of the descriptor's directory: found again.
+                    let top = open_in_root(Some(&root), Path::new(guest), OFlag::O_DIRECTORY)
+                        .map_err(|e| {
+                            ShimError::internal(format!("finding the mount at {guest}"), e)
+                        })?;
+                    remount_read_only(&fd_path(&top))?;
+                }
+            }
+            MountSource::Tmpfs(tmpfs) => mount_tmpfs(&fd_path(&target), tmpfs)?,
         }
     }
     bind_files(&root, spec);
@@ -77,6 +101,21 @@ pub fn pivot_into(rootfs: &Path, preopens: &PreopenPlan, spec: &Spec) -> ShimRes
         remount_read_only(Path::new("/"))?;
     }
     Ok(())
+}
+
+/// Mounts a tmpfs with the spec's options at `target`. Options the kernel refuses (a bad
+/// `size=`) are the spec's fault.
+fn mount_tmpfs(target: &Path, tmpfs: &TmpfsMount) -> ShimResult<()> {
+    let (flags, data) = parse_options(&tmpfs.options);
+    // Only what a new tmpfs takes: the spec has no business binding or remounting here.
+    let flags = flags - (MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
+    let data = (!data.is_empty()).then_some(data.as_str());
+    mount(Some("tmpfs"), target, Some("tmpfs"), flags, data).map_err(|e| {
+        ShimError::InvalidArgument(format!(
+            "mounting a tmpfs at {} with options {:?}: {e}",
+            tmpfs.guest, tmpfs.options
+        ))
+    })
 }
 
 /// A descriptor of `path` as a detached mount of its own, read-only (and nosuid, nodev):

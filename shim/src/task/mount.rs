@@ -8,35 +8,7 @@ use containerd_shim_protos::api::Mount;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
 use crate::error::{ShimError, ShimResult};
-
-/// Splits mount(8)-style options into kernel flags and the filesystem's data string.
-fn parse_options(options: &[String]) -> (MsFlags, String) {
-    let mut flags = MsFlags::empty();
-    let mut data = Vec::new();
-    for option in options {
-        let (set, clear) = match option.as_str() {
-            "ro" => (MsFlags::MS_RDONLY, MsFlags::empty()),
-            "rw" => (MsFlags::empty(), MsFlags::MS_RDONLY),
-            "bind" => (MsFlags::MS_BIND, MsFlags::empty()),
-            "rbind" => (MsFlags::MS_BIND | MsFlags::MS_REC, MsFlags::empty()),
-            "nosuid" => (MsFlags::MS_NOSUID, MsFlags::empty()),
-            "nodev" => (MsFlags::MS_NODEV, MsFlags::empty()),
-            "noexec" => (MsFlags::MS_NOEXEC, MsFlags::empty()),
-            "noatime" => (MsFlags::MS_NOATIME, MsFlags::empty()),
-            "relatime" => (MsFlags::MS_RELATIME, MsFlags::empty()),
-            "sync" => (MsFlags::MS_SYNCHRONOUS, MsFlags::empty()),
-            "remount" => (MsFlags::MS_REMOUNT, MsFlags::empty()),
-            "suid" | "dev" | "exec" | "async" | "defaults" => (MsFlags::empty(), MsFlags::empty()),
-            other => {
-                data.push(other.to_string());
-                (MsFlags::empty(), MsFlags::empty())
-            }
-        };
-        flags.insert(set);
-        flags.remove(clear);
-    }
-    (flags, data.join(","))
-}
+use crate::mount_options::parse_options;
 
 /// The rootfs mounts of one container, undone on drop unless the container took them over.
 pub struct RootfsMount(Option<PathBuf>);
@@ -300,17 +272,6 @@ mod tests {
             compact_lowerdir(&long, 4096).unwrap().err(),
             Some(nix::Error::E2BIG)
         );
-    }
-
-    #[test]
-    fn options_split_into_flags_and_data() {
-        let opts: Vec<String> = ["ro", "rbind", "index=off", "lowerdir=/a:/b"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        let (flags, data) = parse_options(&opts);
-        assert!(flags.contains(MsFlags::MS_RDONLY | MsFlags::MS_BIND | MsFlags::MS_REC));
-        assert_eq!(data, "index=off,lowerdir=/a:/b");
     }
 
     #[test]

@@ -1,4 +1,7 @@
-//! The mount → preopen rule: binds are reachable (read-only when `ro`), nothing else is.
+//! The mount → preopen rule: binds are reachable (read-only when `ro`), and so is a tmpfs
+//! of the container's own; nothing else is.
+
+use std::time::Duration;
 
 use integration::{rootfs_with, Containerd};
 
@@ -25,6 +28,57 @@ fn a_bind_mount_written_by_wasm_is_seen_on_the_host() {
     assert_eq!(out.code, 0, "{out:?}");
     let text = std::fs::read_to_string(host.path().join("out.txt")).unwrap();
     assert_eq!(text, "written by wasm\n");
+}
+
+/// docker's `--read-only --tmpfs /scratch`: the tmpfs is the program's writable scratch
+/// space on a read-only rootfs, an exec sees the same one, and none of it is on the host.
+#[test]
+fn a_tmpfs_mount_is_scratch_space_on_a_read_only_rootfs() {
+    let containerd = Containerd::start().unwrap();
+    let rootfs = rootfs_with(&["filetool", "ticker"]).unwrap();
+    let tmpfs = "type=tmpfs,src=tmpfs,dst=/scratch,options=nosuid:nodev:size=1m:mode=1777";
+    containerd.run_detached(
+        &["--read-only", "--mount", tmpfs],
+        rootfs.path(),
+        "tmpfs1",
+        &["/ticker.wasm", "0", "200"],
+    );
+    containerd
+        .wait_for_status("tmpfs1", "RUNNING", Duration::from_secs(10))
+        .unwrap();
+    let exec = |exec_id: &str, args: &[&str]| {
+        let mut argv = vec!["task", "exec", "--exec-id", exec_id, "tmpfs1"];
+        argv.extend_from_slice(args);
+        containerd.ctr(&argv)
+    };
+    let write = exec(
+        "w",
+        &["/filetool.wasm", "write", "/scratch/note.txt", "scratch"],
+    );
+    assert_eq!(write.code, 0, "{write:?}\n{}", containerd.shim_log());
+    let read = exec("r", &["/filetool.wasm", "read", "/scratch/note.txt"]);
+    assert_eq!(
+        (read.code, read.stdout.as_str()),
+        (0, "scratch\n"),
+        "{read:?}"
+    );
+    let ls = exec("l", &["/filetool.wasm", "ls", "/scratch"]);
+    assert_eq!((ls.code, ls.stdout.as_str()), (0, "note.txt\n"), "{ls:?}");
+    // The rootfs itself stays read-only.
+    let root = exec("o", &["/filetool.wasm", "write", "/outside.txt", "nope"]);
+    assert_eq!(root.code, 1, "{root:?}");
+    // The tmpfs is the container's alone: its mount point is in the rootfs (as runc makes
+    // one), the file is not, and the host has no such mount.
+    assert!(rootfs.path().join("scratch").is_dir());
+    assert!(!rootfs.path().join("scratch/note.txt").exists());
+    assert!(!rootfs.path().join("outside.txt").exists());
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let point = rootfs.path().join("scratch").display().to_string();
+    assert!(
+        !mounts.lines().any(|l| l.contains(&point)),
+        "the host sees the tmpfs"
+    );
+    containerd.kill_and_remove("tmpfs1", "SIGKILL");
 }
 
 #[test]
@@ -85,12 +139,13 @@ fn host_files_outside_the_rootfs_and_mounts_are_invisible() {
         assert_eq!(out.code, 1, "{path} was readable: {out:?}");
         assert!(!out.stdout.contains("root:"), "{path}: {}", out.stdout);
     }
-    // The rootfs itself is the program's `/`.
+    // The rootfs itself is the program's `/`, with one mount point: ctr's spec (containerd's
+    // default) mounts a tmpfs at /run, whose directory is made in the rootfs as runc makes it.
     let ls = containerd.run_rootfs(&[], rootfs.path(), "iso-ls", &["/filetool.wasm", "ls", "/"]);
     assert_eq!(ls.code, 0, "{ls:?}");
     assert_eq!(
         ls.stdout,
-        "etc-link\nfiletool.wasm\ninside.txt\npasswd-link\n"
+        "etc-link\nfiletool.wasm\ninside.txt\npasswd-link\nrun\n"
     );
 }
 
