@@ -268,11 +268,13 @@ fn docker_run_it_gives_the_program_a_terminal() {
         .get_envs()
         .filter_map(|(k, v)| Some((k, v?)))
         .collect();
+    // Typed once the docker CLI has surely put its terminal in raw mode, which discards
+    // input typed before (TCSAFLUSH): on a loaded machine that takes it over a second.
     let out = run_on_a_terminal(
         &command,
         &envs,
         b"hello docker tty\n",
-        Duration::from_millis(1500),
+        Duration::from_millis(4000),
     )
     .expect("script (bsdutils)");
     assert_ttycheck_answered(&out, "hello docker tty", &logs(&dockerd));

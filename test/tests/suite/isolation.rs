@@ -146,14 +146,15 @@ fn the_wasm_process_is_confined_in_its_own_cgroup_namespaces_and_root() {
     for ns in ["mnt", "net", "ipc", "uts"] {
         assert_ne!(namespace(pid, ns), namespace(shim, ns), "{ns}");
     }
-    // Its root is the container's rootfs with the mount point: nothing of the host.
+    // Its root is the container's rootfs with the mount points (the spec's bind mount at
+    // /data, and the tmpfs containerd's default spec puts at /run): nothing of the host.
     let mut root: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/root/"))
         .unwrap()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     root.sort();
-    assert_eq!(root, ["data", "spin.wasm"], "{root:?}");
+    assert_eq!(root, ["data", "run", "spin.wasm"], "{root:?}");
     assert!(Path::new(&format!("/proc/{pid}/root/data/host-file")).exists());
     // The shim itself keeps what it needs to serve other containers.
     let main = status_fields(&format!("/proc/{shim}/status"));
