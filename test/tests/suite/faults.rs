@@ -124,7 +124,7 @@ fn a_killed_shim_is_cleaned_up_and_its_neighbour_keeps_running() {
         assert!(
             Instant::now() < deadline,
             "left after the shim died: {leftovers:?}\n{}",
-            containerd.log_tail(40)
+            containerd.log_tail(150)
         );
         std::thread::sleep(Duration::from_millis(50));
     }
