@@ -153,11 +153,10 @@ impl PreopenPlan {
                 && mount.typ().as_deref() == Some("tmpfs")
                 && !in_kernel_directory(&destination)
             {
-                if plan.has_destination(&destination) {
-                    return Err(RuntimeError::InvalidMount(format!(
-                        "two mounts have the destination {destination}"
-                    )));
-                }
+                // Mounted later, on top of what the spec listed before at the same place (ctr
+                // adds `--mount`s after its default `/run`): that is what the program sees,
+                // as under runc.
+                plan.replace_at(&destination);
                 plan.tmpfs.push(TmpfsMount {
                     guest: destination,
                     options,
@@ -195,7 +194,10 @@ impl PreopenPlan {
                 ));
                 continue;
             }
-            if plan.has_destination(&destination) {
+            // A bind over an earlier tmpfs replaces it (see above); two binds at one place
+            // are a mistake worth refusing.
+            plan.tmpfs.retain(|t| t.guest != destination);
+            if plan.preopens.iter().any(|p| p.guest == destination) {
                 return Err(RuntimeError::InvalidMount(format!(
                     "two mounts have the destination {destination}"
                 )));
@@ -209,10 +211,25 @@ impl PreopenPlan {
         Ok(plan)
     }
 
-    /// Whether a preopen or a tmpfs already has `destination`.
-    fn has_destination(&self, destination: &str) -> bool {
-        self.preopens.iter().any(|p| p.guest == destination)
-            || self.tmpfs.iter().any(|t| t.guest == destination)
+    /// Forgets what an earlier mount put at `destination` (not the rootfs), for a later one
+    /// that goes on top of it.
+    fn replace_at(&mut self, destination: &str) {
+        let mut index = 0;
+        self.preopens.retain(|p| {
+            index += 1;
+            index == 1 || p.guest != destination
+        });
+        self.tmpfs.retain(|t| t.guest != destination);
+    }
+
+    /// Leaves out the tmpfs at `guest`, which a host could not mount (no mount point in a
+    /// read-only rootfs): the program sees what is there instead, if anything.
+    pub fn leave_out_tmpfs(&mut self, guest: &str, why: String) {
+        let before = self.tmpfs.len();
+        self.tmpfs.retain(|t| t.guest != guest);
+        if self.tmpfs.len() < before {
+            self.skipped.push((guest.to_string(), why));
+        }
     }
 
     /// What the program itself sees: every preopen, less the rootfs when it is hidden.
@@ -497,14 +514,27 @@ mod tests {
             (Path::new("/scratch"), "a/b", false)
         );
         assert!(relocated.locate("/cache/x").unwrap().0.read_only);
-        // A tmpfs and a bind cannot share a destination.
+        // At one destination the later mount wins, as it is mounted on top (ctr adds its
+        // `--mount`s after the default `/run`).
         let dir = tempfile::tempdir().unwrap();
-        let twice = PreopenPlan::from_mounts(
+        let tmpfs_last = PreopenPlan::from_mounts(
             Path::new("/r"),
             false,
             &[bind("/d", dir.path(), &[]), tmpfs("/d", &[])],
-        );
-        assert!(matches!(twice, Err(RuntimeError::InvalidMount(_))));
+        )
+        .unwrap();
+        assert_eq!((tmpfs_last.preopens.len(), tmpfs_last.tmpfs.len()), (1, 1));
+        let bind_last = PreopenPlan::from_mounts(
+            Path::new("/r"),
+            false,
+            &[tmpfs("/run", &[]), bind("/run", dir.path(), &[])],
+        )
+        .unwrap();
+        assert_eq!((bind_last.preopens.len(), bind_last.tmpfs.len()), (2, 0));
+        let mut left_out = plan.clone();
+        left_out.leave_out_tmpfs("/scratch", "read-only rootfs".into());
+        assert_eq!(left_out.tmpfs.len(), 2);
+        assert!(left_out.skipped.iter().any(|(d, _)| d == "/scratch"));
     }
 
     #[test]

@@ -314,6 +314,12 @@ impl Program {
         Ok(())
     }
 
+    /// Leaves out the plan's tmpfs at `guest`, which the host could not mount, before
+    /// [`Program::enter_own_root`] (see [`crate::PreopenPlan::leave_out_tmpfs`]).
+    pub fn leave_out_tmpfs(&mut self, guest: &str, why: String) {
+        self.plan.preopens.leave_out_tmpfs(guest, why);
+    }
+
     /// The plan the program was loaded from.
     pub fn plan(&self) -> &WasiPlan {
         &self.plan

@@ -10,25 +10,40 @@ pub fn parse_options(options: &[String]) -> (MsFlags, String) {
     let mut flags = MsFlags::empty();
     let mut data = Vec::new();
     for option in options {
+        let none = MsFlags::empty();
         let (set, clear) = match option.as_str() {
-            "ro" => (MsFlags::MS_RDONLY, MsFlags::empty()),
-            "rw" => (MsFlags::empty(), MsFlags::MS_RDONLY),
-            "bind" => (MsFlags::MS_BIND, MsFlags::empty()),
-            "rbind" => (MsFlags::MS_BIND | MsFlags::MS_REC, MsFlags::empty()),
-            "nosuid" => (MsFlags::MS_NOSUID, MsFlags::empty()),
-            "nodev" => (MsFlags::MS_NODEV, MsFlags::empty()),
-            "noexec" => (MsFlags::MS_NOEXEC, MsFlags::empty()),
-            "noatime" => (MsFlags::MS_NOATIME, MsFlags::empty()),
-            "nodiratime" => (MsFlags::MS_NODIRATIME, MsFlags::empty()),
-            "relatime" => (MsFlags::MS_RELATIME, MsFlags::empty()),
-            "strictatime" => (MsFlags::MS_STRICTATIME, MsFlags::empty()),
-            "sync" => (MsFlags::MS_SYNCHRONOUS, MsFlags::empty()),
-            "dirsync" => (MsFlags::MS_DIRSYNC, MsFlags::empty()),
-            "remount" => (MsFlags::MS_REMOUNT, MsFlags::empty()),
-            "suid" | "dev" | "exec" | "async" | "defaults" | "atime" | "diratime"
-            | "norelatime" | "nostrictatime" => (MsFlags::empty(), MsFlags::empty()),
+            "ro" => (MsFlags::MS_RDONLY, none),
+            "rw" => (none, MsFlags::MS_RDONLY),
+            "bind" => (MsFlags::MS_BIND, none),
+            "rbind" => (MsFlags::MS_BIND | MsFlags::MS_REC, none),
+            "nosuid" => (MsFlags::MS_NOSUID, none),
+            "suid" => (none, MsFlags::MS_NOSUID),
+            "nodev" => (MsFlags::MS_NODEV, none),
+            "dev" => (none, MsFlags::MS_NODEV),
+            "noexec" => (MsFlags::MS_NOEXEC, none),
+            "exec" => (none, MsFlags::MS_NOEXEC),
+            "noatime" => (MsFlags::MS_NOATIME, none),
+            "atime" => (none, MsFlags::MS_NOATIME),
+            "nodiratime" => (MsFlags::MS_NODIRATIME, none),
+            "diratime" => (none, MsFlags::MS_NODIRATIME),
+            "relatime" => (MsFlags::MS_RELATIME, none),
+            "norelatime" => (none, MsFlags::MS_RELATIME),
+            "strictatime" => (MsFlags::MS_STRICTATIME, none),
+            "nostrictatime" => (none, MsFlags::MS_STRICTATIME),
+            "lazytime" => (MsFlags::MS_LAZYTIME, none),
+            "nolazytime" => (none, MsFlags::MS_LAZYTIME),
+            "sync" => (MsFlags::MS_SYNCHRONOUS, none),
+            "async" => (none, MsFlags::MS_SYNCHRONOUS),
+            "dirsync" => (MsFlags::MS_DIRSYNC, none),
+            "remount" => (MsFlags::MS_REMOUNT, none),
+            "defaults" | "mand" | "nomand" => (none, none),
+            // Propagation, which the callers set themselves.
             "private" | "rprivate" | "shared" | "rshared" | "slave" | "rslave" | "unbindable"
-            | "runbindable" => (MsFlags::empty(), MsFlags::empty()),
+            | "runbindable" => (none, none),
+            // What runc does itself rather than pass to the kernel as data (copy-up, idmaps,
+            // recursive attributes, nosymfollow): left out here, where the filesystem would
+            // refuse them as data, rather than failing the mount.
+            option if is_runtime_only(option) => (none, none),
             other => {
                 data.push(other.to_string());
                 (MsFlags::empty(), MsFlags::empty())
@@ -38,6 +53,38 @@ pub fn parse_options(options: &[String]) -> (MsFlags, String) {
         flags.remove(clear);
     }
     (flags, data.join(","))
+}
+
+/// Options runc handles itself, none of them filesystem data.
+fn is_runtime_only(option: &str) -> bool {
+    const RECURSIVE: [&str; 20] = [
+        "rro",
+        "rrw",
+        "rnosuid",
+        "rsuid",
+        "rnodev",
+        "rdev",
+        "rnoexec",
+        "rexec",
+        "rnodiratime",
+        "rdiratime",
+        "rrelatime",
+        "rnorelatime",
+        "rnoatime",
+        "ratime",
+        "rstrictatime",
+        "rnostrictatime",
+        "rnosymfollow",
+        "rsymfollow",
+        "ridmap",
+        "idmap",
+    ];
+    matches!(
+        option,
+        "tmpcopyup" | "nosymfollow" | "symfollow" | "copy-symlink"
+    ) || RECURSIVE.contains(&option)
+        || option.starts_with("idmap=")
+        || option.starts_with("ridmap=")
 }
 
 #[cfg(test)]
@@ -74,5 +121,11 @@ mod tests {
             MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV
         );
         assert_eq!(data, "mode=755,size=65536k");
+        // A later option undoes an earlier one, as mount(8) and runc read them; what runc
+        // does itself is not data.
+        let (flags, data) =
+            parse_options(&strings(&["noexec", "exec", "tmpcopyup", "rro", "size=1m"]));
+        assert_eq!(flags, MsFlags::empty());
+        assert_eq!(data, "size=1m");
     }
 }

@@ -189,7 +189,14 @@ fn prepare(launch: &Launch, control: &UnixStream, upgrade: &CodeUpgrade) -> Shim
     let loaded = started.elapsed();
     match joinable {
         Some(joinable) => joinable.join()?,
-        None => root::pivot_into(&launch.rootfs, &program.plan().preopens, &launch.spec)?,
+        None => {
+            let left_out =
+                root::pivot_into(&launch.rootfs, &program.plan().preopens, &launch.spec)?;
+            for (guest, why) in left_out {
+                log::warn!("{}: tmpfs {guest} left out: {why}", launch.name);
+                program.leave_out_tmpfs(&guest, why);
+            }
+        }
     }
     program.enter_own_root(&launch.rootfs)?;
     // Where a start's time goes, for an operator comparing nodes.

@@ -31,9 +31,19 @@ enum MountSource<'a> {
 }
 
 /// Makes a mount namespace whose root is `rootfs`, with the directories `preopens` holds
-/// outside it bound at their destinations, its tmpfs mounts made there, and the spec's file
-/// bind mounts (docker's `/etc/hosts`, `/etc/resolv.conf`) where they can be.
-pub fn pivot_into(rootfs: &Path, preopens: &PreopenPlan, spec: &Spec) -> ShimResult<()> {
+/// outside it bound at their destinations, its tmpfs mounts made there, the spec's file
+/// bind mounts (docker's `/etc/hosts`, `/etc/resolv.conf`) where they can be, and the
+/// working directory made if missing, as runc makes it.
+///
+/// Returns the tmpfs mounts left out, with why: a read-only rootfs (`ctr run --read-only`
+/// mounts a read-only view of the image) with no directory for one, where runc would fail
+/// the start. This shim ran such containers before it mounted tmpfs, and still does.
+pub fn pivot_into(
+    rootfs: &Path,
+    preopens: &PreopenPlan,
+    spec: &Spec,
+) -> ShimResult<Vec<(String, String)>> {
+    let mut left_out = Vec::new();
     unshare(CloneFlags::CLONE_NEWNS)
         .map_err(|e| ShimError::internal("making a mount namespace", e))?;
     // Nothing done here may reach the host's namespace.
@@ -66,9 +76,21 @@ pub fn pivot_into(rootfs: &Path, preopens: &PreopenPlan, spec: &Spec) -> ShimRes
         .collect();
     mounts.sort_by_key(|(guest, _)| Path::new(guest).components().count());
     for (guest, source) in mounts {
-        let target = make_dir_in(&root, guest).map_err(|e| {
-            ShimError::InvalidArgument(format!("making the mount point {guest} in the rootfs: {e}"))
-        })?;
+        let target = match make_dir_in(&root, guest) {
+            Ok(target) => target,
+            Err(Errno::EROFS) if matches!(source, MountSource::Tmpfs(_)) => {
+                left_out.push((
+                    guest.to_string(),
+                    "a read-only rootfs has no directory for it".to_string(),
+                ));
+                continue;
+            }
+            Err(e) => {
+                return Err(ShimError::InvalidArgument(format!(
+                    "making the mount point {guest} in the rootfs: {e}"
+                )))
+            }
+        };
         match source {
             MountSource::Bind(preopen) => {
                 bind(&preopen.host, &fd_path(&target))?;
@@ -85,6 +107,12 @@ pub fn pivot_into(rootfs: &Path, preopens: &PreopenPlan, spec: &Spec) -> ShimRes
         }
     }
     bind_files(&root, spec);
+    // Best effort, as a missing one only means relative paths resolve at `/`.
+    if let Some(cwd) = spec.process().as_ref().map(|p| p.cwd()) {
+        if let Err(e) = make_dir_in(&root, &cwd.to_string_lossy()) {
+            log::debug!("working directory {}: {e}", cwd.display());
+        }
+    }
     std::env::set_current_dir(rootfs)
         .map_err(|e| ShimError::internal(format!("entering {}", rootfs.display()), e))?;
     nix::unistd::pivot_root(".", ".").map_err(|e| ShimError::internal("pivot_root", e))?;
@@ -100,7 +128,7 @@ pub fn pivot_into(rootfs: &Path, preopens: &PreopenPlan, spec: &Spec) -> ShimRes
     if read_only {
         remount_read_only(Path::new("/"))?;
     }
-    Ok(())
+    Ok(left_out)
 }
 
 /// Mounts a tmpfs with the spec's options at `target`. Options the kernel refuses (a bad
@@ -362,7 +390,7 @@ fn bind_files(root: &OwnedFd, spec: &Spec) {
             Err(e) => Err(ShimError::internal("no place for it in the rootfs", e)),
         };
         if let Err(e) = result {
-            log::debug!("file mount {guest} left out: {e}");
+            log::debug!("file mount {guest} left out: {}", crate::error::render(&e));
         }
     }
 }

@@ -81,6 +81,38 @@ fn a_tmpfs_mount_is_scratch_space_on_a_read_only_rootfs() {
     containerd.kill_and_remove("tmpfs1", "SIGKILL");
 }
 
+/// A rootfs that is read-only underneath (a read-only view of an image) and has no `/run`
+/// for the tmpfs containerd's default spec puts there: the tmpfs is left out with a warning
+/// and the program runs, as it did before tmpfs mounts were made (runc would fail it).
+#[test]
+fn a_read_only_rootfs_with_no_directory_for_a_tmpfs_still_runs() {
+    let containerd = Containerd::start().unwrap();
+    let rootfs = rootfs_with(&["hello"]).unwrap();
+    let dir = rootfs.path().display().to_string();
+    let mount = std::process::Command::new("mount")
+        .args(["-o", "bind,ro", &dir, &dir])
+        .status()
+        .unwrap();
+    assert!(mount.success(), "mount -o bind,ro {dir}");
+    let out = containerd.run_rootfs(&[], rootfs.path(), "rofs1", &["/hello.wasm"]);
+    let unmount = std::process::Command::new("umount")
+        .arg(&dir)
+        .status()
+        .unwrap();
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (0, "hello from wasm\n"),
+        "{out:?}"
+    );
+    assert!(unmount.success(), "umount {dir}");
+    assert!(!rootfs.path().join("run").exists());
+    assert!(
+        containerd.shim_log().contains("tmpfs /run left out"),
+        "{}",
+        containerd.shim_log()
+    );
+}
+
 #[test]
 fn a_read_only_mount_refuses_writes_but_allows_reads() {
     let containerd = Containerd::start().unwrap();
