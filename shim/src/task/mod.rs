@@ -1,8 +1,9 @@
 //! The task service containerd talks to (`service`) and what it keeps for each wasm
 //! container: the container (`container`) and its processes (`process`, `lifecycle`,
 //! `spawn`), their ends (`reaper`, `exits`), events (`events`), stdio and terminals
-//! (`stdio_fifos`, `pty`), OCI hooks, the rootfs mount, OOM notices and statistics.
+//! (`stdio_fifos`, `pty`, `binary_logger`), OCI hooks, the rootfs mount, OOM notices and statistics.
 
+pub mod binary_logger;
 pub mod cgroupless_metrics;
 pub mod container;
 pub mod events;

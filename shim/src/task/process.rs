@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::error::{ShimError, ShimResult};
 use crate::launch::{self, FromChild, Launch, ToChild};
+use crate::task::binary_logger::BinaryLogger;
 use crate::task::lifecycle::{Exit, Lifecycle};
 use crate::task::pty::{OutputDone, Terminal};
 use crate::task::reaper::ChildExit;
@@ -47,6 +48,8 @@ pub struct Process {
     output_done: Option<Arc<OutputDone>>,
     /// Copies of stdout and stderr when they are FIFOs, to see what the client has not read.
     output_pipes: Mutex<Vec<File>>,
+    /// The `binary://` logging program reading its output, finished at Delete.
+    logger: Option<BinaryLogger>,
 }
 
 /// Locks a mutex even if a panicking thread poisoned it: the data (plain state) is still
@@ -87,7 +90,8 @@ impl Process {
         stdio: StdioPaths,
         meanwhile: impl FnOnce() -> ShimResult<Prepared>,
     ) -> ShimResult<Arc<Process>> {
-        let (files, terminal) = stdio.open()?;
+        let id = exec_id.unwrap_or(container_id);
+        let (files, terminal, logger) = stdio.open(id, &launch.identity.namespace)?;
         let output_done = terminal.as_ref().map(Terminal::output_done);
         let output_pipes = crate::task::stdio_fifos::output_pipes(&files);
         launch.stdio = [
@@ -109,6 +113,7 @@ impl Process {
             terminal: Mutex::new(terminal),
             output_done,
             output_pipes: Mutex::new(output_pipes),
+            logger,
         }))
     }
 
@@ -286,6 +291,11 @@ impl Process {
         }
         let exit = self.wait();
         lock(&self.terminal).take();
+        // Its output closed with the process (and the shim's copies at its exit): the
+        // logger has all of it, and ends.
+        if let Some(logger) = &self.logger {
+            logger.finish();
+        }
         Ok(exit)
     }
 

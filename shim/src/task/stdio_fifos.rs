@@ -6,6 +6,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use runtime::StdioFiles;
 
 use crate::error::{ShimError, ShimResult};
+use crate::task::binary_logger::{self, BinaryLogger};
 use crate::task::pty::Terminal;
 
 /// The stdio paths of a task, as given in Create.
@@ -21,8 +22,8 @@ pub struct StdioPaths {
     pub terminal: bool,
 }
 
-/// Strips a `file://` or `fifo://` scheme; other schemes (`binary://` loggers) are not
-/// supported yet and are refused rather than misread as paths.
+/// Strips a `file://` or `fifo://` scheme; other schemes are refused rather than misread as
+/// paths (`binary://` is handled before, see [`StdioPaths::open`]).
 fn local_path(uri: &str) -> ShimResult<&str> {
     if let Some(path) = uri
         .strip_prefix("file://")
@@ -32,7 +33,7 @@ fn local_path(uri: &str) -> ShimResult<&str> {
     }
     if uri.contains("://") {
         return Err(ShimError::Unimplemented(format!(
-            "stdio {uri}: only FIFOs and file:// paths are supported"
+            "stdio {uri}: only FIFOs, file:// paths and binary:// loggers are supported"
         )));
     }
     Ok(uri)
@@ -40,14 +41,20 @@ fn local_path(uri: &str) -> ShimResult<&str> {
 
 impl StdioPaths {
     /// Opens the streams, and for a terminal the pty that stands between them and the
-    /// program.
+    /// program. A `binary://` stdout (and the same stderr, as containerd's log URI gives
+    /// them) starts its logging program for process `id` of `namespace`, kept until the
+    /// process is deleted (see `binary_logger`).
     ///
     /// stdin is opened non-blocking for reading, which succeeds before the client's writer
     /// arrives; the runtime waits for data through the reactor, and sees EOF when the client
     /// closes its end. stdout and stderr are opened read-write: that never blocks and never
     /// fails with ENXIO when the client's reader is not there yet (or anymore), and the client
     /// sees EOF once the program's last descriptor closes.
-    pub fn open(&self) -> ShimResult<(StdioFiles, Option<Terminal>)> {
+    pub fn open(
+        &self,
+        id: &str,
+        namespace: &str,
+    ) -> ShimResult<(StdioFiles, Option<Terminal>, Option<BinaryLogger>)> {
         let open_err =
             |path: &str, e: std::io::Error| ShimError::internal(format!("opening stdio {path}"), e);
         let output = |uri: &str| -> ShimResult<Option<File>> {
@@ -70,6 +77,22 @@ impl StdioPaths {
                 .map(Some)
                 .map_err(|e| open_err(path, e))
         };
+        let logged = |uri: &str| uri.starts_with(binary_logger::SCHEME);
+        if logged(&self.stdout) || logged(&self.stderr) {
+            if self.terminal {
+                return Err(ShimError::Unimplemented(format!(
+                    "stdio {}: a binary:// logger with a terminal is not supported",
+                    self.stdout
+                )));
+            }
+            if !(logged(&self.stdout) && (self.stderr == self.stdout || self.stderr.is_empty())) {
+                return Err(ShimError::Unimplemented(format!(
+                    "stdio: a binary:// logger takes stdout, and stderr only as the same URI \
+                     (stdout {:?}, stderr {:?})",
+                    self.stdout, self.stderr
+                )));
+            }
+        }
         if self.terminal {
             // One stream: a terminal merges stdout and stderr, as runc's console does.
             let stdin = match self.stdin.as_str() {
@@ -83,7 +106,7 @@ impl StdioPaths {
                 stderr: Some(slave.stderr),
                 terminal: true,
             };
-            return Ok((files, Some(terminal)));
+            return Ok((files, Some(terminal), None));
         }
         let stdin = match self.stdin.as_str() {
             "" => None,
@@ -98,13 +121,23 @@ impl StdioPaths {
                 )
             }
         };
+        if logged(&self.stdout) {
+            let started = binary_logger::start(&self.stdout, id, namespace)?;
+            let files = StdioFiles {
+                stdin,
+                stdout: Some(started.stdout),
+                stderr: (!self.stderr.is_empty()).then_some(started.stderr),
+                terminal: false,
+            };
+            return Ok((files, None, Some(started.logger)));
+        }
         let files = StdioFiles {
             stdin,
             stdout: output(&self.stdout)?,
             stderr: output(&self.stderr)?,
             terminal: false,
         };
-        Ok((files, None))
+        Ok((files, None, None))
     }
 }
 
