@@ -20,6 +20,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::error::{ShimError, ShimResult};
+use crate::task::spawn::place_descriptors;
 
 /// The scheme that names a logging program.
 pub const SCHEME: &str = "binary://";
@@ -127,28 +128,10 @@ pub fn start(uri: &str, id: &str, namespace: &str) -> ShimResult<StartedLogger> 
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    // SAFETY: only fcntl, dup2 and close_range, which are async-signal-safe, run between
-    // fork and exec.
+    // SAFETY: `place_descriptors` runs in the forked child before exec, as it requires, and
+    // makes only async-signal-safe calls.
     unsafe {
-        command.pre_exec(move || {
-            // Moved above 5 first, so placing one cannot overwrite another.
-            let mut moved = [0; 3];
-            for (slot, fd) in moved.iter_mut().zip(placed) {
-                *slot = check(libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10))?;
-            }
-            for (target, fd) in (3..).zip(moved) {
-                check(libc::dup2(fd, target))?;
-            }
-            // Nothing else: not a descriptor the shim holds without FD_CLOEXEC. Marked, not
-            // closed: the pipe that reports a failed exec to `spawn` is among them.
-            check(libc::syscall(
-                libc::SYS_close_range,
-                6,
-                u32::MAX,
-                libc::CLOSE_RANGE_CLOEXEC,
-            ) as libc::c_int)?;
-            Ok(())
-        });
+        command.pre_exec(move || place_descriptors(&placed));
     }
     let child = command.spawn().map_err(|e| {
         ShimError::InvalidArgument(format!(
@@ -191,14 +174,6 @@ fn wait_until_ready(ready: &OwnedFd) -> Result<(), String> {
             std::io::Error::last_os_error()
         )),
         _ => Ok(()),
-    }
-}
-
-fn check(rc: libc::c_int) -> std::io::Result<libc::c_int> {
-    if rc < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(rc)
     }
 }
 

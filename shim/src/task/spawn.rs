@@ -10,7 +10,7 @@
 
 use std::ffi::OsString;
 use std::fs::File;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -110,20 +110,13 @@ pub fn spawn(
         .stdin(stream(stdio.stdin))
         .stdout(stream(stdio.stdout))
         .stderr(stream(stdio.stderr));
-    let (control_fd, log_fd) = (theirs.as_raw_fd(), log.as_raw_fd());
-    // SAFETY: only fcntl, dup2 and close_range, which are async-signal-safe, run between
-    // fork and exec.
+    // The control socket and the log go where the child looks for them.
+    const _: () = assert!(CONTROL_FD == 3 && LOG_FD == 4);
+    let placed = [theirs.as_raw_fd(), log.as_raw_fd()];
+    // SAFETY: `place_descriptors` runs in the forked child before exec, as it requires, and
+    // makes only async-signal-safe calls.
     unsafe {
-        command.pre_exec(move || {
-            // Moved out of the way first, so placing one cannot overwrite the other.
-            let control = check(libc::fcntl(control_fd, libc::F_DUPFD_CLOEXEC, 10))?;
-            let log = check(libc::fcntl(log_fd, libc::F_DUPFD_CLOEXEC, 10))?;
-            check(libc::dup2(control, CONTROL_FD))?;
-            check(libc::dup2(log, LOG_FD))?;
-            // Nothing else: not a descriptor the shim inherited without FD_CLOEXEC.
-            check(libc::syscall(libc::SYS_close_range, LOG_FD + 1, u32::MAX, 0) as libc::c_int)?;
-            Ok(())
-        });
+        command.pre_exec(move || place_descriptors(&placed));
     }
     let child = command
         .spawn()
@@ -212,6 +205,48 @@ fn join_cgroup(pid: u32, procs: &[PathBuf]) -> ShimResult<()> {
                 e,
             )
         })?;
+    }
+    Ok(())
+}
+
+/// Between fork and exec: puts `fds` (at most four) at descriptors 3, 4, ... in order, and
+/// marks every descriptor after them close-on-exec, so the new program inherits those and
+/// its stdio only: not a descriptor the shim holds without FD_CLOEXEC. Marked rather than
+/// closed, because the pipe through which `Command::spawn` learns of a failed exec is among
+/// them. Only async-signal-safe calls, and no allocation.
+///
+/// # Safety
+/// Only in a forked child before it executes a program (`pre_exec`): it overwrites
+/// descriptors 3 and up, which other code of this process may own.
+pub(crate) unsafe fn place_descriptors(fds: &[RawFd]) -> std::io::Result<()> {
+    let mut moved = [0; 4];
+    if fds.len() > moved.len() {
+        return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    // Moved out of the way first, so placing one cannot overwrite another.
+    for (slot, fd) in moved.iter_mut().zip(fds) {
+        // SAFETY: a new descriptor from one the caller holds.
+        *slot = check(unsafe { libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 10) })?;
+    }
+    for (target, fd) in (3..).zip(&moved[..fds.len()]) {
+        // SAFETY: see the function's safety section.
+        check(unsafe { libc::dup2(*fd, target) })?;
+    }
+    let after = 3 + fds.len() as libc::c_uint;
+    // SAFETY: close_range on this process's own descriptor table.
+    let marked = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            after,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if marked != 0 {
+        // Before Linux 5.11 (no CLOSE_RANGE_CLOEXEC): closed, at the cost of a failed exec
+        // looking like a process that ended at once.
+        // SAFETY: as above.
+        check(unsafe { libc::syscall(libc::SYS_close_range, after, u32::MAX, 0) } as libc::c_int)?;
     }
     Ok(())
 }
