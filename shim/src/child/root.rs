@@ -108,7 +108,12 @@ pub fn pivot_into(
     }
     bind_files(&root, spec);
     // Best effort, as a missing one only means relative paths resolve at `/`.
-    if let Some(cwd) = spec.process().as_ref().map(|p| p.cwd()) {
+    if let Some(cwd) = spec
+        .process()
+        .as_ref()
+        .map(|p| p.cwd())
+        .filter(|cwd| *cwd != Path::new("/"))
+    {
         if let Err(e) = make_dir_in(&root, &cwd.to_string_lossy()) {
             log::debug!("working directory {}: {e}", cwd.display());
         }
