@@ -2,8 +2,8 @@
 //!
 //! After this the process's whole filesystem is the rootfs with the spec's bind mounts and
 //! tmpfs mounts at their destinations: nothing of the host is reachable, even by an absolute
-//! path, even by code that escaped the wasm sandbox. The program's preopens are then opened inside it
-//! (`Program::enter_own_root`). Kernel filesystems (`/proc`, `/sys`, `/dev`) are not
+//! path, even by code that escaped the wasm sandbox. The program's preopens are then opened
+//! inside it (`Program::enter_own_root`). Kernel filesystems (`/proc`, `/sys`, `/dev`) are not
 //! mounted: no WASI call needs them.
 
 use std::collections::VecDeque;

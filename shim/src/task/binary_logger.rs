@@ -12,12 +12,14 @@
 
 use std::ffi::OsString;
 use std::fs::File;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use nix::fcntl::OFlag;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use crate::error::{ShimError, ShimResult};
 use crate::task::spawn::place_descriptors;
@@ -36,7 +38,8 @@ const FINISH_BOUND: Duration = Duration::from_secs(12);
 /// killed and reaped when dropped unfinished (a Create that failed after it started).
 pub struct BinaryLogger {
     program: PathBuf,
-    child: Mutex<Option<Child>>,
+    /// Taken by `finish`; still here at drop means unfinished.
+    child: Option<Child>,
 }
 
 /// A logger that is ready, and the ends its process writes its output to.
@@ -95,16 +98,8 @@ fn percent_decode(text: &str, query: bool) -> String {
 
 /// A pipe whose two ends are close-on-exec: (read, write).
 fn pipe() -> ShimResult<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 writes two new descriptors into the array.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(ShimError::internal(
-            "a pipe for the logging program",
-            std::io::Error::last_os_error(),
-        ));
-    }
-    // SAFETY: both descriptors are new and owned by nothing else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    nix::unistd::pipe2(OFlag::O_CLOEXEC)
+        .map_err(|e| ShimError::internal("a pipe for the logging program", e))
 }
 
 /// Starts the logging program `uri` names for process `id` of `namespace`, and waits until
@@ -142,7 +137,7 @@ pub fn start(uri: &str, id: &str, namespace: &str) -> ShimResult<StartedLogger> 
     drop((command, out_read, err_read, ready_write));
     let logger = BinaryLogger {
         program,
-        child: Mutex::new(Some(child)),
+        child: Some(child),
     };
     wait_until_ready(&ready_read).map_err(|why| {
         ShimError::Internal(format!(
@@ -160,28 +155,20 @@ pub fn start(uri: &str, id: &str, namespace: &str) -> ShimResult<StartedLogger> 
 /// Waits for the logger's ready pipe: a byte, or its end (closed by the logger, or by its
 /// exit, which the shim learns about at the process's end).
 fn wait_until_ready(ready: &OwnedFd) -> Result<(), String> {
-    let mut pollfd = libc::pollfd {
-        fd: ready.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one pollfd, valid for the call.
-    let rc = unsafe { libc::poll(&mut pollfd, 1, READY_BOUND.as_millis() as i32) };
-    match rc {
-        0 => Err(format!("was not ready within {} s", READY_BOUND.as_secs())),
-        rc if rc < 0 => Err(format!(
-            "could not be waited for: {}",
-            std::io::Error::last_os_error()
-        )),
-        _ => Ok(()),
+    let mut fds = [PollFd::new(ready.as_fd(), PollFlags::POLLIN)];
+    let bound = PollTimeout::try_from(READY_BOUND).unwrap_or(PollTimeout::MAX);
+    match poll(&mut fds, bound) {
+        Ok(0) => Err(format!("was not ready within {} s", READY_BOUND.as_secs())),
+        Ok(_) => Ok(()),
+        Err(e) => Err(format!("could not be waited for: {e}")),
     }
 }
 
 impl BinaryLogger {
     /// Waits for the logger to end once the process's output has closed, killing it after
-    /// [`FINISH_BOUND`]; reaps it either way. Only the first call waits.
-    pub fn finish(&self) {
-        let Some(mut child) = self.child.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+    /// [`FINISH_BOUND`]; reaps it either way.
+    pub fn finish(mut self) {
+        let Some(mut child) = self.child.take() else {
             return;
         };
         let deadline = Instant::now() + FINISH_BOUND;
@@ -207,7 +194,7 @@ impl BinaryLogger {
 
 impl Drop for BinaryLogger {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -256,12 +243,14 @@ mod tests {
         (&started.stdout).write_all(b"to stdout\n").unwrap();
         (&started.stderr).write_all(b"to stderr\n").unwrap();
         drop((started.stdout, started.stderr));
+        let pid = started.logger.child.as_ref().map(Child::id).unwrap();
         started.logger.finish();
         let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap();
         assert_eq!(read("out"), "to stdout\n");
         assert_eq!(read("err"), "to stderr\n");
         assert_eq!(read("who"), "ns/c1\n");
-        assert!(started.logger.child.lock().unwrap().is_none());
+        // Reaped, not a zombie: its /proc entry is gone.
+        assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
     }
 
     #[test]

@@ -49,7 +49,7 @@ pub struct Process {
     /// Copies of stdout and stderr when they are FIFOs, to see what the client has not read.
     output_pipes: Mutex<Vec<File>>,
     /// The `binary://` logging program reading its output, finished at Delete.
-    logger: Option<BinaryLogger>,
+    logger: Mutex<Option<BinaryLogger>>,
 }
 
 /// Locks a mutex even if a panicking thread poisoned it: the data (plain state) is still
@@ -113,7 +113,7 @@ impl Process {
             terminal: Mutex::new(terminal),
             output_done,
             output_pipes: Mutex::new(output_pipes),
-            logger,
+            logger: Mutex::new(logger),
         }))
     }
 
@@ -293,7 +293,8 @@ impl Process {
         lock(&self.terminal).take();
         // Its output closed with the process (and the shim's copies at its exit): the
         // logger has all of it, and ends.
-        if let Some(logger) = &self.logger {
+        let logger = lock(&self.logger).take();
+        if let Some(logger) = logger {
             logger.finish();
         }
         Ok(exit)

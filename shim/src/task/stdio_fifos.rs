@@ -121,23 +121,20 @@ impl StdioPaths {
                 )
             }
         };
-        if logged(&self.stdout) {
+        let (stdout, stderr, logger) = if logged(&self.stdout) {
             let started = binary_logger::start(&self.stdout, id, namespace)?;
-            let files = StdioFiles {
-                stdin,
-                stdout: Some(started.stdout),
-                stderr: (!self.stderr.is_empty()).then_some(started.stderr),
-                terminal: false,
-            };
-            return Ok((files, None, Some(started.logger)));
-        }
+            let stderr = (!self.stderr.is_empty()).then_some(started.stderr);
+            (Some(started.stdout), stderr, Some(started.logger))
+        } else {
+            (output(&self.stdout)?, output(&self.stderr)?, None)
+        };
         let files = StdioFiles {
             stdin,
-            stdout: output(&self.stdout)?,
-            stderr: output(&self.stderr)?,
+            stdout,
+            stderr,
             terminal: false,
         };
-        Ok((files, None, None))
+        Ok((files, None, logger))
     }
 }
 
