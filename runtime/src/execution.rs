@@ -277,6 +277,17 @@ fn wasi_builder(
     builder.args(&plan.args);
     builder.envs(&plan.env);
     builder.initial_cwd(&plan.cwd);
+    // The network a program reaches is its container's network namespace, as for a Linux
+    // container: wasmtime-wasi denies every socket by default, which would leave a wasip2
+    // server or client (std::net, Go's net, Python's socket) unable to bind, connect or look
+    // up a name in a container that has a network. What the namespace has (only loopback
+    // for `--network none`, the pod's interfaces in Kubernetes) is the boundary; the host
+    // answers name lookups from the files the container sees (/etc/hosts, resolv.conf).
+    builder
+        .inherit_network()
+        .allow_tcp(true)
+        .allow_udp(true)
+        .allow_ip_name_lookup(true);
     if let Some(out) = stdout {
         out.install_as_stdout(&mut builder);
     }

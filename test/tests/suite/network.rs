@@ -1,7 +1,13 @@
-//! The pid Create returns lives in the network namespace the spec asks for.
+//! The pid Create returns lives in the network namespace the spec asks for, and a wasip2
+//! program reaches that namespace's network through wasi:sockets as a Linux program would.
 
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
 use std::time::Duration;
 
+use integration::http::wait_until_listening;
+use integration::netns::inside;
 use integration::{rootfs_with, Containerd};
 
 fn task_netns(containerd: &Containerd, id: &str) -> String {
@@ -38,4 +44,134 @@ fn a_spec_without_network_path_gets_its_own_namespace_and_net_host_shares_the_ho
 
     containerd.kill_and_remove("net-own", "SIGKILL");
     containerd.kill_and_remove("net-host", "SIGKILL");
+}
+
+/// One line sent to the echo server at `addr` and the line it answers.
+fn echo_once(addr: &str, line: &str) -> std::io::Result<String> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.write_all(format!("{line}\n").as_bytes())?;
+    let mut answer = String::new();
+    BufReader::new(stream).read_line(&mut answer)?;
+    Ok(answer)
+}
+
+#[test]
+fn a_wasip2_program_serves_connects_and_looks_up_names_in_its_containers_network() {
+    let containerd = Containerd::start().unwrap();
+    let rootfs = rootfs_with(&["tcp-echo"]).unwrap();
+    // A name only the container's own /etc/hosts knows: the lookup reads the files the
+    // container sees, not the host's.
+    std::fs::create_dir(rootfs.path().join("etc")).unwrap();
+    std::fs::write(
+        rootfs.path().join("etc/hosts"),
+        "127.0.0.1 echo-server.test\n",
+    )
+    .unwrap();
+
+    // A TCP server in a network namespace of its own (ctr's default spec asks for one).
+    containerd.run_detached(
+        &[],
+        rootfs.path(),
+        "tcp-server",
+        &["/tcp-echo.wasm", "serve", "7000"],
+    );
+    containerd
+        .wait_for_status("tcp-server", "RUNNING", Duration::from_secs(5))
+        .unwrap();
+    let pid = containerd.task_pid("tcp-server");
+    let answer = inside(Path::new(&format!("/proc/{pid}/ns/net")), || {
+        wait_until_listening("127.0.0.1:7000", Duration::from_secs(20))?;
+        echo_once("127.0.0.1:7000", "from the namespace's loopback")
+    })
+    .unwrap();
+    let answer = answer.unwrap_or_else(|e| {
+        panic!(
+            "the server never answered: {e}\n{}",
+            containerd.log_tail(30)
+        )
+    });
+    assert_eq!(answer, "echo: from the namespace's loopback\n");
+
+    // A client exec'd into the container: it joins the server's namespace, resolves the
+    // name through the container's /etc/hosts and connects.
+    let exec = containerd.ctr(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "client",
+        "tcp-server",
+        "/tcp-echo.wasm",
+        "connect",
+        "echo-server.test",
+        "7000",
+        "from an exec",
+    ]);
+    assert_eq!(
+        (exec.code, exec.stdout.as_str(), exec.stderr.as_str()),
+        (0, "echo: from an exec\n", ""),
+        "{}",
+        containerd.log_tail(30)
+    );
+    // The host does not know the name: the host's files were not asked.
+    let unknown = containerd.ctr(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "unknown",
+        "tcp-server",
+        "/tcp-echo.wasm",
+        "connect",
+        "not-in-the-hosts-file.test",
+        "7000",
+        "x",
+    ]);
+    assert_eq!(unknown.code, 1, "{unknown:?}");
+    assert!(
+        unknown.stderr.contains("tcp-echo: resolve: "),
+        "{unknown:?}"
+    );
+
+    // The host's loopback is another namespace's: a container of its own cannot reach a
+    // listener there, and one with the host's network (--net-host) can.
+    let host_listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let host_port = host_listener.local_addr().unwrap().port().to_string();
+    let host_side = std::thread::spawn(move || {
+        let (stream, _) = host_listener.accept()?;
+        let mut line = String::new();
+        BufReader::new(&stream).read_line(&mut line)?;
+        (&stream).write_all(format!("host heard: {line}").as_bytes())?;
+        std::io::Result::Ok(line)
+    });
+    let isolated = containerd.run_rootfs(
+        &[],
+        rootfs.path(),
+        "tcp-isolated",
+        &["/tcp-echo.wasm", "connect", "127.0.0.1", &host_port, "x"],
+    );
+    assert_eq!(
+        (isolated.code, isolated.stderr.as_str()),
+        (1, "tcp-echo: connect: connection-refused\n"),
+        "{isolated:?}"
+    );
+    let shared = containerd.run_rootfs(
+        &["--net-host"],
+        rootfs.path(),
+        "tcp-net-host",
+        &[
+            "/tcp-echo.wasm",
+            "connect",
+            "127.0.0.1",
+            &host_port,
+            "from net-host",
+        ],
+    );
+    assert_eq!(
+        (shared.code, shared.stdout.as_str()),
+        (0, "host heard: from net-host\n"),
+        "{shared:?}"
+    );
+    assert_eq!(host_side.join().unwrap().unwrap(), "from net-host\n");
+
+    containerd.kill_and_remove("tcp-server", "SIGKILL");
 }
