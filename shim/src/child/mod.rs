@@ -11,6 +11,7 @@
 //! and only then makes threads and runs guest code. Its exit status is the program's.
 
 mod confine;
+mod exit_report;
 mod namespaces;
 mod netns;
 mod root;
@@ -21,6 +22,7 @@ pub use root::handover_supported;
 use std::fs::File;
 use std::os::fd::FromRawFd;
 use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use oci_spec::runtime::Spec;
@@ -28,6 +30,7 @@ use runtime::{CodeUpgrade, Controls, ExitStatus, Program, StdioFiles, WasiPlan};
 use thiserror::Error;
 
 use crate::child::confine::{ConfineError, Confinement};
+use crate::child::exit_report::Ending;
 use crate::error::{render, ShimError, ShimResult};
 use crate::launch::{self, FailureKind, FromChild, Launch, ToChild, CONTROL_FD, LOG_FD};
 use signals::Signals;
@@ -101,15 +104,14 @@ pub fn run() -> ! {
         }
         _ => log::info!("{}: {status}", launch.name),
     }
-    let _ = launch::send(
+    exit_report::report_and_exit(
         &control,
-        &FromChild::Exited {
+        Ending {
             code,
             oom: matches!(status, ExitStatus::OutOfMemory(_)),
             status: status.to_string(),
         },
-    );
-    std::process::exit(code as i32)
+    )
 }
 
 /// Reports why the process could not become the container, and ends it. The message is
@@ -285,12 +287,14 @@ fn run_program(
     };
     let confinement = Confinement::from_process(launch.spec.process().as_ref());
     let watched = controls.clone();
+    // An HTTP component's stop is a drain, which may rightly take its time.
+    let stop_grace = (!program.is_server()).then_some(STOP_GRACE);
     // The runtime shows this error as text only: render its whole chain here.
     program.run_blocking_confined(stdio, &controls, move || {
         let ready = || -> Result<(), ProgramThreadError> {
             confinement.apply()?;
             // Made after the confinement, which it inherits.
-            watch(signals, shim, watched).map_err(ProgramThreadError::SignalThread)
+            watch(signals, shim, watched, stop_grace).map_err(ProgramThreadError::SignalThread)
         };
         ready().map_err(|e| render(&e))
     })
@@ -308,13 +312,29 @@ enum ProgramThreadError {
     SignalThread(#[source] std::io::Error),
 }
 
+/// How long a command's stop request may go unanswered before its process ends without the
+/// program's thread. The thread answers at once, or within an epoch tick when computing,
+/// unless it is inside a blocking host call (a preview-1 sleep, a read of a FIFO): a Linux
+/// process would be ended by the signal there too. Short enough that `docker stop` of a
+/// sleeping service still looks immediate; long enough for a program's teardown.
+const STOP_GRACE: Duration = Duration::from_millis(200);
+
 /// Hands every signal the process receives from now on to the program's stopper, applies
 /// the memory limits the shim sends (an Update), passes on optimized code (see
 /// [`runtime::CodeUpgrade`]), and ends the process at once if its shim
 /// goes away (the control socket closes). A container does not outlive its shim, as it did
 /// not when it ran inside it: nothing would report its exit or clean up after it.
-fn watch(signals: Signals, shim: UnixStream, controls: Controls) -> std::io::Result<()> {
+///
+/// With `stop_grace`, a stop the program has not answered within it ends the process with
+/// the status the stop asked for (see [`STOP_GRACE`]).
+fn watch(
+    signals: Signals,
+    shim: UnixStream,
+    controls: Controls,
+    stop_grace: Option<Duration>,
+) -> std::io::Result<()> {
     use std::os::fd::{AsFd, BorrowedFd};
+    let mut stop_deadline: Option<(Instant, i32)> = None;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || loop {
@@ -324,9 +344,21 @@ fn watch(signals: Signals, shim: UnixStream, controls: Controls) -> std::io::Res
                 PollFd::new(signal_fd, PollFlags::POLLIN),
                 PollFd::new(shim.as_fd(), PollFlags::POLLIN),
             ];
-            match poll(&mut fds, PollTimeout::NONE) {
+            let timeout = match stop_deadline {
+                Some((deadline, _)) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX)
+                }
+                None => PollTimeout::NONE,
+            };
+            match poll(&mut fds, timeout) {
                 Ok(_) | Err(nix::errno::Errno::EINTR) => {}
                 Err(_) => return,
+            }
+            if let Some((deadline, signal)) = stop_deadline {
+                if Instant::now() >= deadline {
+                    end_unanswered_stop(&shim, signal);
+                }
             }
             let ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
             if ready(&fds[1]) {
@@ -340,10 +372,36 @@ fn watch(signals: Signals, shim: UnixStream, controls: Controls) -> std::io::Res
             }
             if ready(&fds[0]) {
                 match signals.next() {
-                    Ok(signal) => controls.stopper.stop(signal),
+                    Ok(signal) => {
+                        controls.stopper.stop(signal);
+                        if let (Some(grace), None) = (stop_grace, stop_deadline) {
+                            // The status reports the first signal, as the stopper does.
+                            let first = controls.stopper.requested().unwrap_or(signal);
+                            stop_deadline = Some((Instant::now() + grace, first));
+                        }
+                    }
                     Err(_) => return,
                 }
             }
         })
         .map(drop)
+}
+
+/// Ends the process for a stop its program did not answer in time: its thread is inside a
+/// blocking host call, where a Linux process would have been ended by the signal.
+fn end_unanswered_stop(shim: &UnixStream, signal: i32) -> ! {
+    let status = ExitStatus::Signaled(signal);
+    log::info!(
+        "stop by signal {signal} unanswered for {} ms (the program is in a blocking host \
+         call); ending its process",
+        STOP_GRACE.as_millis()
+    );
+    exit_report::report_and_exit(
+        shim,
+        Ending {
+            code: status.code(),
+            oom: false,
+            status: status.to_string(),
+        },
+    )
 }
