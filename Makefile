@@ -72,6 +72,11 @@ $(WASM_OUT)/%.wasm: test/programs/%.c | $(WASM_OUT)
 $(WASM_OUT)/pause: examples/pause/pause.c | $(WASM_OUT)
 	$(NATIVE_CC) $(NATIVE_CFLAGS) -o $@ $<
 
+# A name-service module that announces itself when loaded (test/native/nss_probe.c): the
+# network test puts it in an image to check that no lookup loads a library from the image.
+$(WASM_OUT)/libnss_probe.so.2: test/native/nss_probe.c | $(WASM_OUT)
+	$(NATIVE_CC) -shared -fPIC -O2 -Wall -Wextra -o $@ $<
+
 $(WASM_OUT):
 	mkdir -p $@
 
@@ -188,7 +193,7 @@ $(WASM_OUT)/js-http.wasm: examples/js-http/app.js examples/js-http/build.mjs $(C
 	  $(WASM_OUT)/js-http $@
 
 examples: $(addprefix $(WASM_OUT)/,$(addsuffix .wasm,$(EXAMPLES) $(TEST_PROGRAMS) $(COMPONENTS))) \
-          $(WASM_OUT)/pause
+          $(WASM_OUT)/pause $(WASM_OUT)/libnss_probe.so.2
 
 # One OCI image tarball per example, importable with `ctr images import`. Components say
 # `os.version: wasip2` (still platform wasi/wasm; see wasm-oci-pack's image::Platform).

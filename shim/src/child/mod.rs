@@ -12,6 +12,7 @@
 
 mod confine;
 mod exit_report;
+mod name_service;
 mod namespaces;
 mod netns;
 mod root;
@@ -130,6 +131,9 @@ fn fail(control: &UnixStream, e: ShimError) -> ! {
 /// Everything before Ready: namespaces, cgroup (the shim's part), program, root, and the
 /// handover directory a server on baseline code gets its optimized code through.
 fn prepare(launch: &Launch, control: &UnixStream, upgrade: &CodeUpgrade) -> ShimResult<Program> {
+    // Before the process can see the image's files (see `name_service`).
+    name_service::use_built_in_services_only()
+        .map_err(|e| ShimError::internal("the process's name lookups", e))?;
     // A session of its own: the shim's terminal signals never reach it, and with `-t` the
     // pty becomes its controlling terminal, so the interrupt character is a real SIGINT.
     let _ = nix::unistd::setsid();

@@ -175,3 +175,48 @@ fn a_wasip2_program_serves_connects_and_looks_up_names_in_its_containers_network
 
     containerd.kill_and_remove("tcp-server", "SIGKILL");
 }
+
+/// The host's resolver answers from the image's files but never loads a library from the
+/// image: an nsswitch.conf there naming a module (and the guest can write both into a
+/// writable rootfs) would otherwise run that image's native code in the container's process.
+#[test]
+fn a_name_lookup_never_loads_a_library_from_the_image() {
+    let containerd = Containerd::start().unwrap();
+    let rootfs = rootfs_with(&["tcp-echo"]).unwrap();
+    let root = rootfs.path();
+    std::fs::create_dir(root.join("etc")).unwrap();
+    std::fs::write(
+        root.join("etc/nsswitch.conf"),
+        "hosts: probe files dns\nservices: probe files\n",
+    )
+    .unwrap();
+    std::fs::write(root.join("etc/hosts"), "127.0.0.1 echo-server.test\n").unwrap();
+    // Wherever the dynamic loader of the host's libc would look for it.
+    for dir in [
+        "lib/x86_64-linux-gnu",
+        "usr/lib/x86_64-linux-gnu",
+        "lib64",
+        "lib",
+        "usr/lib",
+    ] {
+        std::fs::create_dir_all(root.join(dir)).unwrap();
+        std::fs::copy(
+            integration::example_file("libnss_probe.so.2"),
+            root.join(dir).join("libnss_probe.so.2"),
+        )
+        .unwrap();
+    }
+    let out = containerd.run_rootfs(
+        &[],
+        root,
+        "nss-probe",
+        &["/tcp-echo.wasm", "connect", "echo-server.test", "9", "x"],
+    );
+    assert!(!out.stderr.contains("nss probe loaded"), "{out:?}");
+    // The lookup itself worked (from /etc/hosts): only the connection fails.
+    assert_eq!(
+        (out.code, out.stderr.as_str()),
+        (1, "tcp-echo: connect: connection-refused\n"),
+        "{out:?}"
+    );
+}
