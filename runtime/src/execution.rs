@@ -368,13 +368,15 @@ async fn run_stoppable(
     controls: &Controls,
     call: impl std::future::Future<Output = wasmtime::Result<()>>,
 ) -> ExitStatus {
-    tokio::select! {
+    let status = tokio::select! {
         // A stop request wins over a program that finishes in the same instant, and
         // reaches a paused program too (the pause gates only the program).
         biased;
         signal = controls.stopper.wait() => ExitStatus::Signaled(signal),
         result = controls.pauser.gate(call) => exit_status_of(result),
-    }
+    };
+    controls.stopper.settle();
+    status
 }
 
 fn exit_status_of(result: wasmtime::Result<()>) -> ExitStatus {

@@ -1,3 +1,6 @@
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
 use tokio::sync::watch;
 
 /// A handle that asks a running program to stop, on behalf of a signal.
@@ -8,6 +11,10 @@ use tokio::sync::watch;
 #[derive(Clone, Debug)]
 pub struct Stopper {
     sender: watch::Sender<StopState>,
+    /// Set once the program has stopped running (by itself or on request): what is left is
+    /// the host's bounded teardown (draining output), which a host waiting on a stop must
+    /// not cut short.
+    settled: Arc<AtomicBool>,
 }
 
 /// The first stop signal (the one the status reports) and whether SIGKILL has come since:
@@ -29,7 +36,21 @@ impl Stopper {
     /// A stopper for a program that has not been asked to stop.
     pub fn new() -> Self {
         let (sender, _) = watch::channel(StopState::default());
-        Stopper { sender }
+        Stopper {
+            sender,
+            settled: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Whether the program has stopped running guest code and host calls, so a stop request
+    /// has been answered (or no longer needs to be).
+    pub fn settled(&self) -> bool {
+        self.settled.load(Ordering::SeqCst)
+    }
+
+    /// Records that the program has stopped running.
+    pub(crate) fn settle(&self) {
+        self.settled.store(true, Ordering::SeqCst);
     }
 
     /// Asks the program to stop because of `signal`. The first signal wins: a later SIGKILL

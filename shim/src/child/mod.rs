@@ -320,7 +320,8 @@ enum ProgramThreadError {
 /// program's thread. The thread answers at once, or within an epoch tick when computing,
 /// unless it is inside a blocking host call (a preview-1 sleep, a read of a FIFO): a Linux
 /// process would be ended by the signal there too. Short enough that `docker stop` of a
-/// sleeping service still looks immediate; long enough for a program's teardown.
+/// sleeping service still looks immediate. Once the program has stopped (the stopper is
+/// settled), its thread's teardown (draining output) is never cut short.
 const STOP_GRACE: Duration = Duration::from_millis(200);
 
 /// Hands every signal the process receives from now on to the program's stopper, applies
@@ -349,9 +350,12 @@ fn watch(
                 PollFd::new(shim.as_fd(), PollFlags::POLLIN),
             ];
             let timeout = match stop_deadline {
+                // Rounded up: a zero timeout for the last fraction of a millisecond would
+                // spin.
                 Some((deadline, _)) => {
                     let left = deadline.saturating_duration_since(Instant::now());
-                    PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX)
+                    let millis = left.as_micros().div_ceil(1000);
+                    PollTimeout::try_from(millis).unwrap_or(PollTimeout::MAX)
                 }
                 None => PollTimeout::NONE,
             };
@@ -360,7 +364,13 @@ fn watch(
                 Err(_) => return,
             }
             if let Some((deadline, signal)) = stop_deadline {
-                if Instant::now() >= deadline {
+                if controls.stopper.settled() {
+                    // Answered: the program's thread is draining its output and will
+                    // report; nothing to cut short.
+                    stop_deadline = None;
+                } else if Instant::now() >= deadline {
+                    // The clock ran while a cgroup freeze held this process too: a stop
+                    // read just before a pause ends the process as soon as it is thawed.
                     end_unanswered_stop(&shim, signal);
                 }
             }
