@@ -175,19 +175,21 @@ pub fn run_compile_helper(args: &[String]) -> Result<(), CompileHelperError> {
 
 /// A session of its own (its own autogroup) at nice 19, and the idle policy. Each step is
 /// best effort: a kernel without autogroups has no file to write, and a helper that keeps
-/// a higher priority still compiles correctly.
+/// a higher priority still compiles correctly. The idle policy comes last, so whoever sees
+/// it (`ps`, a test) sees every other step done.
 fn lower_priority() {
-    // SAFETY: setsid, setpriority and sched_setscheduler act on this process only.
-    unsafe {
-        libc::setsid();
-        libc::setpriority(libc::PRIO_PROCESS, 0, 19);
-        let param = libc::sched_param { sched_priority: 0 };
-        libc::sched_setscheduler(0, libc::SCHED_IDLE, &param);
-    }
+    // SAFETY: setsid acts on this process only.
+    unsafe { libc::setsid() };
     let _ = std::fs::write("/proc/self/autogroup", "19");
     // The shim inherits containerd's score (often -999), which would make this process,
     // the largest and least needed, the OOM killer's last choice on the node or in a pod.
     let _ = std::fs::write("/proc/self/oom_score_adj", "1000");
+    // SAFETY: setpriority and sched_setscheduler act on this process only.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, 19);
+        let param = libc::sched_param { sched_priority: 0 };
+        libc::sched_setscheduler(0, libc::SCHED_IDLE, &param);
+    }
 }
 
 /// Compiles `wasm` (a `what`, see [`Artifact::WHAT`]) for `engine` and stores it as the
