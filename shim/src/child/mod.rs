@@ -15,6 +15,7 @@ mod exit_report;
 mod name_service;
 mod namespaces;
 mod netns;
+mod rlimits;
 mod root;
 mod signals;
 
@@ -134,6 +135,9 @@ fn prepare(launch: &Launch, control: &UnixStream, upgrade: &CodeUpgrade) -> Shim
     // Before the process can see the image's files (see `name_service`).
     name_service::use_built_in_services_only()
         .map_err(|e| ShimError::internal("the process's name lookups", e))?;
+    // While still privileged: a limit above the shim's own needs CAP_SYS_RESOURCE.
+    rlimits::apply(launch.spec.process().as_ref())
+        .map_err(|e| ShimError::InvalidArgument(render(&e)))?;
     // A session of its own: the shim's terminal signals never reach it, and with `-t` the
     // pty becomes its controlling terminal, so the interrupt character is a real SIGINT.
     let _ = nix::unistd::setsid();

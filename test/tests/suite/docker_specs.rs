@@ -343,3 +343,61 @@ fn a_failing_or_hanging_hook_fails_the_container_with_its_output() {
         .is_empty());
     assert!(containerd.mounts().is_empty(), "{:?}", containerd.mounts());
 }
+
+/// `docker run --ulimit`: the spec's rlimits are the container's process's, as runc sets
+/// them; a soft limit above its hard one fails the run with both named.
+#[test]
+fn the_specs_rlimits_are_the_processs() {
+    let containerd = Containerd::start().unwrap();
+    let rootfs = rootfs_with(&["ticker"]).unwrap();
+    let spec = DockerSpec::new(
+        "docker-default-network.json",
+        rootfs.path(),
+        &["/ticker.wasm"],
+        |spec| {
+            spec["process"]["rlimits"] = json!([
+                {"type": "RLIMIT_NOFILE", "soft": 512, "hard": 2048},
+                {"type": "RLIMIT_FSIZE", "soft": 1048576, "hard": 1048576},
+            ]);
+        },
+    );
+    let mut args = spec.run_args("ulimits");
+    args[1] = "-d".into();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let run = containerd.ctr(&args);
+    assert_eq!(run.code, 0, "{run:?}");
+    containerd
+        .wait_for_status("ulimits", "RUNNING", Duration::from_secs(10))
+        .unwrap();
+    let pid = containerd.task_pid("ulimits");
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let row = |name: &str| {
+        limits
+            .lines()
+            .find(|l| l.starts_with(name))
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .unwrap_or_default()
+    };
+    assert_eq!(row("Max open files"), "Max open files 512 2048 files");
+    assert_eq!(row("Max file size"), "Max file size 1048576 1048576 bytes");
+    containerd.kill_and_remove("ulimits", "SIGKILL");
+    let rm = containerd.ctr(&["containers", "rm", "ulimits"]);
+    assert_eq!(rm.code, 0, "{rm:?}");
+
+    let spec = DockerSpec::new(
+        "docker-default-network.json",
+        rootfs.path(),
+        &["/ticker.wasm", "1"],
+        |spec| {
+            spec["process"]["rlimits"] =
+                json!([{"type": "RLIMIT_NOFILE", "soft": 4096, "hard": 1024}]);
+        },
+    );
+    let out = spec.run(&containerd, "bad-ulimits");
+    assert_ne!(out.code, 0, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("rlimit RLIMIT_NOFILE: soft limit 4096 is above the hard limit 1024"),
+        "{out:?}"
+    );
+}
