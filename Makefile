@@ -21,7 +21,7 @@ PREFIX       ?= /usr/local
 EXAMPLES     := hello printenv filetool ticker
 # WASI 0.2 components, built from C through generated WIT bindings and the preview-1 adapter.
 COMPONENTS   := http-hello cli-exit tcp-echo
-TEST_PROGRAMS := exitcode trap spin bigout cat podapp ttycheck grow
+TEST_PROGRAMS := exitcode trap spin bigout cat podapp ttycheck grow fileio
 NATIVE_CC    ?= clang-14
 NATIVE_CFLAGS ?= -static -O2 -Wall -Wextra
 DEB_PACKAGES := containerd runc clang-14 lld-14 wasi-libc libclang-rt-14-dev-wasm32 libc6-dev \
@@ -70,6 +70,10 @@ $(WASM_OUT)/%.wasm: test/programs/%.c | $(WASM_OUT)
 
 # The pod sandbox's pause: native, static, so an image needs nothing else.
 $(WASM_OUT)/pause: examples/pause/pause.c | $(WASM_OUT)
+	$(NATIVE_CC) $(NATIVE_CFLAGS) -o $@ $<
+
+# fileio built natively, for the benchmark's runc row (the same C as fileio.wasm).
+$(WASM_OUT)/fileio-native: test/programs/fileio.c | $(WASM_OUT)
 	$(NATIVE_CC) $(NATIVE_CFLAGS) -o $@ $<
 
 # A name-service module that announces itself when loaded (test/native/nss_probe.c): the
@@ -193,7 +197,7 @@ $(WASM_OUT)/js-http.wasm: examples/js-http/app.js examples/js-http/build.mjs $(C
 	  $(WASM_OUT)/js-http $@
 
 examples: $(addprefix $(WASM_OUT)/,$(addsuffix .wasm,$(EXAMPLES) $(TEST_PROGRAMS) $(COMPONENTS))) \
-          $(WASM_OUT)/pause $(WASM_OUT)/libnss_probe.so.2
+          $(WASM_OUT)/pause $(WASM_OUT)/libnss_probe.so.2 $(WASM_OUT)/fileio-native
 
 # One OCI image tarball per example, importable with `ctr images import`. Components say
 # `os.version: wasip2` (still platform wasi/wasm; see wasm-oci-pack's image::Platform).

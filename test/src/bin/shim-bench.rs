@@ -9,6 +9,8 @@
 //!   wasm-oci-pack), so each way has a like-for-like ratio: image against image, rootfs
 //!   against rootfs. A container started from an image pays containerd's snapshot (about
 //!   11 ms here) whatever its runtime.
+//! - File I/O: 4 KiB reads and stats timed inside one C program (test/programs/fileio.c),
+//!   as wasm under this shim and in the floor, and natively under runc; `BENCH_RUNS` rounds.
 //! - Throughput (item 4d): `BENCH_TASKS` (200) `ctr run --rm` of each at `BENCH_WORKERS` (2)
 //!   at a time; tasks per second and the ratio.
 //! - Large program (item 4b): first (compile) and second (cached) start of CPython as a
@@ -20,6 +22,8 @@
 //! JSON goes to `target/bench/startup.json`, a bar chart of the medians to
 //! `target/bench/startup.svg`.
 
+#[path = "bench/file_io.rs"]
+mod file_io;
 #[path = "bench/large.rs"]
 mod large;
 #[path = "bench/large_module.rs"]
@@ -38,6 +42,7 @@ use integration::{example_file, program, Containerd, RUNTIME};
 use runtime::{Controls, Program, StdioFiles, WasiPlan};
 
 use chart::{Bar, Kind, Panel};
+use file_io::FileIo;
 use fleet::env_or;
 use large::LargeStart;
 use large_module::ModuleFirsts;
@@ -318,6 +323,7 @@ struct Report {
     load_before: String,
     load_after: String,
     startup: Startup,
+    file_io: FileIo,
     large: LargeStart,
     module: Option<ModuleFirsts>,
     shim_tasks: Throughput,
@@ -342,6 +348,7 @@ fn main() -> Result<()> {
     let roots = Roots::new()?;
     let load_before = load_average();
     let startup = startup(&containerd, &images, &roots, settings.runs)?;
+    let file_io = file_io::measure(&containerd, settings.runs)?;
     // Shims of this one compile every program optimized before it starts (no tiering).
     let optimized_first = Containerd::start_with_env(&[("WASMTIME_SHIM_TIERING", "off")])?;
     let large = large::measure(
@@ -375,6 +382,7 @@ fn main() -> Result<()> {
         load_before,
         load_after: load_average(),
         startup,
+        file_io,
         large,
         module,
         shim_tasks,
@@ -399,6 +407,7 @@ fn print_table(report: &Report) {
         report.load_before, report.load_after
     );
     print_startup(report);
+    print_file_io(report);
     print_large(report);
     print_throughput(report);
     print_memory(report);
@@ -436,6 +445,36 @@ fn print_startup(report: &Report) {
     println!(
         "shim / floor: {:.1}x",
         shim_m.as_secs_f64() / floor_m.as_secs_f64()
+    );
+}
+
+/// Per-call medians of the file I/O rounds, against the native program under runc and
+/// against the floor.
+fn print_file_io(report: &Report) {
+    let [shim, runc, floor] = report.file_io.medians();
+    println!();
+    println!(
+        "{:<52} {:>12} {:>10}",
+        format!(
+            "file I/O: fileio, 16 MiB in 4 KiB reads, 20000 stats, {} runs",
+            report.settings.runs
+        ),
+        "read us",
+        "stat us"
+    );
+    for (name, (read, stat)) in [
+        ("wasmtime shim: fileio.wasm", shim),
+        ("runc: the same C, native", runc),
+        ("floor: runtime crate in-process", floor),
+    ] {
+        println!("{name:<52} {read:>12.2} {stat:>10.2}");
+    }
+    println!(
+        "shim / runc: read {:.1}x, stat {:.1}x; shim / floor: read {:.2}x, stat {:.2}x",
+        shim.0 / runc.0,
+        shim.1 / runc.1,
+        shim.0 / floor.0,
+        shim.1 / floor.1
     );
 }
 
@@ -567,6 +606,7 @@ fn json(report: &Report) -> serde_json::Value {
     let (shim_m, runc_m, floor_m) = report.startup.medians();
     let rootfs_m = median(&report.startup.shim_rootfs);
     let runc_image_m = median(&report.startup.runc_image);
+    let file_io = report.file_io.medians();
     let samples = |d: &[Duration]| d.iter().map(|d| ms(*d)).collect::<Vec<_>>();
     let memory: serde_json::Map<String, serde_json::Value> = report
         .memory
@@ -589,6 +629,13 @@ fn json(report: &Report) -> serde_json::Value {
             "runc_busybox": samples(&report.startup.runc),
             "runc_busybox_image": samples(&report.startup.runc_image),
             "floor": samples(&report.startup.floor),
+        },
+        "file_io": {
+            "median_us_per_call": {
+                "shim": { "read": file_io[0].0, "stat": file_io[0].1 },
+                "runc_native": { "read": file_io[1].0, "stat": file_io[1].1 },
+                "floor": { "read": file_io[2].0, "stat": file_io[2].1 },
+            },
         },
         "large_module": report.module.as_ref().map(|m| serde_json::json!({
             "program": "yosys (YoWASP)",
