@@ -149,11 +149,25 @@ impl CompileCache {
                 return Ok(code);
             }
         }
+        let started = std::time::Instant::now();
         let artifact = T::precompile(engine, wasm)?;
+        let compiled = started.elapsed();
         self.put_serialized(engine, digest, &artifact);
+        let stored = started.elapsed();
         // Mapped back from the entry just written: its code then lives in the page cache,
         // shared with every process that maps the entry, not in memory of this one's.
-        if let Some(code) = self.get(engine, digest) {
+        let mapped = self.get(engine, digest);
+        // What a first start spends where, for an operator sizing a node.
+        log::debug!(
+            "compiled a {} of {} KiB into {} KiB in {} ms, stored in {} ms, mapped back in {} ms",
+            T::WHAT,
+            wasm.len() >> 10,
+            artifact.len() >> 10,
+            compiled.as_millis(),
+            (stored - compiled).as_millis(),
+            (started.elapsed() - stored).as_millis()
+        );
+        if let Some(code) = mapped {
             return Ok(code);
         }
         // SAFETY: `engine` made this artifact a moment ago.
