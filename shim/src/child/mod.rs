@@ -18,6 +18,7 @@ mod netns;
 mod rlimits;
 mod root;
 mod signals;
+mod sysctl;
 
 pub use root::handover_supported;
 
@@ -169,6 +170,8 @@ fn prepare(launch: &Launch, control: &UnixStream, upgrade: &CodeUpgrade) -> Shim
         Some(main) => Some(namespaces::Joinable::open(main)?),
         None => {
             namespaces::enter_from_spec(&launch.spec)?;
+            // In those namespaces, through the host's /proc (an exec sets none, as runc's).
+            sysctl::apply(&launch.spec).map_err(|e| ShimError::InvalidArgument(render(&e)))?;
             None
         }
     };

@@ -401,3 +401,63 @@ fn the_specs_rlimits_are_the_processs() {
         "{out:?}"
     );
 }
+
+/// Docker's `net.ipv4.ip_unprivileged_port_start=0` is set in the container's network
+/// namespace, so its program, which has no capabilities, binds a port below 1024 as a
+/// process under runc does; a sysctl no namespace of the container scopes fails the run.
+#[test]
+fn the_specs_namespaced_sysctls_are_set_and_others_refused() {
+    let containerd = Containerd::start().unwrap();
+    let rootfs = rootfs_with(&["tcp-echo"]).unwrap();
+    let spec = DockerSpec::new(
+        "docker-default-network.json",
+        rootfs.path(),
+        &["/tcp-echo.wasm", "serve", "80"],
+        |_| {},
+    );
+    let mut args = spec.run_args("low-port");
+    args[1] = "-d".into();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let run = containerd.ctr(&args);
+    assert_eq!(run.code, 0, "{run:?}");
+    containerd
+        .wait_for_status("low-port", "RUNNING", Duration::from_secs(10))
+        .unwrap();
+    let pid = containerd.task_pid("low-port");
+    let (setting, answer) = in_netns(pid, || {
+        let setting = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+            .unwrap_or_default();
+        let answer = wait_until_listening("127.0.0.1:80", Duration::from_secs(10)).and_then(|()| {
+            let mut stream = std::net::TcpStream::connect("127.0.0.1:80")?;
+            std::io::Write::write_all(&mut stream, b"low\n")?;
+            let mut answer = String::new();
+            stream.read_to_string(&mut answer)?;
+            Ok(answer)
+        });
+        (setting, answer)
+    });
+    assert_eq!(setting.trim(), "0");
+    assert_eq!(
+        answer.unwrap_or_else(|e| panic!("{e}\n{}", containerd.log_tail(20))),
+        "echo: low\n"
+    );
+    containerd.kill_and_remove("low-port", "SIGKILL");
+    let rm = containerd.ctr(&["containers", "rm", "low-port"]);
+    assert_eq!(rm.code, 0, "{rm:?}");
+
+    let spec = DockerSpec::new(
+        "docker-default-network.json",
+        rootfs.path(),
+        &["/tcp-echo.wasm", "serve", "81"],
+        |spec| spec["linux"]["sysctl"]["vm.swappiness"] = json!("10"),
+    );
+    let out = spec.run(&containerd, "host-sysctl");
+    assert_ne!(out.code, 0, "{out:?}");
+    assert!(
+        out.stderr.contains(
+            "sysctl vm.swappiness is not allowed: no namespace scopes it, so it would change \
+             the host"
+        ),
+        "{out:?}"
+    );
+}
