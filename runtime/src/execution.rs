@@ -129,6 +129,8 @@ impl Program {
             Ok(status) => status,
             Err(e) => ExitStatus::Failed(e.to_string()),
         };
+        // Also when it never ran (a failed instantiation): what follows is teardown.
+        stopper.settle();
         let finish_output = async {
             // A trap is the guest's crash: like a Linux process's dying message, it belongs
             // on the container's stderr, where `ctr`, `kubectl logs` and `docker logs` show

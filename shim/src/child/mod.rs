@@ -136,9 +136,10 @@ fn prepare(launch: &Launch, control: &UnixStream, upgrade: &CodeUpgrade) -> Shim
     // Before the process can see the image's files (see `name_service`).
     name_service::use_built_in_services_only()
         .map_err(|e| ShimError::internal("the process's name lookups", e))?;
-    // While still privileged: a limit above the shim's own needs CAP_SYS_RESOURCE.
-    rlimits::apply(launch.spec.process().as_ref())
-        .map_err(|e| ShimError::InvalidArgument(render(&e)))?;
+    // Refused before anything is made (a host namespace is told from the shim's own).
+    if launch.join.is_none() {
+        sysctl::check(&launch.spec).map_err(|e| ShimError::InvalidArgument(render(&e)))?;
+    }
     // A session of its own: the shim's terminal signals never reach it, and with `-t` the
     // pty becomes its controlling terminal, so the interrupt character is a real SIGINT.
     let _ = nix::unistd::setsid();
@@ -171,7 +172,7 @@ fn prepare(launch: &Launch, control: &UnixStream, upgrade: &CodeUpgrade) -> Shim
         None => {
             namespaces::enter_from_spec(&launch.spec)?;
             // In those namespaces, through the host's /proc (an exec sets none, as runc's).
-            sysctl::apply(&launch.spec).map_err(|e| ShimError::InvalidArgument(render(&e)))?;
+            sysctl::write(&launch.spec).map_err(|e| ShimError::InvalidArgument(render(&e)))?;
             None
         }
     };
@@ -212,6 +213,11 @@ fn prepare(launch: &Launch, control: &UnixStream, upgrade: &CodeUpgrade) -> Shim
         }
     }
     program.enter_own_root(&launch.rootfs)?;
+    // After the load, which may write a compile cache entry (a small RLIMIT_FSIZE must not
+    // fail it) and whose compile must not count against RLIMIT_CPU; while still privileged,
+    // as a limit above the shim's own needs CAP_SYS_RESOURCE.
+    rlimits::apply(launch.spec.process().as_ref())
+        .map_err(|e| ShimError::InvalidArgument(render(&e)))?;
     // Where a start's time goes, for an operator comparing nodes.
     log::debug!(
         "{}: {} ready: namespaces {entered:?}, cgroup {:?} more, load {:?}, root {:?}",
@@ -328,8 +334,12 @@ enum ProgramThreadError {
 /// unless it is inside a blocking host call (a preview-1 sleep, a read of a FIFO): a Linux
 /// process would be ended by the signal there too. Short enough that `docker stop` of a
 /// sleeping service still looks immediate. Once the program has stopped (the stopper is
-/// settled), its thread's teardown (draining output) is never cut short.
+/// settled), its thread's teardown (draining output) gets [`TEARDOWN_GRACE`] more.
 const STOP_GRACE: Duration = Duration::from_millis(200);
+
+/// How long a command's teardown after an answered stop may take before the process ends
+/// without it: the output drain it does is bounded to 600 ms.
+const TEARDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// Hands every signal the process receives from now on to the program's stopper, applies
 /// the memory limits the shim sends (an Update), passes on optimized code (see
@@ -347,6 +357,7 @@ fn watch(
 ) -> std::io::Result<()> {
     use std::os::fd::{AsFd, BorrowedFd};
     let mut stop_deadline: Option<(Instant, i32)> = None;
+    let mut tearing_down = false;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || loop {
@@ -371,14 +382,16 @@ fn watch(
                 Err(_) => return,
             }
             if let Some((deadline, signal)) = stop_deadline {
-                if controls.stopper.settled() {
-                    // Answered: the program's thread is draining its output and will
-                    // report; nothing to cut short.
-                    stop_deadline = None;
+                if !tearing_down && controls.stopper.settled() {
+                    // Answered: the program's thread drains its output (bounded to well under
+                    // a second) and reports. Still bounded here, for output it writes on its
+                    // own thread to something that never reads (a socket, a device).
+                    tearing_down = true;
+                    stop_deadline = Some((Instant::now() + TEARDOWN_GRACE, signal));
                 } else if Instant::now() >= deadline {
                     // The clock ran while a cgroup freeze held this process too: a stop
                     // read just before a pause ends the process as soon as it is thawed.
-                    end_unanswered_stop(&shim, signal);
+                    end_unanswered_stop(&shim, signal, tearing_down);
                 }
             }
             let ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
@@ -410,13 +423,21 @@ fn watch(
 
 /// Ends the process for a stop its program did not answer in time: its thread is inside a
 /// blocking host call, where a Linux process would have been ended by the signal.
-fn end_unanswered_stop(shim: &UnixStream, signal: i32) -> ! {
+fn end_unanswered_stop(shim: &UnixStream, signal: i32, tearing_down: bool) -> ! {
     let status = ExitStatus::Signaled(signal);
-    log::info!(
-        "stop by signal {signal} unanswered for {} ms (the program is in a blocking host \
-         call); ending its process",
-        STOP_GRACE.as_millis()
-    );
+    if tearing_down {
+        log::info!(
+            "stop by signal {signal}: the program's output did not drain in {} ms; ending \
+             its process",
+            TEARDOWN_GRACE.as_millis()
+        );
+    } else {
+        log::info!(
+            "stop by signal {signal} unanswered for {} ms (the program is in a blocking host \
+             call); ending its process",
+            STOP_GRACE.as_millis()
+        );
+    }
     exit_report::report_and_exit(
         shim,
         Ending {

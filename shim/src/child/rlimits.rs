@@ -2,9 +2,12 @@
 //! Linux one: the kernel then holds the program to them (open files through WASI, threads
 //! and processes per user, file size, CPU time...).
 //!
-//! They are set while the process is still privileged, before it enters the container's
-//! root, so a limit above the shim's own hard limit can be granted (CAP_SYS_RESOURCE) and a
-//! limit the process cannot live with fails Create, with the reason, instead of the start.
+//! They are set at Create, once the program is loaded (that load may write a compile cache
+//! entry, which a small `RLIMIT_FSIZE` must not fail, and its compile is no part of the
+//! program's `RLIMIT_CPU`), while the process is still privileged, so a limit above the
+//! shim's own hard limit can be granted (CAP_SYS_RESOURCE). A limit the kernel refuses
+//! fails Create with the reason. Threads the process makes later (the signal thread, the
+//! executor's) count against `RLIMIT_NPROC` of the spec's user, as a native program's would.
 
 use std::io;
 

@@ -206,6 +206,11 @@ fn a_name_lookup_never_loads_a_library_from_the_image() {
         )
         .unwrap();
     }
+    // And never asks an nscd: a socket where glibc looks for one (a guest-made file in a
+    // writable rootfs could stand there) hears nothing.
+    std::fs::create_dir_all(root.join("var/run/nscd")).unwrap();
+    let nscd = std::os::unix::net::UnixListener::bind(root.join("var/run/nscd/socket")).unwrap();
+    nscd.set_nonblocking(true).unwrap();
     let out = containerd.run_rootfs(
         &[],
         root,
@@ -213,6 +218,10 @@ fn a_name_lookup_never_loads_a_library_from_the_image() {
         &["/tcp-echo.wasm", "connect", "echo-server.test", "9", "x"],
     );
     assert!(!out.stderr.contains("nss probe loaded"), "{out:?}");
+    assert!(
+        nscd.accept().is_err(),
+        "the lookup asked the image's nscd socket"
+    );
     // The lookup itself worked (from /etc/hosts): only the connection fails.
     assert_eq!(
         (out.code, out.stderr.as_str()),
