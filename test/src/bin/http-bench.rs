@@ -222,13 +222,18 @@ fn run_server(containerd: &Containerd, rootfs: &Path, id: &str, program: &str) -
     addr
 }
 
+/// A server `first_200` started, and the rootfs it runs in: the directory must outlive the
+/// server (its tmpfs at /run, which each request preopens, is mounted on a directory of it).
+struct Started {
+    addr: String,
+    started: Instant,
+    first_200: Duration,
+    _rootfs: tempfile::TempDir,
+}
+
 /// Starts `wasm` (as /app.wasm) under `containerd` as task `id` and returns its address,
 /// when `ctr run -d` began, and the time from then to its first HTTP 200.
-fn first_200(
-    containerd: &Containerd,
-    wasm: &Path,
-    id: &str,
-) -> Result<(String, Instant, Duration)> {
+fn first_200(containerd: &Containerd, wasm: &Path, id: &str) -> Result<Started> {
     let rootfs = tempfile::tempdir()?;
     std::fs::copy(wasm, rootfs.path().join("app.wasm"))?;
     let started = Instant::now();
@@ -236,7 +241,12 @@ fn first_200(
     loop {
         if let Ok(response) = integration::http::request(&addr, "GET", "/", b"") {
             if response.status == 200 {
-                return Ok((addr, started, started.elapsed()));
+                return Ok(Started {
+                    addr,
+                    started,
+                    first_200: started.elapsed(),
+                    _rootfs: rootfs,
+                });
             }
         }
         if started.elapsed() > Duration::from_secs(300) {
@@ -277,7 +287,12 @@ fn large_component(settings: &Settings) -> Result<Option<Large>> {
     };
     let round = settings.one_round();
     let tiered = Containerd::start()?;
-    let (addr, started, tiered_first) = first_200(&tiered, &wasm, "js-tiered")?;
+    let tiered_server = first_200(&tiered, &wasm, "js-tiered")?;
+    let (addr, started, tiered_first) = (
+        tiered_server.addr.clone(),
+        tiered_server.started,
+        tiered_server.first_200,
+    );
     let mut baseline = Samples::default();
     load(&addr, &round, &mut baseline)?;
     let baseline_clean = !switched(&tiered, "js-tiered");
@@ -285,7 +300,9 @@ fn large_component(settings: &Settings) -> Result<Option<Large>> {
     let optimized_after = wait_for_optimized(&tiered, "js-tiered", Duration::from_secs(300))
         .map(|_| started.elapsed());
     let untiered = Containerd::start_with_env(&[("WASMTIME_SHIM_TIERING", "off")])?;
-    let (reference_addr, _, untiered_first) = first_200(&untiered, &wasm, "js-untiered")?;
+    let untiered_server = first_200(&untiered, &wasm, "js-untiered")?;
+    let (reference_addr, untiered_first) =
+        (untiered_server.addr.clone(), untiered_server.first_200);
     // Both serve optimized code now: warmed, then measured in interleaved rounds, as the
     // table above.
     let warm = settings.warm_up();
