@@ -18,6 +18,7 @@ mod netns;
 mod rlimits;
 mod root;
 mod signals;
+mod stop_clock;
 mod sysctl;
 
 pub use root::handover_supported;
@@ -34,6 +35,7 @@ use thiserror::Error;
 
 use crate::child::confine::{ConfineError, Confinement};
 use crate::child::exit_report::Ending;
+use crate::child::stop_clock::{Overdue, StopClock, STOP_GRACE, TEARDOWN_GRACE};
 use crate::error::{render, ShimError, ShimResult};
 use crate::launch::{self, FailureKind, FromChild, Launch, ToChild, CONTROL_FD, LOG_FD};
 use signals::Signals;
@@ -329,18 +331,6 @@ enum ProgramThreadError {
     SignalThread(#[source] std::io::Error),
 }
 
-/// How long a command's stop request may go unanswered before its process ends without the
-/// program's thread. The thread answers at once, or within an epoch tick when computing,
-/// unless it is inside a blocking host call (a preview-1 sleep, a read of a FIFO): a Linux
-/// process would be ended by the signal there too. Short enough that `docker stop` of a
-/// sleeping service still looks immediate. Once the program has stopped (the stopper is
-/// settled), its thread's teardown (draining output) gets [`TEARDOWN_GRACE`] more.
-const STOP_GRACE: Duration = Duration::from_millis(200);
-
-/// How long a command's teardown after an answered stop may take before the process ends
-/// without it: the output drain it does is bounded to 600 ms.
-const TEARDOWN_GRACE: Duration = Duration::from_secs(2);
-
 /// Hands every signal the process receives from now on to the program's stopper, applies
 /// the memory limits the shim sends (an Update), passes on optimized code (see
 /// [`runtime::CodeUpgrade`]), and ends the process at once if its shim
@@ -348,7 +338,7 @@ const TEARDOWN_GRACE: Duration = Duration::from_secs(2);
 /// not when it ran inside it: nothing would report its exit or clean up after it.
 ///
 /// With `stop_grace`, a stop the program has not answered within it ends the process with
-/// the status the stop asked for (see [`STOP_GRACE`]).
+/// the status the stop asked for (see `stop_clock`).
 fn watch(
     signals: Signals,
     shim: UnixStream,
@@ -356,8 +346,7 @@ fn watch(
     stop_grace: Option<Duration>,
 ) -> std::io::Result<()> {
     use std::os::fd::{AsFd, BorrowedFd};
-    let mut stop_deadline: Option<(Instant, i32)> = None;
-    let mut tearing_down = false;
+    let mut clock = StopClock::new(stop_grace);
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || loop {
@@ -367,32 +356,12 @@ fn watch(
                 PollFd::new(signal_fd, PollFlags::POLLIN),
                 PollFd::new(shim.as_fd(), PollFlags::POLLIN),
             ];
-            let timeout = match stop_deadline {
-                // Rounded up: a zero timeout for the last fraction of a millisecond would
-                // spin.
-                Some((deadline, _)) => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    let millis = left.as_micros().div_ceil(1000);
-                    PollTimeout::try_from(millis).unwrap_or(PollTimeout::MAX)
-                }
-                None => PollTimeout::NONE,
-            };
-            match poll(&mut fds, timeout) {
+            match poll(&mut fds, clock.timeout(Instant::now())) {
                 Ok(_) | Err(nix::errno::Errno::EINTR) => {}
                 Err(_) => return,
             }
-            if let Some((deadline, signal)) = stop_deadline {
-                if !tearing_down && controls.stopper.settled() {
-                    // Answered: the program's thread drains its output (bounded to well under
-                    // a second) and reports. Still bounded here, for output it writes on its
-                    // own thread to something that never reads (a socket, a device).
-                    tearing_down = true;
-                    stop_deadline = Some((Instant::now() + TEARDOWN_GRACE, signal));
-                } else if Instant::now() >= deadline {
-                    // The clock ran while a cgroup freeze held this process too: a stop
-                    // read just before a pause ends the process as soon as it is thawed.
-                    end_unanswered_stop(&shim, signal, tearing_down);
-                }
+            if let Some(overdue) = clock.check(controls.stopper.settled(), Instant::now()) {
+                end_unanswered_stop(&shim, overdue);
             }
             let ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
             if ready(&fds[1]) {
@@ -408,11 +377,9 @@ fn watch(
                 match signals.next() {
                     Ok(signal) => {
                         controls.stopper.stop(signal);
-                        if let (Some(grace), None) = (stop_grace, stop_deadline) {
-                            // The status reports the first signal, as the stopper does.
-                            let first = controls.stopper.requested().unwrap_or(signal);
-                            stop_deadline = Some((Instant::now() + grace, first));
-                        }
+                        // The status reports the first signal, as the stopper does.
+                        let first = controls.stopper.requested().unwrap_or(signal);
+                        clock.stopped(first, Instant::now());
                     }
                     Err(_) => return,
                 }
@@ -423,7 +390,11 @@ fn watch(
 
 /// Ends the process for a stop its program did not answer in time: its thread is inside a
 /// blocking host call, where a Linux process would have been ended by the signal.
-fn end_unanswered_stop(shim: &UnixStream, signal: i32, tearing_down: bool) -> ! {
+fn end_unanswered_stop(shim: &UnixStream, overdue: Overdue) -> ! {
+    let Overdue {
+        signal,
+        tearing_down,
+    } = overdue;
     let status = ExitStatus::Signaled(signal);
     if tearing_down {
         log::info!(
