@@ -93,6 +93,19 @@ impl DockerSpec {
         ]
     }
 
+    /// `ctr run -d` of the spec as task `id`, asserted to start; its pid once RUNNING.
+    fn run_detached(&self, containerd: &Containerd, id: &str) -> u32 {
+        let mut args = self.run_args(id);
+        args[1] = "-d".into();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let run = containerd.ctr(&args);
+        assert_eq!(run.code, 0, "{run:?}");
+        containerd
+            .wait_for_status(id, "RUNNING", Duration::from_secs(10))
+            .unwrap();
+        containerd.task_pid(id)
+    }
+
     fn run(&self, containerd: &Containerd, id: &str) -> CtrOutput {
         let args = self.run_args(id);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -361,15 +374,7 @@ fn the_specs_rlimits_are_the_processs() {
             ]);
         },
     );
-    let mut args = spec.run_args("ulimits");
-    args[1] = "-d".into();
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let run = containerd.ctr(&args);
-    assert_eq!(run.code, 0, "{run:?}");
-    containerd
-        .wait_for_status("ulimits", "RUNNING", Duration::from_secs(10))
-        .unwrap();
-    let pid = containerd.task_pid("ulimits");
+    let pid = spec.run_detached(&containerd, "ulimits");
     let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
     let row = |name: &str| {
         limits
@@ -415,15 +420,7 @@ fn the_specs_namespaced_sysctls_are_set_and_others_refused() {
         &["/tcp-echo.wasm", "serve", "80"],
         |_| {},
     );
-    let mut args = spec.run_args("low-port");
-    args[1] = "-d".into();
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let run = containerd.ctr(&args);
-    assert_eq!(run.code, 0, "{run:?}");
-    containerd
-        .wait_for_status("low-port", "RUNNING", Duration::from_secs(10))
-        .unwrap();
-    let pid = containerd.task_pid("low-port");
+    let pid = spec.run_detached(&containerd, "low-port");
     let (setting, answer) = in_netns(pid, || {
         let setting = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
             .unwrap_or_default();
