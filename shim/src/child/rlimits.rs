@@ -58,9 +58,9 @@ fn resource(typ: PosixRlimitType) -> (libc::__rlimit_resource_t, &'static str) {
     }
 }
 
-/// Checks every limit `process` lists without setting any: what Create can refuse before
-/// anything is made.
-pub fn check(process: Option<&SpecProcess>) -> Result<(), RlimitError> {
+/// Checks every limit `process` lists without setting any, so that a bad spec changes
+/// nothing.
+fn check(process: Option<&SpecProcess>) -> Result<(), RlimitError> {
     for limit in listed(process) {
         let (_, name) = resource(limit.typ());
         if limit.soft() > limit.hard() {
