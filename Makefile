@@ -20,7 +20,7 @@ PREFIX       ?= /usr/local
 
 EXAMPLES     := hello printenv filetool ticker
 # WASI 0.2 components, built from C through generated WIT bindings and the preview-1 adapter.
-COMPONENTS   := http-hello cli-exit tcp-echo
+COMPONENTS   := http-hello cli-exit net-echo
 TEST_PROGRAMS := exitcode trap spin bigout cat podapp ttycheck grow fileio
 NATIVE_CC    ?= clang-14
 NATIVE_CFLAGS ?= -static -O2 -Wall -Wextra
@@ -101,12 +101,12 @@ $(BINDINGS)/cli-exit/exit_code.h: $(WASM_COMPONENT) $(wildcard examples/cli-exit
 	$(WASM_COMPONENT) bindings --wit examples/cli-exit/wit --deps $(WASI_WIT)/deps \
 	  --world exit-code --out $(@D)
 
-$(BINDINGS)/tcp-echo/tcp_echo.h: $(WASM_COMPONENT) $(wildcard examples/tcp-echo/wit/*.wit)
-	$(WASM_COMPONENT) bindings --wit examples/tcp-echo/wit --deps $(WASI_WIT)/deps \
-	  --world tcp-echo --out $(@D)
+$(BINDINGS)/net-echo/net_echo.h: $(WASM_COMPONENT) $(wildcard examples/net-echo/wit/*.wit)
+	$(WASM_COMPONENT) bindings --wit examples/net-echo/wit --deps $(WASI_WIT)/deps \
+	  --world net-echo --out $(@D)
 
 # Core modules: an HTTP handler is a reactor (no main; the host calls its export per
-# request), cli-exit and tcp-echo commands (wasi-libc's _start runs main).
+# request), cli-exit and net-echo commands (wasi-libc's _start runs main).
 $(CORE_OUT)/http-hello.wasm: examples/http-hello/http_hello.c $(BINDINGS)/http-hello/proxy.h
 	@mkdir -p $(@D)
 	$(WASM_CC) $(WASM_CFLAGS) -mexec-model=reactor -I$(BINDINGS)/http-hello -o $@ $< \
@@ -119,10 +119,10 @@ $(CORE_OUT)/cli-exit.wasm: examples/cli-exit/cli_exit.c $(BINDINGS)/cli-exit/exi
 
 # Components: the adapter matching each core module's shape (proxy: a reactor that imports
 # only what wasi:http/proxy allows).
-$(CORE_OUT)/tcp-echo.wasm: examples/tcp-echo/tcp_echo.c $(BINDINGS)/tcp-echo/tcp_echo.h
+$(CORE_OUT)/net-echo.wasm: examples/net-echo/net_echo.c $(BINDINGS)/net-echo/net_echo.h
 	@mkdir -p $(@D)
-	$(WASM_CC) $(WASM_CFLAGS) -I$(BINDINGS)/tcp-echo -o $@ $< \
-	  $(BINDINGS)/tcp-echo/tcp_echo.c $(BINDINGS)/tcp-echo/tcp_echo_component_type.o
+	$(WASM_CC) $(WASM_CFLAGS) -I$(BINDINGS)/net-echo -o $@ $< \
+	  $(BINDINGS)/net-echo/net_echo.c $(BINDINGS)/net-echo/net_echo_component_type.o
 
 $(WASM_OUT)/http-hello.wasm: $(CORE_OUT)/http-hello.wasm $(WASM_COMPONENT)
 	$(WASM_COMPONENT) new --adapter proxy $< -o $@
@@ -130,7 +130,7 @@ $(WASM_OUT)/http-hello.wasm: $(CORE_OUT)/http-hello.wasm $(WASM_COMPONENT)
 $(WASM_OUT)/cli-exit.wasm: $(CORE_OUT)/cli-exit.wasm $(WASM_COMPONENT)
 	$(WASM_COMPONENT) new --adapter command $< -o $@
 
-$(WASM_OUT)/tcp-echo.wasm: $(CORE_OUT)/tcp-echo.wasm $(WASM_COMPONENT)
+$(WASM_OUT)/net-echo.wasm: $(CORE_OUT)/net-echo.wasm $(WASM_COMPONENT)
 	$(WASM_COMPONENT) new --adapter command $< -o $@
 
 # The large program of `make bench` (item b): examples/python-hello/app.py as a WASI 0.2

@@ -413,11 +413,11 @@ fn the_specs_rlimits_are_the_processs() {
 #[test]
 fn the_specs_namespaced_sysctls_are_set_and_others_refused() {
     let containerd = Containerd::start().unwrap();
-    let rootfs = rootfs_with(&["tcp-echo"]).unwrap();
+    let rootfs = rootfs_with(&["net-echo"]).unwrap();
     let spec = DockerSpec::new(
         "docker-default-network.json",
         rootfs.path(),
-        &["/tcp-echo.wasm", "serve", "80"],
+        &["/net-echo.wasm", "serve", "80"],
         |_| {},
     );
     let pid = spec.run_detached(&containerd, "low-port");
@@ -445,7 +445,7 @@ fn the_specs_namespaced_sysctls_are_set_and_others_refused() {
     let spec = DockerSpec::new(
         "docker-default-network.json",
         rootfs.path(),
-        &["/tcp-echo.wasm", "serve", "81"],
+        &["/net-echo.wasm", "serve", "81"],
         |spec| spec["linux"]["sysctl"]["vm.swappiness"] = json!("10"),
     );
     let out = spec.run(&containerd, "host-sysctl");

@@ -2,9 +2,9 @@
 //! program reaches that namespace's network through wasi:sockets as a Linux program would.
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use integration::http::wait_until_listening;
 use integration::netns::inside;
@@ -56,41 +56,59 @@ fn echo_once(addr: &str, line: &str) -> std::io::Result<String> {
     Ok(answer)
 }
 
-#[test]
-fn a_wasip2_program_serves_connects_and_looks_up_names_in_its_containers_network() {
-    let containerd = Containerd::start().unwrap();
-    let rootfs = rootfs_with(&["tcp-echo"]).unwrap();
-    // A name only the container's own /etc/hosts knows: the lookup reads the files the
-    // container sees, not the host's.
+/// A rootfs with net-echo and an /etc/hosts naming `echo-server.test` (127.0.0.1): a name
+/// only the container's own files know, so a lookup that finds it read them, not the host's.
+fn net_echo_rootfs() -> tempfile::TempDir {
+    let rootfs = rootfs_with(&["net-echo"]).unwrap();
     std::fs::create_dir(rootfs.path().join("etc")).unwrap();
     std::fs::write(
         rootfs.path().join("etc/hosts"),
         "127.0.0.1 echo-server.test\n",
     )
     .unwrap();
+    rootfs
+}
 
-    // A TCP server in a network namespace of its own (ctr's default spec asks for one).
-    containerd.run_detached(
-        &[],
-        rootfs.path(),
-        "tcp-server",
-        &["/tcp-echo.wasm", "serve", "7000"],
-    );
+/// Starts the server `args` as `id` in a network namespace of its own (ctr's default spec
+/// asks for one) and returns what `ask` gets from inside that namespace.
+fn serve_and_ask<T: Send + 'static>(
+    containerd: &Containerd,
+    rootfs: &tempfile::TempDir,
+    id: &str,
+    args: &[&str],
+    ask: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> T {
+    containerd.run_detached(&[], rootfs.path(), id, args);
     containerd
-        .wait_for_status("tcp-server", "RUNNING", Duration::from_secs(5))
+        .wait_for_status(id, "RUNNING", Duration::from_secs(5))
         .unwrap();
-    let pid = containerd.task_pid("tcp-server");
-    let answer = inside(Path::new(&format!("/proc/{pid}/ns/net")), || {
-        wait_until_listening("127.0.0.1:7000", Duration::from_secs(20))?;
-        echo_once("127.0.0.1:7000", "from the namespace's loopback")
-    })
-    .unwrap();
-    let answer = answer.unwrap_or_else(|e| {
-        panic!(
-            "the server never answered: {e}\n{}",
-            containerd.log_tail(30)
-        )
-    });
+    let pid = containerd.task_pid(id);
+    inside(Path::new(&format!("/proc/{pid}/ns/net")), ask)
+        .unwrap()
+        .unwrap_or_else(|e| {
+            panic!(
+                "the server never answered: {e}\n{}",
+                containerd.log_tail(30)
+            )
+        })
+}
+
+#[test]
+fn a_wasip2_program_serves_connects_and_looks_up_names_in_its_containers_network() {
+    let containerd = Containerd::start().unwrap();
+    let rootfs = net_echo_rootfs();
+
+    // A TCP server in a network namespace of its own.
+    let answer = serve_and_ask(
+        &containerd,
+        &rootfs,
+        "tcp-server",
+        &["/net-echo.wasm", "serve", "7000"],
+        || {
+            wait_until_listening("127.0.0.1:7000", Duration::from_secs(20))?;
+            echo_once("127.0.0.1:7000", "from the namespace's loopback")
+        },
+    );
     assert_eq!(answer, "echo: from the namespace's loopback\n");
 
     // A client exec'd into the container: it joins the server's namespace, resolves the
@@ -101,7 +119,7 @@ fn a_wasip2_program_serves_connects_and_looks_up_names_in_its_containers_network
         "--exec-id",
         "client",
         "tcp-server",
-        "/tcp-echo.wasm",
+        "/net-echo.wasm",
         "connect",
         "echo-server.test",
         "7000",
@@ -120,7 +138,7 @@ fn a_wasip2_program_serves_connects_and_looks_up_names_in_its_containers_network
         "--exec-id",
         "unknown",
         "tcp-server",
-        "/tcp-echo.wasm",
+        "/net-echo.wasm",
         "connect",
         "not-in-the-hosts-file.test",
         "7000",
@@ -128,7 +146,7 @@ fn a_wasip2_program_serves_connects_and_looks_up_names_in_its_containers_network
     ]);
     assert_eq!(unknown.code, 1, "{unknown:?}");
     assert!(
-        unknown.stderr.contains("tcp-echo: resolve: "),
+        unknown.stderr.contains("net-echo: resolve: "),
         "{unknown:?}"
     );
 
@@ -147,11 +165,11 @@ fn a_wasip2_program_serves_connects_and_looks_up_names_in_its_containers_network
         &[],
         rootfs.path(),
         "tcp-isolated",
-        &["/tcp-echo.wasm", "connect", "127.0.0.1", &host_port, "x"],
+        &["/net-echo.wasm", "connect", "127.0.0.1", &host_port, "x"],
     );
     assert_eq!(
         (isolated.code, isolated.stderr.as_str()),
-        (1, "tcp-echo: connect: connection-refused\n"),
+        (1, "net-echo: connect: connection-refused\n"),
         "{isolated:?}"
     );
     let shared = containerd.run_rootfs(
@@ -159,7 +177,7 @@ fn a_wasip2_program_serves_connects_and_looks_up_names_in_its_containers_network
         rootfs.path(),
         "tcp-net-host",
         &[
-            "/tcp-echo.wasm",
+            "/net-echo.wasm",
             "connect",
             "127.0.0.1",
             &host_port,
@@ -176,21 +194,119 @@ fn a_wasip2_program_serves_connects_and_looks_up_names_in_its_containers_network
     containerd.kill_and_remove("tcp-server", "SIGKILL");
 }
 
+/// One datagram sent to the UDP echo server at `addr` and the one it answers, sent again
+/// until an answer comes (a datagram sent before the server bound is lost) or `patience` ends.
+fn udp_echo_once(addr: &str, message: &str, patience: Duration) -> std::io::Result<String> {
+    let socket = UdpSocket::bind("127.0.0.1:0")?;
+    socket.set_read_timeout(Some(Duration::from_millis(200)))?;
+    let deadline = Instant::now() + patience;
+    let mut buf = [0u8; 2048];
+    loop {
+        socket.send_to(message.as_bytes(), addr)?;
+        match socket.recv_from(&mut buf) {
+            Ok((len, _)) => return Ok(String::from_utf8_lossy(&buf[..len]).into_owned()),
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(_) => continue,
+        }
+    }
+}
+
+/// UDP, as a DNS client, a QUIC stack or a metrics exporter uses it, through wasi:sockets:
+/// datagrams to and from the container's own namespace, to a peer found by name, and to the
+/// host's loopback when the container shares the host's network.
+#[test]
+fn a_wasip2_program_exchanges_udp_datagrams_in_its_containers_network() {
+    let containerd = Containerd::start().unwrap();
+    let rootfs = net_echo_rootfs();
+
+    let answer = serve_and_ask(
+        &containerd,
+        &rootfs,
+        "udp-server",
+        &["/net-echo.wasm", "udp-serve", "7001"],
+        || {
+            udp_echo_once(
+                "127.0.0.1:7001",
+                "from the namespace's loopback",
+                Duration::from_secs(20),
+            )
+        },
+    );
+    assert_eq!(answer, "echo: from the namespace's loopback");
+
+    // An exec sends to the server by a name of the container's /etc/hosts; the answer
+    // comes back from the server's port.
+    let exec = containerd.ctr(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "udp-client",
+        "udp-server",
+        "/net-echo.wasm",
+        "udp-send",
+        "echo-server.test",
+        "7001",
+        "from an exec",
+    ]);
+    assert_eq!(
+        (exec.code, exec.stdout.as_str(), exec.stderr.as_str()),
+        (0, "echo: from an exec (from port 7001)\n", ""),
+        "{}",
+        containerd.log_tail(30)
+    );
+
+    // With the host's network, a datagram reaches a socket on the host's loopback and
+    // its answer comes back.
+    let host_socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    host_socket
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let host_port = host_socket.local_addr().unwrap().port().to_string();
+    let host_side = std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        let (len, from) = host_socket.recv_from(&mut buf)?;
+        let heard = String::from_utf8_lossy(&buf[..len]).into_owned();
+        host_socket.send_to(format!("host heard: {heard}").as_bytes(), from)?;
+        std::io::Result::Ok(heard)
+    });
+    let shared = containerd.run_rootfs(
+        &["--net-host"],
+        rootfs.path(),
+        "udp-net-host",
+        &[
+            "/net-echo.wasm",
+            "udp-send",
+            "127.0.0.1",
+            &host_port,
+            "from net-host",
+        ],
+    );
+    assert_eq!(
+        (shared.code, shared.stdout.as_str()),
+        (
+            0,
+            format!("host heard: from net-host (from port {host_port})\n").as_str()
+        ),
+        "{shared:?}"
+    );
+    assert_eq!(host_side.join().unwrap().unwrap(), "from net-host");
+
+    containerd.kill_and_remove("udp-server", "SIGKILL");
+}
+
 /// The host's resolver answers from the image's files but never loads a library from the
 /// image: an nsswitch.conf there naming a module (and the guest can write both into a
 /// writable rootfs) would otherwise run that image's native code in the container's process.
 #[test]
 fn a_name_lookup_never_loads_a_library_from_the_image() {
     let containerd = Containerd::start().unwrap();
-    let rootfs = rootfs_with(&["tcp-echo"]).unwrap();
+    let rootfs = net_echo_rootfs();
     let root = rootfs.path();
-    std::fs::create_dir(root.join("etc")).unwrap();
     std::fs::write(
         root.join("etc/nsswitch.conf"),
         "hosts: probe files dns\nservices: probe files\n",
     )
     .unwrap();
-    std::fs::write(root.join("etc/hosts"), "127.0.0.1 echo-server.test\n").unwrap();
     // Wherever the dynamic loader of the host's libc would look for it.
     for dir in [
         "lib/x86_64-linux-gnu",
@@ -215,7 +331,7 @@ fn a_name_lookup_never_loads_a_library_from_the_image() {
         &[],
         root,
         "nss-probe",
-        &["/tcp-echo.wasm", "connect", "echo-server.test", "9", "x"],
+        &["/net-echo.wasm", "connect", "echo-server.test", "9", "x"],
     );
     assert!(!out.stderr.contains("nss probe loaded"), "{out:?}");
     assert!(
@@ -225,7 +341,7 @@ fn a_name_lookup_never_loads_a_library_from_the_image() {
     // The lookup itself worked (from /etc/hosts): only the connection fails.
     assert_eq!(
         (out.code, out.stderr.as_str()),
-        (1, "tcp-echo: connect: connection-refused\n"),
+        (1, "net-echo: connect: connection-refused\n"),
         "{out:?}"
     );
 }
