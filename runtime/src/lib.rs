@@ -25,6 +25,7 @@ mod exit;
 mod fifo_output;
 mod file_identity;
 mod handover;
+mod home;
 mod host;
 mod http;
 mod native_program;

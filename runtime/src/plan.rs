@@ -94,6 +94,11 @@ impl WasiPlan {
         let mounts = spec.mounts().clone().unwrap_or_default();
         let mut preopens = PreopenPlan::from_mounts(rootfs, read_only, &mounts)?;
         AccessPolicy::from_annotations(spec.annotations().as_ref())?.apply(&mut preopens)?;
+        // After the access policy: HOME comes from the /etc/passwd the program can see.
+        if !env.iter().any(|(k, _)| k == "HOME") {
+            let home = crate::home::home_of(&preopens, process.user().uid());
+            env.push(("HOME".to_string(), home));
+        }
         Ok(WasiPlan {
             args,
             env,

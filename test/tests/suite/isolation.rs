@@ -253,6 +253,50 @@ fn file_permissions_apply_to_the_spec_user() {
         .is_empty());
 }
 
+/// `HOME`, which no client puts in the spec, is what runc gives a process: the home of the
+/// spec's uid in the image's /etc/passwd, `/` without an entry; a spec's own `HOME` wins.
+#[test]
+fn home_is_the_spec_users_home_in_the_images_passwd() {
+    let containerd = Containerd::start().unwrap();
+    let rootfs = rootfs_with(&["printenv"]).unwrap();
+    std::fs::create_dir(rootfs.path().join("etc")).unwrap();
+    std::fs::write(
+        rootfs.path().join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n",
+    )
+    .unwrap();
+    let home_of = |out: CtrOutput| {
+        assert_eq!(out.code, 0, "{out:?}");
+        let homes: Vec<String> = out
+            .stdout
+            .lines()
+            .filter_map(|l| l.strip_prefix("env:HOME="))
+            .map(str::to_string)
+            .collect();
+        homes
+    };
+    let as_root = containerd.run_rootfs(&[], rootfs.path(), "home-root", &["/printenv.wasm"]);
+    assert_eq!(home_of(as_root), ["/root"]);
+    let run_as = |id: &str, uid: u32| {
+        let spec = UserSpec::new(
+            rootfs.path(),
+            &["/printenv.wasm"],
+            json!({"uid": uid, "gid": uid}),
+            &[],
+        );
+        spec.ctr(&containerd, "--rm", id)
+    };
+    assert_eq!(home_of(run_as("home-app", 1000)), ["/home/app"]);
+    assert_eq!(home_of(run_as("home-nobody", 4242)), ["/"]);
+    let own = containerd.run_rootfs(
+        &["--env", "HOME=/custom"],
+        rootfs.path(),
+        "home-own",
+        &["/printenv.wasm"],
+    );
+    assert_eq!(home_of(own), ["/custom"]);
+}
+
 #[test]
 fn annotations_make_the_rootfs_read_only_or_hidden_and_expose_only_listed_mounts() {
     let containerd = Containerd::start().unwrap();
