@@ -20,7 +20,7 @@ PREFIX       ?= /usr/local
 
 EXAMPLES     := hello printenv filetool ticker
 # WASI 0.2 components, built from C through generated WIT bindings and the preview-1 adapter.
-COMPONENTS   := http-hello cli-exit net-echo
+COMPONENTS   := http-hello cli-exit net-echo http-get
 TEST_PROGRAMS := exitcode trap spin bigout cat podapp ttycheck grow fileio
 NATIVE_CC    ?= clang-14
 NATIVE_CFLAGS ?= -static -O2 -Wall -Wextra
@@ -105,8 +105,12 @@ $(BINDINGS)/net-echo/net_echo.h: $(WASM_COMPONENT) $(wildcard examples/net-echo/
 	$(WASM_COMPONENT) bindings --wit examples/net-echo/wit --deps $(WASI_WIT)/deps \
 	  --world net-echo --out $(@D)
 
+$(BINDINGS)/http-get/http_get.h: $(WASM_COMPONENT) $(wildcard examples/http-get/wit/*.wit)
+	$(WASM_COMPONENT) bindings --wit examples/http-get/wit --deps $(WASI_WIT)/deps \
+	  --world http-get --out $(@D)
+
 # Core modules: an HTTP handler is a reactor (no main; the host calls its export per
-# request), cli-exit and net-echo commands (wasi-libc's _start runs main).
+# request), cli-exit, net-echo and http-get commands (wasi-libc's _start runs main).
 $(CORE_OUT)/http-hello.wasm: examples/http-hello/http_hello.c $(BINDINGS)/http-hello/proxy.h
 	@mkdir -p $(@D)
 	$(WASM_CC) $(WASM_CFLAGS) -mexec-model=reactor -I$(BINDINGS)/http-hello -o $@ $< \
@@ -124,6 +128,11 @@ $(CORE_OUT)/net-echo.wasm: examples/net-echo/net_echo.c $(BINDINGS)/net-echo/net
 	$(WASM_CC) $(WASM_CFLAGS) -I$(BINDINGS)/net-echo -o $@ $< \
 	  $(BINDINGS)/net-echo/net_echo.c $(BINDINGS)/net-echo/net_echo_component_type.o
 
+$(CORE_OUT)/http-get.wasm: examples/http-get/http_get.c $(BINDINGS)/http-get/http_get.h
+	@mkdir -p $(@D)
+	$(WASM_CC) $(WASM_CFLAGS) -I$(BINDINGS)/http-get -o $@ $< \
+	  $(BINDINGS)/http-get/http_get.c $(BINDINGS)/http-get/http_get_component_type.o
+
 $(WASM_OUT)/http-hello.wasm: $(CORE_OUT)/http-hello.wasm $(WASM_COMPONENT)
 	$(WASM_COMPONENT) new --adapter proxy $< -o $@
 
@@ -131,6 +140,9 @@ $(WASM_OUT)/cli-exit.wasm: $(CORE_OUT)/cli-exit.wasm $(WASM_COMPONENT)
 	$(WASM_COMPONENT) new --adapter command $< -o $@
 
 $(WASM_OUT)/net-echo.wasm: $(CORE_OUT)/net-echo.wasm $(WASM_COMPONENT)
+	$(WASM_COMPONENT) new --adapter command $< -o $@
+
+$(WASM_OUT)/http-get.wasm: $(CORE_OUT)/http-get.wasm $(WASM_COMPONENT)
 	$(WASM_COMPONENT) new --adapter command $< -o $@
 
 # The large program of `make bench` (item b): examples/python-hello/app.py as a WASI 0.2

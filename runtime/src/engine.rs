@@ -30,7 +30,27 @@ impl std::fmt::Display for Tier {
 pub(crate) struct Shared {
     pub(crate) engine: Engine,
     pub(crate) linker: Linker<Host>,
-    pub(crate) component_linker: wasmtime::component::Linker<ComponentHost>,
+    /// Made when the first component is linked: a container's process runs one program,
+    /// and defining WASI preview 2 and wasi:http in a linker cost a module's start a
+    /// quarter of a millisecond it never used.
+    component_linker: OnceLock<Result<wasmtime::component::Linker<ComponentHost>, EngineError>>,
+}
+
+impl Shared {
+    /// The linker of command components (WASI preview 2 and wasi:http's client side).
+    pub(crate) fn component_linker(
+        &self,
+    ) -> Result<&wasmtime::component::Linker<ComponentHost>, EngineError> {
+        self.component_linker
+            .get_or_init(|| {
+                component_linker(&self.engine).map_err(|source| EngineError::Creation {
+                    what: "the component linker",
+                    source: std::sync::Arc::new(source),
+                })
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
 }
 
 static SHARED: OnceLock<Result<Shared, EngineError>> = OnceLock::new();
@@ -138,15 +158,25 @@ fn build(tier: Tier) -> wasmtime::Result<Shared> {
 
     let mut linker = Linker::new(&engine);
     wasmtime_wasi::p1::add_to_linker_async(&mut linker, |host: &mut Host| &mut host.wasi)?;
-    let mut component_linker = wasmtime::component::Linker::new(&engine);
-    wasmtime_wasi::p2::add_to_linker_async(&mut component_linker)?;
 
     crate::ticker::tick(engine.clone())?;
     Ok(Shared {
         engine,
         linker,
-        component_linker,
+        component_linker: OnceLock::new(),
     })
+}
+
+fn component_linker(
+    engine: &Engine,
+) -> wasmtime::Result<wasmtime::component::Linker<ComponentHost>> {
+    let mut linker = wasmtime::component::Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    // A command may make HTTP requests, as it may open sockets: what `wasmtime run -S http`
+    // allows, without a flag (a container has no CLI flags to ask with). JavaScript's
+    // `fetch` in a componentize-js command is wasi:http.
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    Ok(linker)
 }
 
 /// How many requests an HTTP component serves at once (each is an instance of its own).

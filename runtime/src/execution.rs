@@ -10,6 +10,7 @@ use thiserror::Error;
 use wasmtime::component::ResourceTable;
 use wasmtime::Val;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
+use wasmtime_wasi_http::WasiHttpCtx;
 
 use crate::engine::{serving, Tier};
 use crate::host::{new_store, ComponentHost, GaugeLimiter, Host, WasiContextError};
@@ -255,6 +256,7 @@ impl Program {
             Compiled::Component { pre } => {
                 let host = ComponentHost {
                     ctx: builder.build(),
+                    http: WasiHttpCtx::new(),
                     table: ResourceTable::new(),
                     limits,
                 };

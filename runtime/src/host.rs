@@ -112,9 +112,12 @@ impl ResourceLimiter for GaugeLimiter {
     }
 }
 
-/// Per-instance state of a component: WASI preview 2 and its resource table.
+/// Per-instance state of a command component: WASI preview 2, wasi:http for the requests
+/// it makes (a wasip2 program's HTTP client: JavaScript's `fetch`, Rust's `wstd`; it leaves
+/// from the container's network namespace as its sockets do), its resource table.
 pub(crate) struct ComponentHost {
     pub(crate) ctx: WasiCtx,
+    pub(crate) http: WasiHttpCtx,
     pub(crate) table: ResourceTable,
     pub(crate) limits: GaugeLimiter,
 }
@@ -124,6 +127,16 @@ impl WasiView for ComponentHost {
         WasiCtxView {
             ctx: &mut self.ctx,
             table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for ComponentHost {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: Default::default(),
         }
     }
 }

@@ -281,7 +281,7 @@ impl Program {
         component: Component,
         shared: &Shared,
     ) -> Result<Compiled, RuntimeError> {
-        let linker = &shared.component_linker;
+        let linker = shared.component_linker()?;
         let pre = linker.instantiate_pre(&component).map_err(|e| {
             RuntimeError::InvalidProgram(format!("{guest_path} cannot be linked: {e:#}"))
         })?;

@@ -294,6 +294,66 @@ fn a_wasip2_program_exchanges_udp_datagrams_in_its_containers_network() {
     containerd.kill_and_remove("udp-server", "SIGKILL");
 }
 
+/// Answers one HTTP request on `listener` with `body`; returns the request's head.
+fn answer_one_request(listener: TcpListener, body: &str) -> std::io::Result<String> {
+    let (stream, _) = listener.accept()?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut reader = BufReader::new(&stream);
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 || line == "\r\n" {
+            break;
+        }
+        head.push_str(&line);
+    }
+    let response = format!(
+        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    (&stream).write_all(response.as_bytes())?;
+    Ok(head)
+}
+
+/// A command component's HTTP client (wasi:http/outgoing-handler, what JavaScript's
+/// `fetch` is in a componentize-js command) reaches what the container's network reaches:
+/// a server on the host's loopback with the host's network, nothing there without it.
+#[test]
+fn a_command_component_makes_http_requests_from_its_containers_network() {
+    let containerd = Containerd::start().unwrap();
+    let rootfs = rootfs_with(&["http-get"]).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/greeting", listener.local_addr().unwrap());
+    let server = std::thread::spawn(move || answer_one_request(listener, "hello from the host\n"));
+
+    let shared = containerd.run_rootfs(
+        &["--net-host"],
+        rootfs.path(),
+        "http-get-host",
+        &["/http-get.wasm", &url],
+    );
+    assert_eq!(
+        (shared.code, shared.stdout.as_str(), shared.stderr.as_str()),
+        (0, "status 200\nhello from the host\n", ""),
+        "{}",
+        containerd.log_tail(20)
+    );
+    let head = server.join().unwrap().unwrap();
+    assert!(head.starts_with("GET /greeting HTTP/1.1\r\n"), "{head:?}");
+
+    let isolated = containerd.run_rootfs(
+        &[],
+        rootfs.path(),
+        "http-get-own",
+        &["/http-get.wasm", &url],
+    );
+    assert_eq!(
+        (isolated.code, isolated.stderr.as_str()),
+        (1, "http-get: response: 6 connection-refused\n"),
+        "{isolated:?}"
+    );
+}
+
 /// The host's resolver answers from the image's files but never loads a library from the
 /// image: an nsswitch.conf there naming a module (and the guest can write both into a
 /// writable rootfs) would otherwise run that image's native code in the container's process.
