@@ -15,7 +15,8 @@
  *       (forever if COUNT is absent or 0) with one datagram "echo: DATA" to their sender.
  *   net-echo.wasm udp-send HOST PORT MESSAGE
  *       Resolves HOST, sends MESSAGE as one datagram to the first address and prints the
- *       datagram that comes back (and from which port it came: "PAYLOAD (from port N)").
+ *       datagram that comes back within 10 s (and from which port it came:
+ *       "PAYLOAD (from port N)"); none is a failure ("receive: timeout").
  *
  * A failure prints "net-echo: STEP: ERROR" on stderr (ERROR is the wasi:sockets error code's
  * name, such as access-denied) and exits with 1.
@@ -32,6 +33,9 @@ typedef wasi_sockets_tcp_own_tcp_socket_t socket_t;
 typedef wasi_sockets_tcp_borrow_network_t network_t;
 typedef wasi_sockets_network_ip_socket_address_t socket_address_t;
 typedef wasi_sockets_udp_own_udp_socket_t udp_socket_t;
+
+/* How long udp-send waits for the answer. */
+#define UDP_ANSWER_WAIT_NS (10ull * 1000 * 1000 * 1000)
 
 static const char *const ERROR_NAMES[] = {
     "unknown", "access-denied", "not-supported", "invalid-argument", "out-of-memory",
@@ -273,9 +277,34 @@ static udp_socket_t udp_bound(network_t network,
     return socket;
 }
 
-/* The next datagram of `in`, waiting for one. The caller frees it. */
+/* Blocks until the datagram stream `stream` may have a datagram, or (with `deadline`, a
+ * monotonic-clock instant) until then: a datagram may be lost, and a client must not wait
+ * for its answer forever. Returns whether the deadline passed. */
+static bool wait_for_datagram(wasi_sockets_udp_borrow_incoming_datagram_stream_t stream,
+                              const uint64_t *deadline) {
+    wasi_io_poll_own_pollable_t ready =
+        wasi_sockets_udp_method_incoming_datagram_stream_subscribe(stream);
+    if (deadline == NULL) {
+        wait_for(ready);
+        return false;
+    }
+    wasi_io_poll_own_pollable_t timer = wasi_clocks_monotonic_clock_subscribe_instant(*deadline);
+    wasi_io_poll_borrow_pollable_t both[2] = {wasi_io_poll_borrow_pollable(ready),
+                                              wasi_io_poll_borrow_pollable(timer)};
+    wasi_io_poll_list_borrow_pollable_t list = {.ptr = both, .len = 2};
+    net_echo_list_u32_t which;
+    wasi_io_poll_poll(&list, &which);
+    bool timed_out = which.len == 1 && which.ptr[0] == 1;
+    net_echo_list_u32_free(&which);
+    wasi_io_poll_pollable_drop_own(ready);
+    wasi_io_poll_pollable_drop_own(timer);
+    return timed_out;
+}
+
+/* The next datagram of `in`, waiting for one (until `deadline`, when given). The caller
+ * frees it. */
 static wasi_sockets_udp_incoming_datagram_t receive_one(
-    wasi_sockets_udp_own_incoming_datagram_stream_t in) {
+    wasi_sockets_udp_own_incoming_datagram_stream_t in, const uint64_t *deadline) {
     wasi_sockets_udp_borrow_incoming_datagram_stream_t stream =
         wasi_sockets_udp_borrow_incoming_datagram_stream(in);
     for (;;) {
@@ -290,7 +319,9 @@ static wasi_sockets_udp_incoming_datagram_t receive_one(
             return datagram;
         }
         wasi_sockets_udp_list_incoming_datagram_free(&got);
-        wait_for(wasi_sockets_udp_method_incoming_datagram_stream_subscribe(stream));
+        if (wait_for_datagram(stream, deadline)) {
+            fail("receive", WASI_SOCKETS_NETWORK_ERROR_CODE_TIMEOUT);
+        }
     }
 }
 
@@ -340,7 +371,7 @@ static void udp_serve(network_t network, uint16_t port, unsigned long count) {
     printf("bound to %u\n", port);
     fflush(stdout);
     for (unsigned long served = 0; count == 0 || served < count; served++) {
-        wasi_sockets_udp_incoming_datagram_t datagram = receive_one(streams.f0);
+        wasi_sockets_udp_incoming_datagram_t datagram = receive_one(streams.f0, NULL);
         char reply[1100];
         int shown = (int)(datagram.data.len > 1024 ? 1024 : datagram.data.len);
         int len =
@@ -366,7 +397,8 @@ static void udp_send(network_t network, const char *host, uint16_t port, const c
         fail("stream", err);
     }
     send_one(streams.f1, (const uint8_t *)message, strlen(message), NULL);
-    wasi_sockets_udp_incoming_datagram_t datagram = receive_one(streams.f0);
+    uint64_t deadline = wasi_clocks_monotonic_clock_now() + UDP_ANSWER_WAIT_NS;
+    wasi_sockets_udp_incoming_datagram_t datagram = receive_one(streams.f0, &deadline);
     uint16_t from = datagram.remote_address.tag == WASI_SOCKETS_NETWORK_IP_SOCKET_ADDRESS_IPV4
                         ? datagram.remote_address.val.ipv4.port
                         : datagram.remote_address.val.ipv6.port;

@@ -1,45 +1,60 @@
-//! `HOME` for a spec that does not set it, as runc sets it: the home directory of the spec's
-//! uid in the container's own `/etc/passwd`, or `/` when the file or the entry is missing.
-//! Neither docker nor CRI nor ctr put `HOME` in the spec; under runc every container
-//! process has it all the same, and programs rely on it (a home-relative config or cache
-//! path, Python's `expanduser`, Rust's `home_dir`).
+//! `HOME` for a spec that does not set it (or sets it empty), as runc sets it: the home
+//! directory of the spec's uid in the container's own `/etc/passwd`, or `/` when the file or
+//! the entry is missing. Neither docker nor CRI nor ctr put `HOME` in the spec; under runc
+//! every container process has it all the same, and programs rely on it (a home-relative
+//! config or cache path, Python's `expanduser`, Rust's `home_dir`).
+//!
+//! The file is read where runc reads it: in the container's own root, once the process is
+//! there, so a client's bind mount of `/etc/passwd` (`docker run -v /etc/passwd:...`) or a
+//! tmpfs at `/etc` counts, as they do for runc.
 
 use std::io::Read;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::Mode;
-
-use crate::PreopenPlan;
 
 /// What runc falls back to: the root of the container.
 const DEFAULT_HOME: &str = "/";
 
 /// How much of `/etc/passwd` is read: far more than any real one, and a bound on what an
-/// image can make Create read.
+/// image can make a start read.
 const PASSWD_LIMIT: u64 = 1 << 20;
 
-/// The home directory of `uid` as the program's filesystem (`preopens`) has it.
-pub(crate) fn home_of(preopens: &PreopenPlan, uid: u32) -> String {
-    read_passwd(preopens)
+/// The home directory of `uid` in the `/etc/passwd` under `root` (the process's own root
+/// once it is the container's; a directory in tests): what `HOME` defaults to.
+pub(crate) fn home_of(root: &Path, uid: u32) -> String {
+    read_passwd(root)
         .and_then(|passwd| home_in(&passwd, uid))
         .unwrap_or_else(|| DEFAULT_HOME.to_string())
 }
 
-/// The container's `/etc/passwd`, opened inside the preopen that holds it as if that were
-/// `/` (an image's symlink cannot lead to a host file), never blocking on a FIFO. `None`
-/// when there is none or it cannot be read.
-fn read_passwd(preopens: &PreopenPlan) -> Option<String> {
-    let (preopen, relative) = preopens.locate("/etc/passwd")?;
-    let root = std::fs::File::open(&preopen.host).ok()?;
-    let how = OpenHow::new()
-        .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOCTTY | OFlag::O_NONBLOCK)
-        .mode(Mode::empty())
-        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-    let fd = nix::fcntl::openat2(std::os::fd::AsRawFd::as_raw_fd(&root), relative, how).ok()?;
-    // SAFETY: openat2 returned a fresh descriptor that nothing else owns.
-    let file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
-    if !file.metadata().ok()?.is_file() {
+/// `etc/passwd` under `root`, resolved as if `root` were `/` (an image's symlink cannot lead
+/// out of it). `None` when there is none, it is not a regular file, or it cannot be read.
+fn read_passwd(root: &Path) -> Option<String> {
+    let root = std::fs::File::open(root).ok()?;
+    let open = |flags: OFlag| -> Option<std::fs::File> {
+        let how = OpenHow::new()
+            .flags(flags | OFlag::O_CLOEXEC)
+            .mode(Mode::empty())
+            .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+        let fd = nix::fcntl::openat2(root.as_raw_fd(), "etc/passwd", how).ok()?;
+        // SAFETY: openat2 returned a fresh descriptor that nothing else owns.
+        Some(std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+    };
+    // Looked at (O_PATH) before it is opened for reading: the process is still privileged,
+    // and opening a device node an image put there (a watchdog, say) would act on it. The
+    // second open must find the same regular file (O_NONBLOCK: never waiting on a FIFO
+    // swapped in meanwhile).
+    let seen = open(OFlag::O_PATH)?.metadata().ok()?;
+    if !seen.is_file() {
+        return None;
+    }
+    let file = open(OFlag::O_RDONLY | OFlag::O_NOCTTY | OFlag::O_NONBLOCK)?;
+    let opened = file.metadata().ok()?;
+    if !opened.is_file() || (opened.dev(), opened.ino()) != (seen.dev(), seen.ino()) {
         return None;
     }
     let mut bytes = Vec::new();
@@ -85,18 +100,14 @@ mod tests {
         assert_eq!(home_in("", 0), None);
     }
 
-    fn plan_of(rootfs: &std::path::Path) -> PreopenPlan {
-        PreopenPlan::from_mounts(rootfs, false, &[]).unwrap()
-    }
-
     #[test]
     fn the_passwd_of_the_rootfs_is_read_and_a_missing_one_gives_the_root() {
         let rootfs = tempfile::tempdir().unwrap();
-        assert_eq!(home_of(&plan_of(rootfs.path()), 0), "/");
+        assert_eq!(home_of(rootfs.path(), 0), "/");
         std::fs::create_dir(rootfs.path().join("etc")).unwrap();
         std::fs::write(rootfs.path().join("etc/passwd"), PASSWD).unwrap();
-        assert_eq!(home_of(&plan_of(rootfs.path()), 1000), "/home/app");
-        assert_eq!(home_of(&plan_of(rootfs.path()), 4242), "/");
+        assert_eq!(home_of(rootfs.path(), 1000), "/home/app");
+        assert_eq!(home_of(rootfs.path(), 4242), "/");
     }
 
     #[test]
@@ -108,14 +119,27 @@ mod tests {
         // Resolved in the rootfs, the link's target is <rootfs>/<host dir>/passwd: missing.
         std::os::unix::fs::symlink(host.path().join("passwd"), rootfs.path().join("etc/passwd"))
             .unwrap();
-        assert_eq!(home_of(&plan_of(rootfs.path()), 0), "/");
+        assert_eq!(home_of(rootfs.path(), 0), "/");
     }
 
     #[test]
-    fn a_fifo_is_not_waited_on() {
+    fn a_fifo_or_a_device_is_not_opened() {
         let rootfs = tempfile::tempdir().unwrap();
         std::fs::create_dir(rootfs.path().join("etc")).unwrap();
         nix::unistd::mkfifo(&rootfs.path().join("etc/passwd"), Mode::S_IRWXU).unwrap();
-        assert_eq!(home_of(&plan_of(rootfs.path()), 0), "/");
+        assert_eq!(home_of(rootfs.path(), 0), "/");
+        // /dev/null stands for any device: looked at, never opened for reading.
+        std::fs::remove_file(rootfs.path().join("etc/passwd")).unwrap();
+        std::os::unix::fs::symlink("/dev/null", rootfs.path().join("etc/passwd")).unwrap();
+        let dev = rootfs.path().join("dev");
+        std::fs::create_dir(&dev).unwrap();
+        nix::sys::stat::mknod(
+            &dev.join("null"),
+            nix::sys::stat::SFlag::S_IFCHR,
+            Mode::from_bits_truncate(0o666),
+            nix::sys::stat::makedev(1, 3),
+        )
+        .unwrap();
+        assert_eq!(home_of(rootfs.path(), 0), "/");
     }
 }

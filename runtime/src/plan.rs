@@ -15,6 +15,9 @@ pub struct WasiPlan {
     pub args: Vec<String>,
     /// Environment, `KEY=VALUE` split at the first `=`.
     pub env: Vec<(String, String)>,
+    /// The spec's uid: whose home `HOME` defaults to once the program is in the
+    /// container's root (see [`crate::Program::enter_own_root`]).
+    pub uid: u32,
     /// Initial working directory (absolute, inside the container): where relative paths
     /// resolve (see `working_directory`), `PWD`, and a component's `initial-cwd`.
     pub cwd: String,
@@ -94,14 +97,10 @@ impl WasiPlan {
         let mounts = spec.mounts().clone().unwrap_or_default();
         let mut preopens = PreopenPlan::from_mounts(rootfs, read_only, &mounts)?;
         AccessPolicy::from_annotations(spec.annotations().as_ref())?.apply(&mut preopens)?;
-        // After the access policy: HOME comes from the /etc/passwd the program can see.
-        if !env.iter().any(|(k, _)| k == "HOME") {
-            let home = crate::home::home_of(&preopens, process.user().uid());
-            env.push(("HOME".to_string(), home));
-        }
         Ok(WasiPlan {
             args,
             env,
+            uid: process.user().uid(),
             cwd,
             preopens,
             entrypoint,

@@ -307,10 +307,19 @@ impl Program {
     /// Moves the program's view into its own mount namespace, once the calling process's
     /// root is the container's rootfs `rootfs` (as it was named before pivot_root) and the
     /// plan's mounts are bound at their destinations: from here on its directories are
-    /// reached by their paths inside the container, never through the host's.
+    /// reached by their paths inside the container, never through the host's. Also where
+    /// `HOME` gets its default, as runc gives it inside the container.
     pub fn enter_own_root(&mut self, rootfs: &Path) -> Result<(), RuntimeError> {
         self.plan.preopens = self.plan.preopens.relocated(rootfs);
         self.pinned = self.plan.preopens.pin_in_own_root(&self.plan.cwd)?;
+        // runc's rule, from the /etc/passwd of this root (see `home`): a spec without HOME,
+        // or with an empty one, gets the home of its uid.
+        let env = &mut self.plan.env;
+        env.retain(|(k, v)| !(k == "HOME" && v.is_empty()));
+        if !env.iter().any(|(k, _)| k == "HOME") {
+            let home = crate::home::home_of(Path::new("/"), self.plan.uid);
+            env.push(("HOME".to_string(), home));
+        }
         Ok(())
     }
 

@@ -254,7 +254,8 @@ fn file_permissions_apply_to_the_spec_user() {
 }
 
 /// `HOME`, which no client puts in the spec, is what runc gives a process: the home of the
-/// spec's uid in the image's /etc/passwd, `/` without an entry; a spec's own `HOME` wins.
+/// spec's uid in the container's /etc/passwd (the image's, or a file the client binds over
+/// it), `/` without an entry; a spec's own `HOME` wins unless it is empty.
 #[test]
 fn home_is_the_spec_users_home_in_the_images_passwd() {
     let containerd = Containerd::start().unwrap();
@@ -277,17 +278,23 @@ fn home_is_the_spec_users_home_in_the_images_passwd() {
     };
     let as_root = containerd.run_rootfs(&[], rootfs.path(), "home-root", &["/printenv.wasm"]);
     assert_eq!(home_of(as_root), ["/root"]);
-    let run_as = |id: &str, uid: u32| {
+    let run_as = |id: &str, uid: u32, binds: &[(&Path, &str)]| {
         let spec = UserSpec::new(
             rootfs.path(),
             &["/printenv.wasm"],
             json!({"uid": uid, "gid": uid}),
-            &[],
+            binds,
         );
         spec.ctr(&containerd, "--rm", id)
     };
-    assert_eq!(home_of(run_as("home-app", 1000)), ["/home/app"]);
-    assert_eq!(home_of(run_as("home-nobody", 4242)), ["/"]);
+    assert_eq!(home_of(run_as("home-app", 1000, &[])), ["/home/app"]);
+    assert_eq!(home_of(run_as("home-nobody", 4242, &[])), ["/"]);
+    // `docker run -u UID -v /etc/passwd:/etc/passwd:ro`: the bound file is the one read.
+    let host = tempfile::tempdir().unwrap();
+    let passwd = host.path().join("passwd");
+    std::fs::write(&passwd, "app:x:1000:1000::/from-the-bind:/bin/sh\n").unwrap();
+    let bound = run_as("home-bound", 1000, &[(&passwd, "/etc/passwd")]);
+    assert_eq!(home_of(bound), ["/from-the-bind"]);
     let own = containerd.run_rootfs(
         &["--env", "HOME=/custom"],
         rootfs.path(),
@@ -295,6 +302,13 @@ fn home_is_the_spec_users_home_in_the_images_passwd() {
         &["/printenv.wasm"],
     );
     assert_eq!(home_of(own), ["/custom"]);
+    let empty = containerd.run_rootfs(
+        &["--env", "HOME="],
+        rootfs.path(),
+        "home-empty",
+        &["/printenv.wasm"],
+    );
+    assert_eq!(home_of(empty), ["/root"]);
 }
 
 #[test]

@@ -326,6 +326,20 @@ fn a_command_component_makes_http_requests_from_its_containers_network() {
     let url = format!("http://{}/greeting", listener.local_addr().unwrap());
     let server = std::thread::spawn(move || answer_one_request(listener, "hello from the host\n"));
 
+    // First a container with a network of its own, while the host's server listens: it
+    // must not reach it (were it to, the server would answer it, and this would fail).
+    let isolated = containerd.run_rootfs(
+        &[],
+        rootfs.path(),
+        "http-get-own",
+        &["/http-get.wasm", &url],
+    );
+    assert_eq!(
+        (isolated.code, isolated.stderr.as_str()),
+        (1, "http-get: response: 6 connection-refused\n"),
+        "{isolated:?}"
+    );
+
     let shared = containerd.run_rootfs(
         &["--net-host"],
         rootfs.path(),
@@ -340,18 +354,6 @@ fn a_command_component_makes_http_requests_from_its_containers_network() {
     );
     let head = server.join().unwrap().unwrap();
     assert!(head.starts_with("GET /greeting HTTP/1.1\r\n"), "{head:?}");
-
-    let isolated = containerd.run_rootfs(
-        &[],
-        rootfs.path(),
-        "http-get-own",
-        &["/http-get.wasm", &url],
-    );
-    assert_eq!(
-        (isolated.code, isolated.stderr.as_str()),
-        (1, "http-get: response: 6 connection-refused\n"),
-        "{isolated:?}"
-    );
 }
 
 /// The host's resolver answers from the image's files but never loads a library from the
