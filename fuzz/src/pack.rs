@@ -139,6 +139,9 @@ pub fn check(input: &ImageInput) {
         env: render(&input.env),
         workdir: input.workdir.render(),
         files,
+        // One layer, which `check_archive` reads back; the layer-per-file form (the packer's
+        // `--layer-per-file`, for tests of many-layer images) is not fuzzed.
+        layer_per_file: false,
     };
     let mut archive = Vec::new();
     match write_archive(&spec, &mut archive) {
