@@ -122,6 +122,43 @@ mod tests {
         assert_eq!(home_of(rootfs.path(), 0), "/");
     }
 
+    /// How many times `path` was opened for reading or writing (an inotify `IN_OPEN` watch)
+    /// while `f` ran.
+    fn opens_during(path: &std::path::Path, f: impl FnOnce()) -> usize {
+        use std::os::unix::ffi::OsStrExt;
+        let name = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+        // SAFETY: plain libc calls on a descriptor this test owns and a valid C string.
+        unsafe {
+            let fd = libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC);
+            assert!(fd >= 0);
+            assert!(libc::inotify_add_watch(fd, name.as_ptr(), libc::IN_OPEN) >= 0);
+            f();
+            let mut buf = [0u8; 4096];
+            let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+            libc::close(fd);
+            let event = std::mem::size_of::<libc::inotify_event>() as isize;
+            if n < 0 {
+                0
+            } else {
+                (n / event) as usize
+            }
+        }
+    }
+
+    #[test]
+    fn a_regular_passwd_is_opened_once_and_a_fifo_never() {
+        let rootfs = tempfile::tempdir().unwrap();
+        std::fs::create_dir(rootfs.path().join("etc")).unwrap();
+        let passwd = rootfs.path().join("etc/passwd");
+        std::fs::write(&passwd, PASSWD).unwrap();
+        let opens = opens_during(&passwd, || assert_eq!(home_of(rootfs.path(), 0), "/root"));
+        assert_eq!(opens, 1, "the O_PATH look is not an open");
+        std::fs::remove_file(&passwd).unwrap();
+        nix::unistd::mkfifo(&passwd, Mode::S_IRWXU).unwrap();
+        let opens = opens_during(&passwd, || assert_eq!(home_of(rootfs.path(), 0), "/"));
+        assert_eq!(opens, 0);
+    }
+
     #[test]
     fn a_fifo_or_a_device_is_not_opened() {
         let rootfs = tempfile::tempdir().unwrap();
@@ -140,6 +177,9 @@ mod tests {
             nix::sys::stat::makedev(1, 3),
         )
         .unwrap();
-        assert_eq!(home_of(rootfs.path(), 0), "/");
+        let opens = opens_during(&dev.join("null"), || {
+            assert_eq!(home_of(rootfs.path(), 0), "/")
+        });
+        assert_eq!(opens, 0);
     }
 }
