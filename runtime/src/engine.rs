@@ -5,7 +5,7 @@ use wasmtime::{
 };
 
 use crate::error::EngineError;
-use crate::host::{ComponentHost, Host, HttpHost};
+use crate::host::{ComponentHost, Host};
 
 /// Which compiler made a program's code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -185,7 +185,7 @@ pub(crate) const MAX_CONCURRENT_REQUESTS: u32 = 1000;
 /// An engine and linker HTTP components are served with.
 pub(crate) struct Serving {
     pub(crate) engine: Engine,
-    pub(crate) linker: wasmtime::component::Linker<HttpHost>,
+    pub(crate) linker: wasmtime::component::Linker<ComponentHost>,
 }
 
 static SERVING: OnceLock<Result<Serving, EngineError>> = OnceLock::new();

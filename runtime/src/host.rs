@@ -112,9 +112,11 @@ impl ResourceLimiter for GaugeLimiter {
     }
 }
 
-/// Per-instance state of a command component: WASI preview 2, wasi:http for the requests
-/// it makes (a wasip2 program's HTTP client: JavaScript's `fetch`, Rust's `wstd`; it leaves
-/// from the container's network namespace as its sockets do), its resource table.
+/// Per-instance state of a component, a command's run or one request to an HTTP handler
+/// alike: WASI preview 2 (stdio, clocks, random, the preopens), wasi:http (the request
+/// served, and the requests it makes: JavaScript's `fetch`, Rust's `wstd`; they leave from
+/// the container's network namespace as its sockets do), the resource table, and the
+/// container's memory account.
 pub(crate) struct ComponentHost {
     pub(crate) ctx: WasiCtx,
     pub(crate) http: WasiHttpCtx,
@@ -132,34 +134,6 @@ impl WasiView for ComponentHost {
 }
 
 impl WasiHttpView for ComponentHost {
-    fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView {
-            ctx: &mut self.http,
-            table: &mut self.table,
-            hooks: Default::default(),
-        }
-    }
-}
-
-/// Per-request state: WASI for the component's stdio, clocks and random, wasi:http for the
-/// request itself, and the container's memory account.
-pub(crate) struct HttpHost {
-    pub(crate) ctx: WasiCtx,
-    pub(crate) http: WasiHttpCtx,
-    pub(crate) table: ResourceTable,
-    pub(crate) limits: GaugeLimiter,
-}
-
-impl WasiView for HttpHost {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.ctx,
-            table: &mut self.table,
-        }
-    }
-}
-
-impl WasiHttpView for HttpHost {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
         WasiHttpCtxView {
             ctx: &mut self.http,

@@ -32,7 +32,7 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpView};
 
-use crate::host::{new_store, GaugeLimiter, HttpHost, WasiContextError};
+use crate::host::{new_store, ComponentHost, GaugeLimiter, WasiContextError};
 use crate::upgrade::UpgradeError;
 use crate::wasi_stdio::Output;
 use crate::{Controls, ExitStatus, RuntimeError};
@@ -99,7 +99,7 @@ pub(crate) type ContextFactory = dyn Fn() -> Result<WasiCtx, WasiContextError> +
 
 /// Loads and links the optimized code a server on baseline code switches to.
 pub(crate) type LoadOptimized =
-    Box<dyn FnOnce() -> Result<ProxyPre<HttpHost>, OptimizedCodeError> + Send>;
+    Box<dyn FnOnce() -> Result<ProxyPre<ComponentHost>, OptimizedCodeError> + Send>;
 
 /// Why a server on baseline code stays on it: the optimized code it was offered did not
 /// load, or does not link.
@@ -116,14 +116,14 @@ pub(crate) enum OptimizedCodeError {
 /// The code a server starts with: its linked component and, when that is baseline code,
 /// how to load the optimized code once `Controls::upgrade` offers it.
 pub(crate) struct ServedCode {
-    pub(crate) pre: ProxyPre<HttpHost>,
+    pub(crate) pre: ProxyPre<ComponentHost>,
     pub(crate) optimized: Option<LoadOptimized>,
 }
 
 /// What every request of one server needs.
 struct RequestHandler {
     /// The template of each request's instance; replaced (once) by optimized code.
-    pre: RwLock<ProxyPre<HttpHost>>,
+    pre: RwLock<ProxyPre<ComponentHost>>,
     new_ctx: Box<ContextFactory>,
     controls: Controls,
     stderr: Option<Output>,
@@ -260,7 +260,7 @@ impl RequestHandler {
     /// leaves the server on its baseline code, which works.
     fn switch(
         &self,
-        loaded: Result<Result<ProxyPre<HttpHost>, OptimizedCodeError>, tokio::task::JoinError>,
+        loaded: Result<Result<ProxyPre<ComponentHost>, OptimizedCodeError>, tokio::task::JoinError>,
     ) {
         match loaded {
             Ok(Ok(pre)) => {
@@ -306,7 +306,7 @@ impl RequestHandler {
         &self,
         request: hyper::Request<Incoming>,
     ) -> wasmtime::Result<hyper::Response<HyperOutgoingBody>> {
-        let host = HttpHost {
+        let host = ComponentHost {
             // As a message: the request's log line and stderr show its text, as they always
             // have, and the text already holds the causes.
             ctx: (self.new_ctx)().map_err(|e| wasmtime::Error::msg(e.to_string()))?,

@@ -14,7 +14,7 @@ use crate::artifact::Artifact;
 use crate::cache::{compile_cache, CompileCache};
 use crate::engine::{serving_of, shared_of, EngineFamily, Serving, Shared, Tier};
 use crate::error::EngineError;
-use crate::host::{ComponentHost, Host, HttpHost};
+use crate::host::{ComponentHost, Host};
 use crate::http::ServeSettings;
 use crate::optimizer::PendingOptimization;
 use crate::preopen::PinnedPreopens;
@@ -56,7 +56,7 @@ pub(crate) enum Compiled {
     Component { pre: CommandPre<ComponentHost> },
     /// An HTTP handler component: serve it, one instance per request.
     Http {
-        pre: ProxyPre<HttpHost>,
+        pre: ProxyPre<ComponentHost>,
         settings: ServeSettings,
     },
 }
@@ -455,7 +455,7 @@ pub(crate) fn proxy_pre(
     guest_path: &str,
     component: &Component,
     serving: &Serving,
-) -> Result<ProxyPre<HttpHost>, RuntimeError> {
+) -> Result<ProxyPre<ComponentHost>, RuntimeError> {
     let pre = serving.linker.instantiate_pre(component).map_err(|e| {
         RuntimeError::InvalidProgram(format!(
             "{guest_path} cannot be linked as an HTTP handler (wasi:http/proxy): {e:#}"
