@@ -232,6 +232,18 @@ impl PreopenPlan {
         }
     }
 
+    /// Adds a tmpfs the host mounted at `guest` of its own accord (a container's `/dev`,
+    /// which holds its device nodes): a writable preopen once relocated, as the spec's
+    /// tmpfs mounts are, so that writes to `/dev/null` reach it even under a read-only `/`.
+    pub fn add_host_tmpfs(&mut self, guest: &str) {
+        if !self.tmpfs.iter().any(|t| t.guest == guest) {
+            self.tmpfs.push(TmpfsMount {
+                guest: guest.to_string(),
+                options: Vec::new(),
+            });
+        }
+    }
+
     /// What the program itself sees: every preopen, less the rootfs when it is hidden.
     pub fn visible(&self) -> impl Iterator<Item = &Preopen> {
         let skip = usize::from(self.rootfs_hidden);
@@ -514,6 +526,26 @@ mod tests {
             (Path::new("/scratch"), "a/b", false)
         );
         assert!(relocated.locate("/cache/x").unwrap().0.read_only);
+        // The host's own /dev tmpfs (the shim's device nodes), once: a writable preopen of
+        // its own, under a read-only rootfs.
+        let mut with_dev = plan.clone();
+        with_dev.add_host_tmpfs("/dev");
+        with_dev.add_host_tmpfs("/dev");
+        let relocated = with_dev.relocated(Path::new("/rootfs"));
+        let (dev, rest) = relocated.locate("/dev/null").unwrap();
+        assert_eq!(
+            (dev.host.as_path(), dev.guest.as_str(), rest, dev.read_only),
+            (Path::new("/dev"), "/dev", "null", false)
+        );
+        assert!(relocated.locate("/x").unwrap().0.read_only);
+        assert_eq!(
+            relocated
+                .preopens
+                .iter()
+                .filter(|p| p.guest == "/dev")
+                .count(),
+            1
+        );
         // At one destination the later mount wins, as it is mounted on top (ctr adds its
         // `--mount`s after the default `/run`).
         let dir = tempfile::tempdir().unwrap();

@@ -329,6 +329,12 @@ impl Program {
         self.plan.preopens.leave_out_tmpfs(guest, why);
     }
 
+    /// Adds the tmpfs the host mounted at `guest` of its own accord, before
+    /// [`Program::enter_own_root`] (see [`crate::PreopenPlan::add_host_tmpfs`]).
+    pub fn add_host_tmpfs(&mut self, guest: &str) {
+        self.plan.preopens.add_host_tmpfs(guest);
+    }
+
     /// The plan the program was loaded from.
     pub fn plan(&self) -> &WasiPlan {
         &self.plan

@@ -11,6 +11,7 @@
 //! and only then makes threads and runs guest code. Its exit status is the program's.
 
 mod confine;
+mod devices;
 mod exit_report;
 mod name_service;
 mod namespaces;
@@ -203,16 +204,24 @@ fn prepare(launch: &Launch, control: &UnixStream, upgrade: &CodeUpgrade) -> Shim
     let plan = WasiPlan::from_spec(&launch.spec, &launch.rootfs)?;
     let mut program = Program::load(plan)?;
     let loaded = started.elapsed();
-    match joinable {
-        Some(joinable) => joinable.join()?,
+    let dev = match joinable {
+        Some(joinable) => {
+            joinable.join()?;
+            root::has_device_tmpfs()
+        }
         None => {
-            let left_out =
-                root::pivot_into(&launch.rootfs, &program.plan().preopens, &launch.spec)?;
-            for (guest, why) in left_out {
+            let pivoted = root::pivot_into(&launch.rootfs, &program.plan().preopens, &launch.spec)?;
+            for (guest, why) in pivoted.left_out {
                 log::warn!("{}: tmpfs {guest} left out: {why}", launch.name);
                 program.leave_out_tmpfs(&guest, why);
             }
+            pivoted.dev
         }
+    };
+    // A preopen of its own: writable, whatever the rootfs is (as `/dev` is a mount of its
+    // own under runc), so `/dev/null` takes writes under `--read-only` too.
+    if dev {
+        program.add_host_tmpfs("/dev");
     }
     program.enter_own_root(&launch.rootfs)?;
     // After the load, which may write a compile cache entry (a small RLIMIT_FSIZE must not

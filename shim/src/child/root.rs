@@ -3,8 +3,9 @@
 //! After this the process's whole filesystem is the rootfs with the spec's bind mounts and
 //! tmpfs mounts at their destinations: nothing of the host is reachable, even by an absolute
 //! path, even by code that escaped the wasm sandbox. The program's preopens are then opened
-//! inside it (`Program::enter_own_root`). Kernel filesystems (`/proc`, `/sys`, `/dev`) are not
-//! mounted: no WASI call needs them.
+//! inside it (`Program::enter_own_root`). Kernel filesystems (`/proc`, `/sys`, devpts,
+//! mqueue) are not mounted: no WASI call needs them. `/dev` is the spec's tmpfs with the
+//! device nodes runc would make, and no other node opens (see `devices`).
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
@@ -19,6 +20,7 @@ use nix::sys::stat::Mode;
 use oci_spec::runtime::Spec;
 use runtime::{Preopen, PreopenPlan, TmpfsMount};
 
+use crate::child::devices;
 use crate::error::{ShimError, ShimResult};
 use crate::mount_options::parse_options;
 
@@ -28,21 +30,26 @@ enum MountSource<'a> {
     Bind(&'a Preopen),
     /// A tmpfs of the container's own.
     Tmpfs(&'a TmpfsMount),
+    /// The spec's tmpfs at `/dev`, where the container's device nodes go (see `devices`).
+    Dev(&'a TmpfsMount),
+}
+
+/// What [`pivot_into`] made of the spec's mounts.
+pub struct Pivoted {
+    /// The tmpfs mounts left out, with why: a read-only rootfs (`ctr run --read-only`
+    /// mounts a read-only view of the image) with no directory for one, where runc would
+    /// fail the start. This shim ran such containers before it mounted tmpfs, and still does.
+    pub left_out: Vec<(String, String)>,
+    /// Whether the spec's `/dev` tmpfs was mounted, with the device nodes in it.
+    pub dev: bool,
 }
 
 /// Makes a mount namespace whose root is `rootfs`, with the directories `preopens` holds
-/// outside it bound at their destinations, its tmpfs mounts made there, the spec's file
-/// bind mounts (docker's `/etc/hosts`, `/etc/resolv.conf`) where they can be, and the
-/// working directory made if missing, as runc makes it.
-///
-/// Returns the tmpfs mounts left out, with why: a read-only rootfs (`ctr run --read-only`
-/// mounts a read-only view of the image) with no directory for one, where runc would fail
-/// the start. This shim ran such containers before it mounted tmpfs, and still does.
-pub fn pivot_into(
-    rootfs: &Path,
-    preopens: &PreopenPlan,
-    spec: &Spec,
-) -> ShimResult<Vec<(String, String)>> {
+/// outside it bound at their destinations, its tmpfs mounts made there, the spec's `/dev`
+/// tmpfs with the container's device nodes (see `devices`), the spec's file bind mounts
+/// (docker's `/etc/hosts`, `/etc/resolv.conf`) where they can be, and the working directory
+/// made if missing, as runc makes it.
+pub fn pivot_into(rootfs: &Path, preopens: &PreopenPlan, spec: &Spec) -> ShimResult<Pivoted> {
     let mut left_out = Vec::new();
     unshare(CloneFlags::CLONE_NEWNS)
         .map_err(|e| ShimError::internal("making a mount namespace", e))?;
@@ -62,23 +69,35 @@ pub fn pivot_into(
     // image's symlinks resolve within it, so a link to `/etc` makes nothing on the host.
     let root = open_in_root(None, rootfs, OFlag::O_DIRECTORY)
         .map_err(|e| ShimError::internal(format!("opening the rootfs {}", rootfs.display()), e))?;
+    let dev = devices::dev_tmpfs(spec).map(|options| TmpfsMount {
+        guest: "/dev".to_string(),
+        options,
+    });
     // Parents before what goes inside them (a tmpfs at /data, a bind at /data/in), in
     // whatever order the spec lists them; otherwise in the spec's order (a stable sort).
-    let mut mounts: Vec<(&str, MountSource)> = preopens
-        .outside(rootfs)
-        .map(|p| (p.guest.as_str(), MountSource::Bind(p)))
+    let mut mounts: Vec<(&str, MountSource)> = dev
+        .iter()
+        .map(|d| (d.guest.as_str(), MountSource::Dev(d)))
         .chain(
             preopens
-                .tmpfs
-                .iter()
-                .map(|t| (t.guest.as_str(), MountSource::Tmpfs(t))),
+                .outside(rootfs)
+                .map(|p| (p.guest.as_str(), MountSource::Bind(p)))
+                .chain(
+                    preopens
+                        .tmpfs
+                        .iter()
+                        .map(|t| (t.guest.as_str(), MountSource::Tmpfs(t))),
+                ),
         )
         .collect();
     mounts.sort_by_key(|(guest, _)| Path::new(guest).components().count());
+    // Each mount made, found again at its destination (see `devices`).
+    let mut tops = Vec::new();
+    let mut dev_top = None;
     for (guest, source) in mounts {
         let target = match make_dir_in(&root, guest) {
             Ok(target) => target,
-            Err(Errno::EROFS) if matches!(source, MountSource::Tmpfs(_)) => {
+            Err(Errno::EROFS) if !matches!(source, MountSource::Bind(_)) => {
                 left_out.push((
                     guest.to_string(),
                     "a read-only rootfs has no directory for it".to_string(),
@@ -103,10 +122,25 @@ pub fn pivot_into(
                     remount_read_only(&fd_path(&top))?;
                 }
             }
-            MountSource::Tmpfs(tmpfs) => mount_tmpfs(&fd_path(&target), tmpfs)?,
+            MountSource::Tmpfs(tmpfs) | MountSource::Dev(tmpfs) => {
+                mount_tmpfs(&fd_path(&target), tmpfs)?
+            }
+        }
+        let top = open_in_root(Some(&root), Path::new(guest), OFlag::O_DIRECTORY)
+            .map_err(|e| ShimError::internal(format!("finding the mount at {guest}"), e))?;
+        if matches!(source, MountSource::Dev(_)) {
+            dev_top = Some(top);
+        } else {
+            tops.push(top);
         }
     }
     bind_files(&root, spec);
+    // No node in the image or a bound directory opens; those made in /dev do.
+    devices::forbid_nodes(&root, &tops)?;
+    if let Some(dev) = &dev_top {
+        devices::allow_nodes(dev)?;
+        devices::make_nodes(dev, spec)?;
+    }
     // Best effort, as a missing one only means relative paths resolve at `/`.
     if let Some(cwd) = spec
         .process()
@@ -133,7 +167,27 @@ pub fn pivot_into(
     if read_only {
         remount_read_only(Path::new("/"))?;
     }
-    Ok(left_out)
+    Ok(Pivoted {
+        left_out,
+        dev: dev_top.is_some(),
+    })
+}
+
+/// An `O_PATH` descriptor of the directory `path` on the host (for tests).
+#[cfg(test)]
+pub(crate) fn open_directory(path: &Path) -> Result<OwnedFd, Errno> {
+    open_in_root(None, path, OFlag::O_DIRECTORY)
+}
+
+/// Whether this process's root has the container's `/dev` tmpfs (an exec, in the main
+/// process's mount namespace, asks): a mount of its own at `/dev`, with `/dev/null` in it.
+pub fn has_device_tmpfs() -> bool {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let (Ok(root), Ok(dev)) = (std::fs::metadata("/"), std::fs::metadata("/dev")) else {
+        return false;
+    };
+    root.dev() != dev.dev()
+        && std::fs::symlink_metadata("/dev/null").is_ok_and(|m| m.file_type().is_char_device())
 }
 
 /// Mounts a tmpfs with the spec's options at `target`. Options the kernel refuses (a bad

@@ -67,6 +67,9 @@ fn a_tmpfs_mount_is_scratch_space_on_a_read_only_rootfs() {
     // The rootfs itself stays read-only.
     let root = exec("o", &["/filetool.wasm", "write", "/outside.txt", "nope"]);
     assert_eq!(root.code, 1, "{root:?}");
+    // An exec has the container's /dev too, writable under the read-only rootfs.
+    let null = exec("n", &["/filetool.wasm", "write", "/dev/null", "gone"]);
+    assert_eq!(null.code, 0, "{null:?}");
     // The tmpfs is the container's alone: its mount point is in the rootfs (as runc makes
     // one), the file is not, and the host has no such mount.
     assert!(rootfs.path().join("scratch").is_dir());
@@ -159,7 +162,6 @@ fn host_files_outside_the_rootfs_and_mounts_are_invisible() {
         "/../../../etc/passwd",
         "/passwd-link",
         "/etc-link/passwd",
-        "/dev/null",
     ];
     for (i, path) in probes.iter().enumerate() {
         let out = containerd.run_rootfs(
@@ -177,7 +179,7 @@ fn host_files_outside_the_rootfs_and_mounts_are_invisible() {
     assert_eq!(ls.code, 0, "{ls:?}");
     assert_eq!(
         ls.stdout,
-        "etc-link\nfiletool.wasm\ninside.txt\npasswd-link\nrun\n"
+        "dev\netc-link\nfiletool.wasm\ninside.txt\npasswd-link\nrun\n"
     );
 }
 
@@ -227,4 +229,104 @@ fn an_image_of_a_hundred_layers_runs_with_every_layer_in_its_root() {
     }
     let mounts = containerd.mounts();
     assert!(mounts.is_empty(), "mounts left: {mounts:?}");
+}
+
+/// runc's device policy: the spec's `/dev` tmpfs holds the standard nodes and the spec's
+/// devices, and no other node opens: not one an image carries (here a `null` of the
+/// image's own, mode 0666), whose writes under no such policy would go to the device.
+/// Writing to `/dev/null` discards instead of making a file in the rootfs, also with a
+/// read-only rootfs, which still refuses other writes.
+#[test]
+fn dev_holds_the_standard_nodes_and_no_other_node_opens() {
+    use std::os::unix::fs::FileTypeExt;
+    let containerd = Containerd::start().unwrap();
+    let rootfs = rootfs_with(&["filetool"]).unwrap();
+    let image_node = rootfs.path().join("imgnull");
+    let made = std::process::Command::new("mknod")
+        .args(["-m", "0666"])
+        .arg(&image_node)
+        .args(["c", "1", "3"])
+        .status()
+        .unwrap();
+    assert!(made.success());
+
+    let list = containerd.run_rootfs(
+        &[],
+        rootfs.path(),
+        "dev1",
+        &["/filetool.wasm", "ls", "/dev"],
+    );
+    let mut names: Vec<&str> = list.stdout.lines().collect();
+    names.sort();
+    assert_eq!(
+        (list.code, names),
+        (0, vec!["full", "null", "random", "tty", "urandom", "zero"]),
+        "{list:?}"
+    );
+
+    let discard = containerd.run_rootfs(
+        &[],
+        rootfs.path(),
+        "dev2",
+        &["/filetool.wasm", "write", "/dev/null", "gone"],
+    );
+    assert_eq!(discard.code, 0, "{discard:?}");
+    let in_rootfs = std::fs::read_dir(rootfs.path().join("dev"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(in_rootfs, 0, "the rootfs's own /dev stays empty");
+
+    let refused = containerd.run_rootfs(
+        &[],
+        rootfs.path(),
+        "dev3",
+        &["/filetool.wasm", "write", "/imgnull", "to the device"],
+    );
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(
+        refused.stderr.contains("/imgnull") && refused.stderr.contains("Permission denied"),
+        "{}",
+        refused.stderr
+    );
+    assert!(std::fs::symlink_metadata(&image_node)
+        .unwrap()
+        .file_type()
+        .is_char_device());
+
+    let read_only_discard = containerd.run_rootfs(
+        &["--read-only"],
+        rootfs.path(),
+        "dev4",
+        &["/filetool.wasm", "write", "/dev/null", "gone"],
+    );
+    assert_eq!(read_only_discard.code, 0, "{read_only_discard:?}");
+    let read_only_write = containerd.run_rootfs(
+        &["--read-only"],
+        rootfs.path(),
+        "dev5",
+        &["/filetool.wasm", "write", "/new.txt", "nope"],
+    );
+    assert_eq!(read_only_write.code, 1, "{read_only_write:?}");
+    assert!(
+        read_only_write.stderr.contains("/new.txt"),
+        "{}",
+        read_only_write.stderr
+    );
+    assert!(!rootfs.path().join("new.txt").exists());
+
+    // A device the spec adds (ctr --device, docker --device) is made too.
+    if std::path::Path::new("/dev/fuse").exists() {
+        let added = containerd.run_rootfs(
+            &["--device", "/dev/fuse"],
+            rootfs.path(),
+            "dev6",
+            &["/filetool.wasm", "ls", "/dev"],
+        );
+        assert!(
+            added.code == 0 && added.stdout.lines().any(|l| l == "fuse"),
+            "{added:?}"
+        );
+    } else {
+        eprintln!("no /dev/fuse on this host: the spec-device check is skipped");
+    }
 }

@@ -147,14 +147,22 @@ fn the_wasm_process_is_confined_in_its_own_cgroup_namespaces_and_root() {
         assert_ne!(namespace(pid, ns), namespace(shim, ns), "{ns}");
     }
     // Its root is the container's rootfs with the mount points (the spec's bind mount at
-    // /data, and the tmpfs containerd's default spec puts at /run): nothing of the host.
-    let mut root: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/root/"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    root.sort();
-    assert_eq!(root, ["data", "run", "spin.wasm"], "{root:?}");
+    // /data, and the tmpfs containerd's default spec puts at /run and /dev, the latter with
+    // the standard device nodes): nothing of the host.
+    let names = |dir: &str| {
+        let mut names: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/root/{dir}"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(names(""), ["data", "dev", "run", "spin.wasm"]);
+    assert_eq!(
+        names("dev"),
+        ["full", "null", "random", "tty", "urandom", "zero"]
+    );
     assert!(Path::new(&format!("/proc/{pid}/root/data/host-file")).exists());
     // The shim itself keeps what it needs to serve other containers.
     let main = status_fields(&format!("/proc/{shim}/status"));
