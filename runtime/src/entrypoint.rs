@@ -59,6 +59,9 @@ impl Entrypoint {
             .map(|dir| join(dir, &self.path))
             .collect();
         out.push(join(cwd, &self.path));
+        // Once each, in the first place found (cwd is often on PATH too).
+        let mut seen = std::collections::HashSet::new();
+        out.retain(|path| seen.insert(path.clone()));
         out
     }
 
@@ -125,11 +128,22 @@ impl Entrypoint {
             }
             return Ok((guest_path.clone(), file, metadata.len()));
         }
-        Err(RuntimeError::EntrypointNotFound(format!(
-            "{} does not exist in the container (looked for {})",
-            self.path,
-            candidates.join(", ")
-        )))
+        // Worded as runc words it: Docker answers 127 for a start or exec whose error says
+        // "no such file or directory" or "executable file not found", as a shell would.
+        Err(RuntimeError::EntrypointNotFound(
+            if self.path.contains('/') {
+                format!(
+                    "{}: no such file or directory in the container",
+                    candidates.join(", ")
+                )
+            } else {
+                format!(
+                    "{}: executable file not found in the container (looked for {})",
+                    self.path,
+                    candidates.join(", ")
+                )
+            },
+        ))
     }
 }
 
@@ -168,6 +182,37 @@ mod tests {
         );
         let e = Entrypoint::parse("./x/tool.wasm").unwrap();
         assert_eq!(e.candidates("/work/", None), vec!["/work/./x/tool.wasm"]);
+        // A directory on PATH twice, or the cwd on it too, is looked in once.
+        let e = Entrypoint::parse("sh").unwrap();
+        assert_eq!(
+            e.candidates("/", Some("/bin:/:/bin")),
+            vec!["/bin/sh", "/sh"]
+        );
+    }
+
+    /// Worded as runc's errors are, which Docker turns into exit status 127 (it looks for
+    /// "no such file or directory" and "executable file not found").
+    #[test]
+    fn a_missing_program_is_named_as_runc_names_it() {
+        let rootfs = tempfile::tempdir().unwrap();
+        let plan = PreopenPlan::from_mounts(rootfs.path(), false, &[]).unwrap();
+        let message =
+            |path: &str| match Entrypoint::parse(path)
+                .unwrap()
+                .read(&plan, "/", Some("/bin:/"))
+            {
+                Err(e @ RuntimeError::EntrypointNotFound(_)) => e.to_string(),
+                other => panic!("{other:?}"),
+            };
+        assert_eq!(
+            message("/app.wasm"),
+            "entrypoint not found: /app.wasm: no such file or directory in the container"
+        );
+        assert_eq!(
+            message("sh"),
+            "entrypoint not found: sh: executable file not found in the container \
+             (looked for /bin/sh, /sh)"
+        );
     }
 
     #[test]

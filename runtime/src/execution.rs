@@ -93,7 +93,7 @@ impl Program {
             .build()
         {
             Ok(rt) => rt,
-            Err(e) => return ExitStatus::Failed(format!("creating the executor: {e}")),
+            Err(e) => return failed_before_running(&stdio, format!("creating the executor: {e}")),
         };
         let status = runtime.block_on(self.run(stdio, controls, listener));
         // Blocking host calls (file I/O) run on the executor's helper threads; a stopped

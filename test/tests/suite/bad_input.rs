@@ -65,7 +65,7 @@ fn missing_entrypoint_fails_create_with_a_clear_error() {
         rootfs.path(),
         "miss1",
         "/nothere.wasm",
-        "nothere.wasm does not exist",
+        "/nothere.wasm: no such file or directory",
     );
 }
 

@@ -80,6 +80,13 @@ fn docker_load_and_run_give_output_status_args_env_workdir_and_volumes() {
     // --init puts docker-init in front; the program still runs and its status is kept.
     let out = dockerd.docker(&run_args(&["--rm", "--init"], &exitcode, &["3"]));
     assert_eq!(out.code, 3, "{out:?}\n{}", logs(&dockerd));
+    // A program that is not there is 127, as Docker answers for runc's "no such file".
+    let out = dockerd.docker(&run_args(
+        &["--rm", "--entrypoint", "/nothere.wasm"],
+        &exitcode,
+        &[],
+    ));
+    assert_eq!(out.code, 127, "{out:?}\n{}", logs(&dockerd));
 
     // -e and -w reach the program: the env, and the working directory as PWD.
     let out = dockerd.docker(&run_args(
