@@ -67,6 +67,7 @@ impl AccessPolicy {
         let Some(listed) = &self.mounts else {
             return Ok(());
         };
+        plan.mounts_listed = true;
         for destination in listed {
             let bound = plan
                 .preopens

@@ -36,6 +36,8 @@ pub struct PreopenPlan {
     /// The rootfs (the first preopen) is where the program is looked up, but the program
     /// itself does not see it: an operator narrowed its view to the listed mounts.
     pub rootfs_hidden: bool,
+    /// An operator listed the mounts the program sees (see `access`): only those.
+    pub mounts_listed: bool,
 }
 
 /// A tmpfs the spec mounts at `guest` (docker's `--tmpfs` and `--mount type=tmpfs`, a
@@ -143,6 +145,7 @@ impl PreopenPlan {
             tmpfs: Vec::new(),
             skipped: Vec::new(),
             rootfs_hidden: false,
+            mounts_listed: false,
         };
         for mount in mounts {
             let destination = normalize_destination(mount.destination())?;
@@ -235,8 +238,15 @@ impl PreopenPlan {
     /// Adds a tmpfs the host mounted at `guest` of its own accord (a container's `/dev`,
     /// which holds its device nodes): a writable preopen once relocated, as the spec's
     /// tmpfs mounts are, so that writes to `/dev/null` reach it even under a read-only `/`.
+    /// Not where an operator narrowed the program's view with annotations (see `access`):
+    /// such a mount is not one they could list.
     pub fn add_host_tmpfs(&mut self, guest: &str) {
-        if !self.tmpfs.iter().any(|t| t.guest == guest) {
+        if self.rootfs_hidden || self.mounts_listed {
+            return;
+        }
+        let taken = self.tmpfs.iter().any(|t| t.guest == guest)
+            || self.preopens.iter().any(|p| p.guest == guest);
+        if !taken {
             self.tmpfs.push(TmpfsMount {
                 guest: guest.to_string(),
                 options: Vec::new(),

@@ -2,7 +2,32 @@
 //! filesystem's data string. Shared by the rootfs mounts containerd passes (`task::mount`)
 //! and the tmpfs mounts a container's process makes in its own root (`child::root`).
 
+use std::path::Path;
+
 use nix::mount::MsFlags;
+
+/// The per-mount flags the mount at `path` has now, as `mount(2)` takes them. A bind remount
+/// sets all of them at once, so one that changes a single flag passes these along: a
+/// read-only remount that did not would take `nodev` off (see `child::devices`).
+pub fn flags_of_mount(path: &Path) -> nix::Result<MsFlags> {
+    use nix::sys::statvfs::{statvfs, FsFlags};
+    let have = statvfs(path)?.flags();
+    let mut flags = MsFlags::empty();
+    for (has, keep) in [
+        (FsFlags::ST_RDONLY, MsFlags::MS_RDONLY),
+        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+    ] {
+        if have.contains(has) {
+            flags |= keep;
+        }
+    }
+    Ok(flags)
+}
 
 /// Splits `options` into kernel flags and the filesystem's data string. Propagation options
 /// (`rprivate`, `shared`...) are not data; the callers set propagation themselves.

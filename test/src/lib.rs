@@ -345,7 +345,6 @@ impl Containerd {
         std::fs::create_dir(&bin)?;
         std::os::unix::fs::symlink(&shim, bin.join("containerd-shim-wasmtime-v1"))?;
         let socket = dir.path().join("c.sock");
-        mount_state(dir.path())?;
         let root = dir.path().display().to_string();
         std::fs::write(
             dir.path().join("config.toml"),
@@ -364,7 +363,10 @@ impl Containerd {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let child = spawn_containerd(dir.path(), binaries, &env)?;
+        // Last before containerd starts: from here the drop below unmounts it.
+        mount_state(dir.path())?;
+        let child = spawn_containerd(dir.path(), binaries, &env)
+            .inspect_err(|_| unmount_all(mounts_under(dir.path())))?;
         let containerd = Containerd {
             dir,
             child,

@@ -20,6 +20,7 @@ use nix::sys::stat::{makedev, mknodat, Mode, SFlag};
 use oci_spec::runtime::{LinuxDevice, LinuxDeviceType, Spec};
 
 use crate::error::{ShimError, ShimResult};
+use crate::mount_options::flags_of_mount;
 
 /// The nodes every container gets, as runc makes them: path, major, minor.
 const STANDARD: [(&str, u64, u64); 6] = [
@@ -31,22 +32,65 @@ const STANDARD: [(&str, u64, u64); 6] = [
     ("tty", 5, 0),
 ];
 
-/// Makes every mount of the new root `nodev`: `root` and all below it, or, before Linux
-/// 5.12 (no `mount_setattr`), `root` and each of `tops` (the mounts this process made in
-/// it, found again at their destinations) one by one, keeping their other flags.
-pub(crate) fn forbid_nodes(root: &OwnedFd, tops: &[OwnedFd]) -> ShimResult<()> {
+/// Makes every mount of the new root `nodev`: `root` (the rootfs at `rootfs`, on the
+/// host's side) and all below it. Before Linux 5.12 (no `mount_setattr`) each of those
+/// mounts, as `/proc/self/mountinfo` lists them (a recursive bind brings the source's
+/// submounts along: a bound host `/` its devtmpfs), is remounted with `nodev` added, but
+/// `dev`, the `/dev` tmpfs, which has its nodes.
+pub(crate) fn forbid_nodes(root: &OwnedFd, rootfs: &Path, dev: Option<PathBuf>) -> ShimResult<()> {
     match set_nodev(root, true, true) {
         Err(Errno::ENOSYS) => {}
         other => {
             return other.map_err(|e| ShimError::internal("making the root's mounts nodev", e))
         }
     }
-    for mount in std::iter::once(root).chain(tops) {
-        let path = fd_path(mount);
-        remount_nodev(&path)
-            .map_err(|e| ShimError::internal(format!("making {} nodev", path.display()), e))?;
+    let table = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| ShimError::internal("reading /proc/self/mountinfo", e))?;
+    for point in mount_points_below(&table, rootfs) {
+        if Some(&point) == dev.as_ref() {
+            continue;
+        }
+        remount_nodev(&point)
+            .map_err(|e| ShimError::internal(format!("making {} nodev", point.display()), e))?;
     }
     Ok(())
+}
+
+/// The mount points in `table` (mountinfo's format) at or below `dir`, parents first.
+fn mount_points_below(table: &str, dir: &Path) -> Vec<PathBuf> {
+    let mut points: Vec<PathBuf> = table
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .map(|field| PathBuf::from(unescape_octal(field)))
+        .filter(|point| point.starts_with(dir))
+        .collect();
+    points.sort_by_key(|p| p.components().count());
+    points.dedup();
+    points
+}
+
+/// mountinfo's escapes (`\040` for a space, and tab, newline and backslash alike) undone.
+fn unescape_octal(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let code = bytes
+            .get(i + 1..i + 4)
+            .filter(|d| bytes[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)))
+            .and_then(|d| u8::from_str_radix(std::str::from_utf8(d).ok()?, 8).ok());
+        match code {
+            Some(byte) => {
+                out.push(byte);
+                i += 4;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Takes `nodev` off the `/dev` tmpfs (its mount alone), which [`forbid_nodes`] set with
@@ -92,27 +136,14 @@ fn set_nodev(mount_point: &OwnedFd, nodev: bool, recursive: bool) -> Result<(), 
 
 /// A bind remount of `path` with the flags it has and `nodev` added.
 fn remount_nodev(path: &Path) -> Result<(), Errno> {
-    use nix::sys::statvfs::{statvfs, FsFlags};
-    let have = statvfs(path)?.flags();
-    let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_NODEV;
-    for (has, keep) in [
-        (FsFlags::ST_RDONLY, MsFlags::MS_RDONLY),
-        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
-        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
-        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
-        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
-        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
-    ] {
-        if have.contains(has) {
-            flags |= keep;
-        }
-    }
-    mount(None::<&str>, path, None::<&str>, flags, None::<&str>)
-}
-
-/// The path through which a mount call reaches the directory `fd` holds.
-fn fd_path(fd: &OwnedFd) -> PathBuf {
-    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+    let flags = flags_of_mount(path)?;
+    mount(
+        None::<&str>,
+        path,
+        None::<&str>,
+        flags | MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_NODEV,
+        None::<&str>,
+    )
 }
 
 /// The spec's tmpfs at `/dev`, if it has one: where runc makes the container's nodes.
@@ -127,8 +158,9 @@ pub(crate) fn dev_tmpfs(spec: &Spec) -> Option<Vec<String>> {
 }
 
 /// Makes the standard nodes and the spec's `linux.devices` in `dev` (the container's
-/// `/dev` tmpfs, just mounted). A spec device outside `/dev`, or one that cannot be made,
-/// is left out with a log line, as runc would refuse the start for the latter; the
+/// `/dev` tmpfs, just mounted, with nothing below it yet). A spec device outside `/dev`, or
+/// one that cannot be made, is left out with a warning (runc would fail the start for the
+/// latter; a device is rarely what a wasm program needs, and the log names it); the
 /// standard ones must be made.
 pub(crate) fn make_nodes(dev: &OwnedFd, spec: &Spec) -> ShimResult<()> {
     for (node, major, minor) in STANDARD {
@@ -167,8 +199,8 @@ fn make_spec_device(dev: &OwnedFd, device: &LinuxDevice) -> Result<(), String> {
     let mode = device.file_mode().unwrap_or(0o666) & 0o7777;
     let node = Node {
         kind,
-        major: device.major() as u64,
-        minor: device.minor() as u64,
+        major: u64::try_from(device.major()).map_err(|_| "a negative major number")?,
+        minor: u64::try_from(device.minor()).map_err(|_| "a negative minor number")?,
         mode,
         uid: device.uid().unwrap_or(0),
         gid: device.gid().unwrap_or(0),
@@ -219,7 +251,10 @@ fn make_node(dev: &OwnedFd, path: &Path, node: &Node) -> Result<(), Errno> {
         Mode::from_bits_truncate(node.mode),
         makedev(node.major, node.minor),
     ) {
-        Ok(()) | Err(Errno::EEXIST) => {}
+        Ok(()) => {}
+        // Made already (a spec device listed twice, or one of the standard ones): the
+        // first one stays, as runc keeps it.
+        Err(Errno::EEXIST) => return Ok(()),
         Err(e) => return Err(e),
     }
     // The umask narrowed the mode, and the owner is the spec's: set both as given.
@@ -227,7 +262,7 @@ fn make_node(dev: &OwnedFd, path: &Path, node: &Node) -> Result<(), Errno> {
         Some(dev.as_raw_fd()),
         path,
         Mode::from_bits_truncate(node.mode),
-        // A node just made in a fresh tmpfs: nothing there is a link.
+        // Just made by mknodat, in a tmpfs nothing else has written to: not a link.
         nix::sys::stat::FchmodatFlags::FollowSymlink,
     )?;
     let name =
@@ -253,6 +288,31 @@ fn make_node(dev: &OwnedFd, path: &Path, node: &Node) -> Result<(), Errno> {
 mod tests {
     use super::*;
     use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+
+    #[test]
+    fn the_fallback_finds_every_mount_below_the_rootfs_parents_first() {
+        let table = "\
+22 1 8:1 / / rw - ext4 /dev/sda1 rw
+90 22 0:50 / /run/c/rootfs rw - overlay overlay rw
+91 90 8:1 / /run/c/rootfs rw - ext4 /dev/sda1 rw
+93 91 0:5 / /run/c/rootfs/host/dev rw - devtmpfs udev rw
+92 91 8:1 /srv /run/c/rootfs/host rw - ext4 /dev/sda1 rw
+94 91 0:60 / /run/c/rootfs/my\\040dir rw - tmpfs tmpfs rw
+95 22 0:61 / /run/c/rootfs-other rw - tmpfs tmpfs rw
+";
+        let points = mount_points_below(table, Path::new("/run/c/rootfs"));
+        assert_eq!(
+            points,
+            [
+                "/run/c/rootfs",
+                "/run/c/rootfs/host",
+                "/run/c/rootfs/my dir",
+                "/run/c/rootfs/host/dev",
+            ]
+            .map(PathBuf::from)
+        );
+        assert_eq!(unescape_octal("a\\011b\\134c\\9"), "a\tb\\c\\9");
+    }
 
     #[test]
     fn spec_devices_go_below_dev_only() {

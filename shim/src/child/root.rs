@@ -22,7 +22,7 @@ use runtime::{Preopen, PreopenPlan, TmpfsMount};
 
 use crate::child::devices;
 use crate::error::{ShimError, ShimResult};
-use crate::mount_options::parse_options;
+use crate::mount_options::{flags_of_mount, parse_options};
 
 /// What goes at one destination inside the new root.
 enum MountSource<'a> {
@@ -91,10 +91,14 @@ pub fn pivot_into(rootfs: &Path, preopens: &PreopenPlan, spec: &Spec) -> ShimRes
         )
         .collect();
     mounts.sort_by_key(|(guest, _)| Path::new(guest).components().count());
-    // Each mount made, found again at its destination (see `devices`).
-    let mut tops = Vec::new();
     let mut dev_top = None;
     for (guest, source) in mounts {
+        // The nodes must go in the tmpfs mounted at the root's own /dev, not wherever an
+        // image's link named /dev leads (the rootfs itself, for `/dev -> /`).
+        if matches!(source, MountSource::Dev(_)) && !is_plain_directory_or_absent(&root, "dev") {
+            log::warn!("/dev of the rootfs is not a directory: no device nodes");
+            continue;
+        }
         let target = match make_dir_in(&root, guest) {
             Ok(target) => target,
             Err(Errno::EROFS) if !matches!(source, MountSource::Bind(_)) => {
@@ -126,20 +130,19 @@ pub fn pivot_into(rootfs: &Path, preopens: &PreopenPlan, spec: &Spec) -> ShimRes
                 mount_tmpfs(&fd_path(&target), tmpfs)?
             }
         }
-        let top = open_in_root(Some(&root), Path::new(guest), OFlag::O_DIRECTORY)
-            .map_err(|e| ShimError::internal(format!("finding the mount at {guest}"), e))?;
         if matches!(source, MountSource::Dev(_)) {
-            dev_top = Some(top);
-        } else {
-            tops.push(top);
+            // Made now, in the fresh tmpfs, before anything is mounted below it.
+            let dev = open_in_root(Some(&root), Path::new(guest), OFlag::O_DIRECTORY)
+                .map_err(|e| ShimError::internal(format!("finding the mount at {guest}"), e))?;
+            devices::make_nodes(&dev, spec)?;
+            dev_top = Some(dev);
         }
     }
     bind_files(&root, spec);
     // No node in the image or a bound directory opens; those made in /dev do.
-    devices::forbid_nodes(&root, &tops)?;
+    devices::forbid_nodes(&root, rootfs, dev_top.as_ref().map(|_| rootfs.join("dev")))?;
     if let Some(dev) = &dev_top {
         devices::allow_nodes(dev)?;
-        devices::make_nodes(dev, spec)?;
     }
     // Best effort, as a missing one only means relative paths resolve at `/`.
     if let Some(cwd) = spec
@@ -352,6 +355,19 @@ fn make_dir_in(root: &OwnedFd, guest: &str) -> Result<OwnedFd, Errno> {
     open_in_root(Some(root), &made, OFlag::O_DIRECTORY)
 }
 
+/// Whether `name` in the directory `root` is a directory itself (not a link to one), or
+/// not there.
+fn is_plain_directory_or_absent(root: &OwnedFd, name: &str) -> bool {
+    match nix::sys::stat::fstatat(
+        Some(root.as_raw_fd()),
+        name,
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    ) {
+        Ok(st) => st.st_mode & libc::S_IFMT == libc::S_IFDIR,
+        Err(e) => e == Errno::ENOENT,
+    }
+}
+
 /// The file at container path `guest` inside `root`, made empty if missing, to bind a file
 /// onto. Never follows a symlink out of the root.
 fn make_file_in(root: &OwnedFd, guest: &str) -> Result<OwnedFd, Errno> {
@@ -400,15 +416,18 @@ fn bind(source: &Path, target: &Path) -> ShimResult<()> {
     })
 }
 
+/// A bind remount of `target` read-only, keeping the flags it has (`nodev` among them).
 fn remount_read_only(target: &Path) -> ShimResult<()> {
+    let fail = |e| ShimError::internal(format!("making {} read-only", target.display()), e);
+    let flags = flags_of_mount(target).map_err(fail)?;
     mount(
         None::<&str>,
         target,
         None::<&str>,
-        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+        flags | MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
         None::<&str>,
     )
-    .map_err(|e| ShimError::internal(format!("making {} read-only", target.display()), e))
+    .map_err(fail)
 }
 
 /// Binds the spec's bind mounts of single files. They are not preopens (WASI preopens

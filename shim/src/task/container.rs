@@ -264,8 +264,8 @@ impl Container {
         let rootfs = rootfs_dir(&params.bundle, &spec, guard.is_mounted())?;
         let plan = WasiPlan::from_spec(&spec, &rootfs)?;
         for (destination, why) in &plan.preopens.skipped {
-            // The container's process mounts this one itself, with its device nodes.
-            if destination == "/dev" {
+            // The container's process mounts the spec's /dev tmpfs itself, with its nodes.
+            if destination == "/dev" && why.starts_with("tmpfs ") {
                 continue;
             }
             log::debug!("{}: mount {destination} not preopened: {why}", params.id);

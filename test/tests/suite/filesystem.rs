@@ -313,6 +313,19 @@ fn dev_holds_the_standard_nodes_and_no_other_node_opens() {
         read_only_write.stderr
     );
     assert!(!rootfs.path().join("new.txt").exists());
+    // Making the rootfs read-only keeps it nodev: the image's node stays refused.
+    let read_only_node = containerd.run_rootfs(
+        &["--read-only"],
+        rootfs.path(),
+        "dev7",
+        &["/filetool.wasm", "read", "/imgnull"],
+    );
+    assert_eq!(read_only_node.code, 1, "{read_only_node:?}");
+    assert!(
+        read_only_node.stderr.contains("Permission denied"),
+        "{}",
+        read_only_node.stderr
+    );
 
     // A device the spec adds (ctr --device, docker --device) is made too.
     if std::path::Path::new("/dev/fuse").exists() {
