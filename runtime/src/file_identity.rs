@@ -267,8 +267,10 @@ fn overlay_layers(mountinfo_line: &str) -> Option<(Vec<String>, Option<String>)>
     (!layers.is_empty() && absolute).then_some((layers, upper))
 }
 
-/// Undoes mountinfo's `\ooo` escapes (space, tab, newline, backslash, comma, colon).
-fn unescape_octal(text: &str) -> String {
+/// Undoes mountinfo's `\ooo` escapes (space, tab, newline, backslash, comma, colon): how
+/// the kernel writes a mount point or an option with those characters. Public for a host
+/// that reads mount points from the same table (the shim's `nodev` pass).
+pub fn unescape_octal(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

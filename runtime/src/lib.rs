@@ -56,6 +56,7 @@ pub use engine::{shared_engine, Tier};
 pub use entrypoint::Entrypoint;
 pub use error::{EngineError, RuntimeError};
 pub use exit::ExitStatus;
+pub use file_identity::unescape_octal;
 pub use handover::{CheckedEntry, HandoverDir};
 pub use http::{DEFAULT_DRAIN, DEFAULT_LISTEN_ADDR, DRAIN_SECONDS_ENV, LISTEN_ADDR_ENV};
 pub use native_program::{native_entrypoint, NativeProgram};

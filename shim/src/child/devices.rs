@@ -61,36 +61,12 @@ fn mount_points_below(table: &str, dir: &Path) -> Vec<PathBuf> {
     let mut points: Vec<PathBuf> = table
         .lines()
         .filter_map(|line| line.split(' ').nth(4))
-        .map(|field| PathBuf::from(unescape_octal(field)))
+        .map(|field| PathBuf::from(runtime::unescape_octal(field)))
         .filter(|point| point.starts_with(dir))
         .collect();
     points.sort_by_key(|p| p.components().count());
     points.dedup();
     points
-}
-
-/// mountinfo's escapes (`\040` for a space, and tab, newline and backslash alike) undone.
-fn unescape_octal(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let code = bytes
-            .get(i + 1..i + 4)
-            .filter(|d| bytes[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)))
-            .and_then(|d| u8::from_str_radix(std::str::from_utf8(d).ok()?, 8).ok());
-        match code {
-            Some(byte) => {
-                out.push(byte);
-                i += 4;
-            }
-            None => {
-                out.push(bytes[i]);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Takes `nodev` off the `/dev` tmpfs (its mount alone), which [`forbid_nodes`] set with
@@ -311,7 +287,6 @@ mod tests {
             ]
             .map(PathBuf::from)
         );
-        assert_eq!(unescape_octal("a\\011b\\134c\\9"), "a\tb\\c\\9");
     }
 
     #[test]
