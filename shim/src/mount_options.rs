@@ -29,6 +29,19 @@ pub fn flags_of_mount(path: &Path) -> nix::Result<MsFlags> {
     Ok(flags)
 }
 
+/// A bind remount of the mount at `path` with `added` set and every flag it has kept (see
+/// [`flags_of_mount`]): how a read-only or `nodev` remount leaves the mount's other flags.
+pub fn remount_adding(path: &Path, added: MsFlags) -> nix::Result<()> {
+    let flags = flags_of_mount(path)?;
+    nix::mount::mount(
+        None::<&str>,
+        path,
+        None::<&str>,
+        flags | added | MsFlags::MS_BIND | MsFlags::MS_REMOUNT,
+        None::<&str>,
+    )
+}
+
 /// Splits `options` into kernel flags and the filesystem's data string. Propagation options
 /// (`rprivate`, `shared`...) are not data; the callers set propagation themselves.
 pub fn parse_options(options: &[String]) -> (MsFlags, String) {

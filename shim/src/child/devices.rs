@@ -15,12 +15,12 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
-use nix::mount::{mount, MsFlags};
+use nix::mount::MsFlags;
 use nix::sys::stat::{makedev, mknodat, Mode, SFlag};
 use oci_spec::runtime::{LinuxDevice, LinuxDeviceType, Spec};
 
 use crate::error::{ShimError, ShimResult};
-use crate::mount_options::flags_of_mount;
+use crate::mount_options::remount_adding;
 
 /// The nodes every container gets, as runc makes them: path, major, minor.
 const STANDARD: [(&str, u64, u64); 6] = [
@@ -50,7 +50,7 @@ pub(crate) fn forbid_nodes(root: &OwnedFd, rootfs: &Path, dev: Option<PathBuf>) 
         if Some(&point) == dev.as_ref() {
             continue;
         }
-        remount_nodev(&point)
+        remount_adding(&point, MsFlags::MS_NODEV)
             .map_err(|e| ShimError::internal(format!("making {} nodev", point.display()), e))?;
     }
     Ok(())
@@ -108,18 +108,6 @@ fn set_nodev(mount_point: &OwnedFd, nodev: bool, recursive: bool) -> Result<(), 
     } else {
         Err(Errno::last())
     }
-}
-
-/// A bind remount of `path` with the flags it has and `nodev` added.
-fn remount_nodev(path: &Path) -> Result<(), Errno> {
-    let flags = flags_of_mount(path)?;
-    mount(
-        None::<&str>,
-        path,
-        None::<&str>,
-        flags | MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_NODEV,
-        None::<&str>,
-    )
 }
 
 /// The spec's tmpfs at `/dev`, if it has one: where runc makes the container's nodes.

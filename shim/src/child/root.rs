@@ -22,7 +22,7 @@ use runtime::{Preopen, PreopenPlan, TmpfsMount};
 
 use crate::child::devices;
 use crate::error::{ShimError, ShimResult};
-use crate::mount_options::{flags_of_mount, parse_options};
+use crate::mount_options::{parse_options, remount_adding};
 
 /// What goes at one destination inside the new root.
 enum MountSource<'a> {
@@ -418,16 +418,8 @@ fn bind(source: &Path, target: &Path) -> ShimResult<()> {
 
 /// A bind remount of `target` read-only, keeping the flags it has (`nodev` among them).
 fn remount_read_only(target: &Path) -> ShimResult<()> {
-    let fail = |e| ShimError::internal(format!("making {} read-only", target.display()), e);
-    let flags = flags_of_mount(target).map_err(fail)?;
-    mount(
-        None::<&str>,
-        target,
-        None::<&str>,
-        flags | MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
-        None::<&str>,
-    )
-    .map_err(fail)
+    remount_adding(target, MsFlags::MS_RDONLY)
+        .map_err(|e| ShimError::internal(format!("making {} read-only", target.display()), e))
 }
 
 /// Binds the spec's bind mounts of single files. They are not preopens (WASI preopens
