@@ -3,8 +3,8 @@
 //! A container's process is this same binary, executed afresh (see `spawn` and `child`), so
 //! it starts single-threaded with nothing inherited but the descriptors the shim placed:
 //! 0–2 the program's stdio, [`CONTROL_FD`] this socket, [`LOG_FD`] the shim's log. The
-//! conversation is short and always in this order: the shim sends [`ToChild::Launch`], moves
-//! the child into its cgroup meanwhile the child enters its namespaces, and sends
+//! conversation is short and always in this order: the shim sends [`ToChild::Launch`],
+//! validates the program meanwhile the child enters its namespaces, and sends
 //! [`ToChild::Joined`]; the child loads its program, changes its root and answers
 //! [`FromChild::Ready`] or
 //! [`FromChild::Failed`]; the shim sends [`ToChild::Start`] when containerd starts the task;
@@ -72,8 +72,9 @@ pub struct ShimIdentity {
 pub enum ToChild {
     /// Become this container.
     Launch(Box<Launch>),
-    /// The process is in the container's cgroup: what it allocates from now on is the
-    /// container's. A server that will start on baseline code gets the directory its
+    /// The program is validated (the compile cache holds its code) and the process is in
+    /// every directory of the container's cgroup (born there, or moved, see
+    /// `task::fork_exec`). A server that will start on baseline code gets the directory its
     /// optimized code will come through, to hold before its root changes.
     Joined {
         /// The handover directory (see `runtime::HandoverDir`).

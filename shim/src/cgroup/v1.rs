@@ -331,7 +331,8 @@ mod tests {
         }
         assert!(root.join("systemd/default/hello").is_dir());
         assert!(root.join("freezer/default/hello").is_dir());
-        assert_eq!(cgroup.procs_files().len(), 6);
+        let placement = cgroup.placement();
+        assert_eq!((placement.v1.len(), placement.v2), (6, None));
 
         cgroup.remove();
         for dir in [

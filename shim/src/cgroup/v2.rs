@@ -358,7 +358,8 @@ pub(super) mod tests {
         assert_eq!(read(leaf.join("cpu.max")), "20000 100000");
         assert_eq!(read(leaf.join("cpuset.cpus")), "0");
         assert_eq!(read(leaf.join("pids.max")), "10");
-        assert_eq!(cgroup.procs_files(), vec![leaf.join("cgroup.procs")]);
+        let placement = cgroup.placement();
+        assert_eq!((placement.v1.len(), placement.v2), (0, Some(leaf.clone())));
 
         assert!(cgroup.has_freezer());
         cgroup.freeze().expect("freeze");

@@ -3,8 +3,8 @@
 //!
 //! It starts single-threaded, with the descriptors `spawn` placed, and in this order:
 //! blocks the signals it will hand to the program (see `signals`); reads its [`Launch`];
-//! makes or joins its namespaces while the shim moves it into the container's cgroup;
-//! loads the program (from the
+//! makes or joins its namespaces while the shim validates the program (it was born in the
+//! container's cgroup, see `task::fork_exec`); loads the program (from the
 //! compile cache the shim filled while validating the Create); makes its own mount
 //! namespace rooted at the rootfs (an exec joins the main process's); answers Ready. On
 //! Start it confines itself for good (uid, gid, no capabilities, `no_new_privs`, seccomp)
@@ -180,7 +180,8 @@ fn prepare(launch: &Launch, control: &UnixStream, upgrade: &CodeUpgrade) -> Shim
         }
     };
     let entered = started.elapsed();
-    // The shim moves this process into the container's cgroup meanwhile.
+    // The shim validates the program meanwhile (and, on a kernel that could not start this
+    // process in its v2 cgroup, moves it there).
     let handover = match launch::receive::<ToChild>(control) {
         Ok(Some(ToChild::Joined { handover })) => handover,
         _ => std::process::exit(1),
@@ -231,7 +232,7 @@ fn prepare(launch: &Launch, control: &UnixStream, upgrade: &CodeUpgrade) -> Shim
         .map_err(|e| ShimError::InvalidArgument(render(&e)))?;
     // Where a start's time goes, for an operator comparing nodes.
     log::debug!(
-        "{}: {} ready: namespaces {entered:?}, cgroup {:?} more, load {:?}, root {:?}",
+        "{}: {} ready: namespaces {entered:?}, validation {:?} more, load {:?}, root {:?}",
         launch.name,
         program.guest_path(),
         joined - entered,

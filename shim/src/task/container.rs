@@ -280,19 +280,19 @@ impl Container {
             terminal: false,
             join: None,
         };
+        // Before the process, which starts in it (see `fork_exec`).
+        let cgroup = create_cgroup(&spec)?;
+        if let Some(cgroup) = &cgroup {
+            log::debug!("{}: cgroup {}", params.id, cgroup.path().display());
+        }
+        let placement = cgroup
+            .as_ref()
+            .map(ContainerCgroup::placement)
+            .unwrap_or_default();
         // Made while the process starts (see `spawn`); kept here for the container.
-        let mut cgroup = None;
         let mut pending = None;
         let mut handover = None;
         let prepare = || {
-            cgroup = create_cgroup(&spec)?;
-            if let Some(cgroup) = &cgroup {
-                log::debug!("{}: cgroup {}", params.id, cgroup.path().display());
-            }
-            let procs = cgroup
-                .as_ref()
-                .map(ContainerCgroup::procs_files)
-                .unwrap_or_default();
             if crate::precompile::requested(&spec) {
                 precompile(&params.id, plan)?;
             } else {
@@ -302,7 +302,6 @@ impl Container {
                 }
             }
             Ok(Prepared {
-                procs,
                 handover: handover.as_ref().map(|dir| dir.path().to_path_buf()),
             })
         };
@@ -312,6 +311,7 @@ impl Container {
             None,
             launch,
             params.stdio,
+            &placement,
             prepare,
         );
         let init = match created {
@@ -485,10 +485,10 @@ impl Container {
             join: Some(self.init.pid),
         };
         let name = format!("{} exec {}", self.id, params.exec_id);
-        let procs = self
+        let placement = self
             .cgroup
             .as_ref()
-            .map(ContainerCgroup::procs_files)
+            .map(ContainerCgroup::placement)
             .unwrap_or_default();
         let process = Process::create(
             &self.child,
@@ -496,12 +496,10 @@ impl Container {
             Some(&params.exec_id),
             launch,
             params.stdio,
+            &placement,
             || {
                 validate(&name, plan)?;
-                Ok(Prepared {
-                    procs,
-                    handover: None,
-                })
+                Ok(Prepared { handover: None })
             },
         )?;
         let mut execs = lock(&self.execs);

@@ -8,6 +8,7 @@ pub mod cgroupless_metrics;
 pub mod container;
 pub mod events;
 pub mod exits;
+pub mod fork_exec;
 pub mod hooks;
 pub mod lifecycle;
 pub mod mount;

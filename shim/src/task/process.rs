@@ -11,6 +11,7 @@ use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
+use crate::cgroup::Placement;
 use crate::error::{ShimError, ShimResult};
 use crate::launch::{self, FromChild, Launch, ToChild};
 use crate::task::binary_logger::BinaryLogger;
@@ -79,8 +80,8 @@ impl Starting<'_> {
 
 impl Process {
     /// Opens stdio and starts the process for `launch` (whose stdio fields are filled in
-    /// here) by executing `child`, returning once it is ready to run; `meanwhile` runs while
-    /// the process starts (see [`spawn`]). Any failure leaves nothing behind: no process, no
+    /// here) by executing `child` in the cgroup of `placement`, returning once it is ready
+    /// to run; `meanwhile` runs while the process starts (see [`spawn`]). Any failure leaves nothing behind: no process, no
     /// open FIFO, no pty.
     pub fn create(
         child: &ChildCommand,
@@ -88,6 +89,7 @@ impl Process {
         exec_id: Option<&str>,
         mut launch: Launch,
         stdio: StdioPaths,
+        placement: &Placement,
         meanwhile: impl FnOnce() -> ShimResult<Prepared>,
     ) -> ShimResult<Arc<Process>> {
         let id = exec_id.unwrap_or(container_id);
@@ -100,7 +102,7 @@ impl Process {
             files.stderr.is_some(),
         ];
         launch.terminal = files.terminal;
-        let spawned = spawn(child, launch, files, meanwhile)?;
+        let spawned = spawn(child, launch, files, placement, meanwhile)?;
         Ok(Arc::new(Process {
             container_id: container_id.to_string(),
             exec_id: exec_id.map(str::to_string),

@@ -1,5 +1,6 @@
 //! Starting a container's process: the shim binary executed afresh in its child mode (see
-//! `child`), with the program's stdio at 0–2, the control socket and the shim's log.
+//! `child`), inside its cgroup (see `fork_exec`), with the program's stdio at 0–2, the
+//! control socket and the shim's log.
 //!
 //! Why a new executable and not a fork of the shim: the shim is multithreaded, and a forked
 //! child may only touch locks no other thread held at the fork; the program's process goes
@@ -10,16 +11,16 @@
 
 use std::ffi::OsString;
 use std::fs::File;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
 
 use runtime::StdioFiles;
 
+use crate::cgroup::Placement;
 use crate::error::{ShimError, ShimResult};
 use crate::launch::{self, FromChild, Launch, ToChild, CHILD_ARG, CONTROL_FD, LOG_FD};
+use crate::task::fork_exec::{fork_exec, ExecPlan, Forked};
 
 /// What is executed to become a container's process: this binary in its child mode,
 /// `/proc/self/exe` with [`CHILD_ARG`] (the [`Default`], and the only one the shim uses).
@@ -56,8 +57,6 @@ impl ChildCommand {
 /// The shim's part of a process's start (see [`spawn`]), for the process.
 #[derive(Debug, Default)]
 pub struct Prepared {
-    /// The `cgroup.procs` files to move the process into.
-    pub procs: Vec<PathBuf>,
     /// For a server that starts on baseline code: the directory its optimized code will
     /// come through (see `runtime::HandoverDir`).
     pub handover: Option<PathBuf>,
@@ -73,18 +72,18 @@ pub struct Spawned {
     pub control: UnixStream,
 }
 
-/// Starts the process for `launch`, executing `child`, and waits until it is ready (or
-/// failed, which fails the Create or Exec with the child's reason; the process is reaped
-/// before returning).
+/// Starts the process for `launch`, executing `child` already in the cgroup of `placement`
+/// (see `fork_exec`), and waits until it is ready (or failed, which fails the Create or
+/// Exec with the child's reason; the process is reaped before returning).
 /// `meanwhile` runs while the new process starts and enters its namespaces, before it loads
-/// its program: the shim's part, which makes the container's cgroup and validates the
-/// program (filling the compile cache the process loads from). It returns the
-/// `cgroup.procs` files to move the process into and, for a server on baseline code, its
-/// handover directory; its failure fails the start.
+/// its program: the shim's part, which validates the program (filling the compile cache the
+/// process loads from). It returns, for a server on baseline code, its handover directory;
+/// its failure fails the start.
 pub fn spawn(
     child: &ChildCommand,
     launch: Launch,
     stdio: StdioFiles,
+    placement: &Placement,
     meanwhile: impl FnOnce() -> ShimResult<Prepared>,
 ) -> ShimResult<Spawned> {
     let (ours, theirs) =
@@ -93,45 +92,53 @@ pub fn spawn(
         Some(log) => log,
         None => File::open("/dev/null").map_err(|e| ShimError::internal("opening /dev/null", e))?,
     };
-    let stream = |file: Option<File>| file.map(Stdio::from).unwrap_or_else(Stdio::null);
-    let mut command = Command::new(&child.program);
+    // A stream the program does not have reads and writes /dev/null, as `Stdio::null()`.
+    let stream = |file: Option<File>| match file {
+        Some(file) => Ok(file),
+        None => std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/null")
+            .map_err(|e| ShimError::internal("opening /dev/null", e)),
+    };
+    let (stdin, stdout, stderr) = (
+        stream(stdio.stdin)?,
+        stream(stdio.stdout)?,
+        stream(stdio.stderr)?,
+    );
     // `ps`, `docker top` and `/proc/PID/cmdline` show the program this process runs.
-    if let Some(program) = launch
+    let arg0 = launch
         .spec
         .process()
         .as_ref()
         .and_then(|p| p.args().as_ref()?.first().cloned())
-    {
-        command.arg0(program);
-    }
-    command
-        .args(&child.args)
-        .envs(child.env.iter().map(|(key, value)| (key, value)))
-        .stdin(stream(stdio.stdin))
-        .stdout(stream(stdio.stdout))
-        .stderr(stream(stdio.stderr));
+        .map(OsString::from)
+        .unwrap_or_else(|| child.program.clone().into_os_string());
     // The control socket and the log go where the child looks for them.
     const _: () = assert!(CONTROL_FD == 3 && LOG_FD == 4);
-    let placed = [theirs.as_raw_fd(), log.as_raw_fd()];
-    // SAFETY: `place_descriptors` runs in the forked child before exec, as it requires, and
-    // makes only async-signal-safe calls.
-    unsafe {
-        command.pre_exec(move || place_descriptors(&placed));
-    }
-    let child = command
-        .spawn()
-        .map_err(|e| ShimError::internal("starting the container's process", e))?;
-    let pid = child.id();
-    drop((command, theirs, log));
-    // SAFETY: pidfd_open with a pid of our own unreaped child; the result is a new fd.
-    let pidfd = match unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } {
-        fd if fd >= 0 => unsafe { OwnedFd::from_raw_fd(fd as i32) },
-        _ => {
-            let e = std::io::Error::last_os_error();
-            reap(pid, true);
-            return Err(ShimError::internal("pidfd_open", e));
-        }
-    };
+    let forked = fork_exec(&ExecPlan {
+        program: &child.program,
+        argv: std::iter::once(arg0)
+            .chain(child.args.iter().cloned())
+            .collect(),
+        env: &child.env,
+        fds: [
+            stdin.as_raw_fd(),
+            stdout.as_raw_fd(),
+            stderr.as_raw_fd(),
+            theirs.as_raw_fd(),
+            log.as_raw_fd(),
+        ],
+        v1_dirs: &placement.v1,
+        v2_dir: placement.v2.as_deref(),
+    })
+    .map_err(|e| ShimError::internal("starting the container's process", e))?;
+    drop((stdin, stdout, stderr, theirs, log));
+    let Forked {
+        pid,
+        pidfd,
+        v2_pending,
+    } = forked;
     let name = launch.name.clone();
     // As runc does: the spec's score, else the one inherited from the shim (containerd's
     // own plus one). CRI always gives one, so a pod's container is not kept at the shim's.
@@ -153,12 +160,12 @@ pub fn spawn(
         ));
     }
     // While the child executes the binary and enters its namespaces (about 2 ms), not
-    // before: making the cgroup, validating and the first move into a cgroup (which on v1
-    // can wait for an RCU grace period under load) all overlap its start. It loads nothing
-    // before Joined, so its program's memory is the container's and the cache holds what
-    // validation compiled.
+    // before: validating overlaps its start. It loads nothing before Joined, so the cache
+    // holds what validation compiled.
     let prepared = meanwhile().and_then(|prepared| {
-        join_cgroup(pid, &prepared.procs)?;
+        if let (true, Some(dir)) = (v2_pending, &placement.v2) {
+            join_cgroup(pid, &dir.join("cgroup.procs"))?;
+        }
         Ok(prepared)
     });
     let handover = match prepared {
@@ -195,18 +202,15 @@ pub fn spawn(
     }
 }
 
-/// Moves process `pid` into the cgroup whose `cgroup.procs` files are `procs`.
-fn join_cgroup(pid: u32, procs: &[PathBuf]) -> ShimResult<()> {
-    let pid = pid.to_string();
-    for file in procs {
-        std::fs::write(file, &pid).map_err(|e| {
-            ShimError::internal(
-                format!("moving the process into its cgroup ({})", file.display()),
-                e,
-            )
-        })?;
-    }
-    Ok(())
+/// Moves process `pid` into the cgroup whose `cgroup.procs` file is `procs`: the slow way
+/// in, for a kernel that could not make the process there (see `fork_exec`).
+fn join_cgroup(pid: u32, procs: &Path) -> ShimResult<()> {
+    std::fs::write(procs, pid.to_string()).map_err(|e| {
+        ShimError::internal(
+            format!("moving the process into its cgroup ({})", procs.display()),
+            e,
+        )
+    })
 }
 
 /// Between fork and exec: puts `fds` (at most four) at descriptors 3, 4, ... in order, and
