@@ -25,8 +25,20 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ShimError;
 
-/// The argument that makes the shim binary a container's process.
-pub const CHILD_ARG: &str = "--container-process";
+/// The variable that makes the shim binary a container's process, set to the shim's pid: the
+/// binary takes the role only when its parent is that pid, so a copy of the variable that
+/// reached another process of this binary is ignored. A variable rather than an argument, so
+/// the process's command line is its program's (`ps`, `docker top`), as a native
+/// container's is.
+pub const CHILD_ENV: &str = "CONTAINERD_WASMTIME_CHILD_OF";
+
+/// Whether this process was started by its parent, a shim, as a container's process.
+pub fn is_child_process() -> bool {
+    std::env::var(CHILD_ENV).is_ok_and(|shim| {
+        // SAFETY: getppid cannot fail.
+        shim == unsafe { libc::getppid() }.to_string()
+    })
+}
 /// The control socket's descriptor in the child.
 pub const CONTROL_FD: i32 = 3;
 /// The shim log's descriptor in the child.

@@ -28,7 +28,7 @@ use flags::Flags;
 /// the binary's `main` is this call.
 pub fn main() -> ExitCode {
     // A container's process (see `child`): started by this shim, never by containerd.
-    if std::env::args().nth(1).as_deref() == Some(launch::CHILD_ARG) {
+    if launch::is_child_process() {
         child::run();
     }
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -1,4 +1,4 @@
-//! A container's process: the shim binary run again (with [`crate::launch::CHILD_ARG`]) to
+//! A container's process: the shim binary run again (with [`crate::launch::CHILD_ENV`]) to
 //! become one wasm container, the way runc's init becomes a Linux one.
 //!
 //! It starts single-threaded, with the descriptors `spawn` placed, and in this order:

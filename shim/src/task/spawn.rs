@@ -19,11 +19,11 @@ use runtime::StdioFiles;
 
 use crate::cgroup::Placement;
 use crate::error::{ShimError, ShimResult};
-use crate::launch::{self, FromChild, Launch, ToChild, CHILD_ARG, CONTROL_FD, LOG_FD};
+use crate::launch::{self, FromChild, Launch, ToChild, CHILD_ENV, CONTROL_FD, LOG_FD};
 use crate::task::fork_exec::{fork_exec, ExecPlan, Forked};
 
 /// What is executed to become a container's process: this binary in its child mode,
-/// `/proc/self/exe` with [`CHILD_ARG`] (the [`Default`], and the only one the shim uses).
+/// `/proc/self/exe` with [`CHILD_ENV`] (the [`Default`], and the only one the shim uses).
 ///
 /// A value the task service hands down rather than a constant so that its unit tests can
 /// execute a stand-in that speaks the same protocol over the control socket (see
@@ -40,7 +40,7 @@ impl Default for ChildCommand {
     fn default() -> Self {
         ChildCommand {
             program: PathBuf::from("/proc/self/exe"),
-            args: vec![OsString::from(CHILD_ARG)],
+            args: Vec::new(),
             env: Vec::new(),
         }
     }
@@ -106,22 +106,31 @@ pub fn spawn(
         stream(stdio.stdout)?,
         stream(stdio.stderr)?,
     );
-    // `ps`, `docker top` and `/proc/PID/cmdline` show the program this process runs.
-    let arg0 = launch
+    // `ps`, `docker top` and `/proc/PID/cmdline` show the program this process runs, with
+    // its arguments, as a native container's (the role comes from `CHILD_ENV`).
+    let spec_args = launch
         .spec
         .process()
         .as_ref()
-        .and_then(|p| p.args().as_ref()?.first().cloned())
-        .map(OsString::from)
-        .unwrap_or_else(|| child.program.clone().into_os_string());
+        .and_then(|p| p.args().clone())
+        .unwrap_or_default();
+    let mut argv = shown_arguments(&spec_args);
+    if argv.is_empty() {
+        argv.push(child.program.clone().into_os_string());
+    }
+    // A stand-in's own arguments (see `ChildCommand`) follow the program's name alone.
+    if !child.args.is_empty() {
+        argv.truncate(1);
+        argv.extend(child.args.iter().cloned());
+    }
+    let mut env = child.env.clone();
+    env.push((CHILD_ENV.into(), std::process::id().to_string().into()));
     // The control socket and the log go where the child looks for them.
     const _: () = assert!(CONTROL_FD == 3 && LOG_FD == 4);
     let forked = fork_exec(&ExecPlan {
         program: &child.program,
-        argv: std::iter::once(arg0)
-            .chain(child.args.iter().cloned())
-            .collect(),
-        env: &child.env,
+        argv,
+        env: &env,
         fds: [
             stdin.as_raw_fd(),
             stdout.as_raw_fd(),
@@ -202,6 +211,24 @@ pub fn spawn(
     }
 }
 
+/// How much of a program's command line its process shows: the whole of a usual one, and of
+/// a very long one the arguments that fit, so that the exec never fails for its length
+/// (the kernel refuses one argument over 128 KiB, and all over a quarter of the stack limit).
+const SHOWN_ARGUMENTS_MAX: usize = 32 * 1024;
+
+/// The leading `args` that fit in [`SHOWN_ARGUMENTS_MAX`] bytes, up to the first that holds a
+/// NUL byte (which a command line cannot): only what `ps` shows, not what the program gets.
+fn shown_arguments(args: &[String]) -> Vec<OsString> {
+    let mut total = 0;
+    args.iter()
+        .take_while(|arg| {
+            total += arg.len() + 1;
+            total <= SHOWN_ARGUMENTS_MAX && !arg.contains('\0')
+        })
+        .map(OsString::from)
+        .collect()
+}
+
 /// Moves process `pid` into the cgroup whose `cgroup.procs` file is `procs`: the slow way
 /// in, for a kernel that could not make the process there (see `fork_exec`).
 fn join_cgroup(pid: u32, procs: &Path) -> ShimResult<()> {
@@ -272,5 +299,35 @@ fn reap(pid: u32, kill: bool) -> String {
     match nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid as i32), None) {
         Ok(status) => format!("{status:?}"),
         Err(e) => format!("waitpid: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_shows_the_program_and_what_fits_of_its_arguments() {
+        let args = |list: &[&str]| list.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+        let shown = |list: Vec<String>| shown_arguments(&list);
+        assert_eq!(
+            shown(args(&["/app.wasm", "-p", "80"])),
+            vec![
+                OsString::from("/app.wasm"),
+                OsString::from("-p"),
+                OsString::from("80")
+            ]
+        );
+        // A NUL byte cannot be in a command line: shown up to it.
+        assert_eq!(
+            shown(args(&["/app.wasm", "a\0b", "c"])),
+            vec![OsString::from("/app.wasm")]
+        );
+        // A very long one: the arguments that fit, never more than the bound.
+        let long = "x".repeat(10_000);
+        let many = shown(vec![long.clone(); 10]);
+        assert_eq!(many.len(), 3);
+        assert!(many.iter().map(|a| a.len() + 1).sum::<usize>() <= SHOWN_ARGUMENTS_MAX);
+        assert!(shown(Vec::new()).is_empty());
     }
 }

@@ -189,8 +189,9 @@ fn docker_manages_a_running_wasm_container() {
         out.stdout.starts_with("UID") && out.stdout.lines().count() >= 2,
         "docker top: {out:?}"
     );
+    // Its command line is the program's, as a native container's is: not the shim's.
     assert!(
-        out.stdout.contains("--container-process"),
+        out.stdout.contains("/ticker.wasm 0 100") && !out.stdout.contains("containerd-shim"),
         "docker top: {out:?}"
     );
 

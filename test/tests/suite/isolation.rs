@@ -119,6 +119,11 @@ fn the_wasm_process_is_confined_in_its_own_cgroup_namespaces_and_root() {
     let status = status_fields(&format!("/proc/{pid}/status"));
     assert_eq!(field(&status, "PPid"), shim.to_string());
     assert_eq!(field(&status, "Tgid"), pid.to_string());
+    // Its command line is its program's, as a native container's (what `ps` shows).
+    assert_eq!(
+        std::fs::read(format!("/proc/{pid}/cmdline")).unwrap(),
+        b"/spin.wasm\0"
+    );
     assert_eq!(field(&status, "Uid"), "1000 1000 1000 1000");
     assert_eq!(field(&status, "Gid"), "1000 1000 1000 1000");
     assert_eq!(field(&status, "Groups"), "44");
