@@ -540,3 +540,74 @@ mod tests {
         assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
     }
 }
+
+/// The fallback for a process whose seccomp profile refuses `clone3` (Docker's default one
+/// answers ENOSYS so that a libc falls back to `clone`): forked with `clone` instead, the
+/// v2 move left to the caller.
+#[cfg(test)]
+mod without_clone3 {
+    use super::*;
+    use seccompiler::{SeccompAction, SeccompFilter, TargetArch};
+
+    /// On a thread of its own (a seccomp filter is per thread): refuses clone3 with ENOSYS,
+    /// then starts `sh -c 'exit 7'` with `v2_dir`.
+    fn start_without_clone3(v2_dir: Option<PathBuf>) -> Result<(Forked, i32), ForkExecError> {
+        std::thread::spawn(move || {
+            let arch = TargetArch::try_from(std::env::consts::ARCH).expect("arch");
+            let filter = SeccompFilter::new(
+                [(libc::SYS_clone3, Vec::new())].into_iter().collect(),
+                SeccompAction::Allow,
+                SeccompAction::Errno(libc::ENOSYS as u32),
+                arch,
+            )
+            .expect("filter");
+            let program: seccompiler::BpfProgram = filter.try_into().expect("bpf");
+            // SAFETY: no_new_privs on this test thread only, as a filter needs unprivileged.
+            assert_eq!(
+                unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) },
+                0
+            );
+            seccompiler::apply_filter(&program).expect("apply");
+            let io = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/null")
+                .expect("/dev/null");
+            let fd = io.as_raw_fd();
+            let forked = fork_exec(&ExecPlan {
+                program: Path::new("/bin/sh"),
+                argv: ["sh", "-c", "exit 7"].iter().map(OsString::from).collect(),
+                env: &[],
+                fds: [fd; 5],
+                v1_dirs: &[],
+                v2_dir: v2_dir.as_deref(),
+            })?;
+            let code = match nix::sys::wait::waitpid(
+                nix::unistd::Pid::from_raw(forked.pid as i32),
+                None,
+            ) {
+                Ok(nix::sys::wait::WaitStatus::Exited(_, code)) => code,
+                other => panic!("{other:?}"),
+            };
+            Ok((forked, code))
+        })
+        .join()
+        .expect("the test thread")
+    }
+
+    #[test]
+    fn a_profile_without_clone3_still_starts_the_process_and_leaves_the_v2_move_to_the_caller() {
+        let (forked, code) = start_without_clone3(None).expect("fork_exec");
+        assert_eq!((code, forked.v2_pending), (7, false));
+        // The pidfd names that process: it is readable once the process has ended.
+        let mut fds = [nix::poll::PollFd::new(
+            std::os::fd::AsFd::as_fd(&forked.pidfd),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        assert_eq!(nix::poll::poll(&mut fds, 1000u16).expect("poll"), 1);
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (forked, code) = start_without_clone3(Some(dir.path().to_path_buf())).expect("fork");
+        assert_eq!((code, forked.v2_pending), (7, true));
+    }
+}
