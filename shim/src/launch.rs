@@ -32,12 +32,26 @@ use crate::error::ShimError;
 /// container's is.
 pub const CHILD_ENV: &str = "CONTAINERD_WASMTIME_CHILD_OF";
 
-/// Whether this process was started by its parent, a shim, as a container's process.
-pub fn is_child_process() -> bool {
-    std::env::var(CHILD_ENV).is_ok_and(|shim| {
+/// What this process was started as, by [`CHILD_ENV`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Not a container's process: the shim's own commands.
+    Shim,
+    /// A container's process, its shim still its parent.
+    Child,
+    /// A container's process whose shim died before it looked: it must end at once, not
+    /// take its program's arguments for the shim's.
+    Orphan,
+}
+
+/// This process's role (see [`Role`]).
+pub fn role() -> Role {
+    match std::env::var_os(CHILD_ENV) {
+        None => Role::Shim,
         // SAFETY: getppid cannot fail.
-        shim == unsafe { libc::getppid() }.to_string()
-    })
+        Some(shim) if shim == unsafe { libc::getppid() }.to_string().as_str() => Role::Child,
+        Some(_) => Role::Orphan,
+    }
 }
 /// The control socket's descriptor in the child.
 pub const CONTROL_FD: i32 = 3;

@@ -68,3 +68,26 @@ fn start_without_containerd_fails_with_a_reason() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("TTRPC_ADDRESS"));
 }
+
+/// A container's process whose shim is gone (its parent is no longer the pid its role
+/// names) ends at once: its program's arguments, here `delete` and `-v`, are never taken
+/// for the shim's own command line.
+#[test]
+fn an_orphaned_container_process_ends_without_acting_on_its_arguments() {
+    let not_our_parent = "1";
+    for args in [
+        &["-v"][..],
+        &["-id", "x", "-bundle", "/nonexistent", "delete"],
+    ] {
+        let out = Command::new(SHIM)
+            .args(args)
+            .env("CONTAINERD_WASMTIME_CHILD_OF", not_our_parent)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {out:?}");
+        assert!(
+            out.stdout.is_empty() && out.stderr.is_empty(),
+            "{args:?}: {out:?}"
+        );
+    }
+}

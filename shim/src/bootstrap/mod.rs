@@ -28,8 +28,10 @@ use flags::Flags;
 /// the binary's `main` is this call.
 pub fn main() -> ExitCode {
     // A container's process (see `child`): started by this shim, never by containerd.
-    if launch::is_child_process() {
-        child::run();
+    match launch::role() {
+        launch::Role::Child => child::run(),
+        launch::Role::Orphan => return ExitCode::FAILURE,
+        launch::Role::Shim => {}
     }
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some(compile_helper::COMPILE_HELPER_ARG) {

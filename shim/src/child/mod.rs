@@ -43,6 +43,9 @@ use signals::Signals;
 
 /// Runs the container's process to its end; never returns.
 pub fn run() -> ! {
+    // Nothing this process starts is a shim's child: its role is not passed on. While the
+    // process is still single-threaded, as changing the environment requires.
+    std::env::remove_var(crate::launch::CHILD_ENV);
     // SAFETY: `spawn` placed the control socket and the log at these descriptors, and
     // nothing else in this fresh process owns them.
     let control = unsafe { UnixStream::from_raw_fd(CONTROL_FD) };

@@ -10,8 +10,10 @@
 //! - v1: a thread that moves only itself (`0` written to a hierarchy's `tasks` file) skips
 //!   the lock, and the forked child, single-threaded until it executes, is its whole process.
 //!
-//! A kernel or seccomp profile without `clone3`, or one older than 5.7, gets the same
-//! process with its v2 move left to the caller ([`Forked::v2_pending`]).
+//! A seccomp profile without `clone3`, or a kernel older than 5.7, gets the same process
+//! with its v2 move left to the caller ([`Forked::v2_pending`]). Born in its v2 cgroup, the
+//! process counts against that cgroup's `pids.max` at the fork: an exec into a container at
+//! its pids limit fails to start there, as the kernel would fail a fork inside it.
 //!
 //! Why not `std::process::Command`: it forks with no way to pass `clone3` arguments. What it
 //! does between fork and exec is done here the same way: only async-signal-safe calls on
@@ -91,7 +93,9 @@ const STEP_V1: u32 = 100;
 const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 
 /// Forks, places the child as the module says, and executes `plan.program` in it; returns
-/// once the program is executing (or the child has failed and been reaped).
+/// once the child has executed the program or ended without a report (killed before it
+/// could, which the caller sees as the process's end), or has failed a step and been
+/// reaped.
 pub fn fork_exec(plan: &ExecPlan) -> Result<Forked, ForkExecError> {
     let program = c_string(plan.program.as_os_str())?;
     let argv = plan
@@ -236,9 +240,10 @@ fn fork(cgroup: Option<RawFd>, child: &ChildSteps) -> Result<(u32, OwnedFd, bool
                 v2_pending = true;
                 rc = clone3(&mut args, child);
             }
-            // No clone3 at all (a seccomp profile that refuses it, as Docker's does, so
-            // that a libc falls back to clone): clone, which also gives a pidfd.
-            Some(libc::ENOSYS) => {
+            // No clone3 at all (a seccomp profile that refuses it: Docker's answers ENOSYS
+            // so that a libc falls back to clone, older profiles EPERM; nothing this call
+            // asks for needs a privilege): clone, which also gives a pidfd.
+            Some(libc::ENOSYS) | Some(libc::EPERM) => {
                 v2_pending = cgroup.is_some();
                 // SAFETY: a fork-like clone (no new stack, no shared memory); the child
                 // branch below never returns.
@@ -262,6 +267,14 @@ fn fork(cgroup: Option<RawFd>, child: &ChildSteps) -> Result<(u32, OwnedFd, bool
     }
     if rc < 0 {
         return Err(setup(std::io::Error::last_os_error()));
+    }
+    if pidfd < 0 {
+        // A kernel that made the process but no pidfd (clone before 5.2 ignores the flag):
+        // the process cannot be watched, so it does not run.
+        // SAFETY: our own unreaped child.
+        unsafe { libc::kill(rc as libc::pid_t, libc::SIGKILL) };
+        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(rc as i32), None);
+        return Err(setup(std::io::Error::from_raw_os_error(libc::ENOSYS)));
     }
     // SAFETY: the kernel wrote a new descriptor, ours alone, for the child it made.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
@@ -356,14 +369,14 @@ impl ChildSteps<'_> {
             *slot = unsafe { libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 10) };
             if *slot < 0 {
                 // SAFETY: still the forked child.
-                // SAFETY: still the forked child.
                 unsafe { fail(report, STEP_DESCRIPTORS) };
             }
         }
+        // The original may be one of the targets below (a low number the shim had free).
+        report = high[5];
         for (target, fd) in high[..5].iter().enumerate() {
             // SAFETY: replacing our descriptor `target`; dup2 clears close-on-exec on it.
             if unsafe { libc::dup2(*fd, target as libc::c_int) } < 0 {
-                // SAFETY: still the forked child.
                 // SAFETY: still the forked child.
                 unsafe { fail(report, STEP_DESCRIPTORS) };
             }
@@ -386,13 +399,11 @@ impl ChildSteps<'_> {
             )
         };
         if marked != 0 {
-            // Before Linux 5.11 (no CLOSE_RANGE_CLOEXEC): closed instead.
+            // Before Linux 5.11 (no CLOSE_RANGE_CLOEXEC): closed instead. Before 5.9 (no
+            // close_range) left as they are, as `Command` leaves them: the shim opens every
+            // descriptor close-on-exec, so this only guards against a library that does not.
             // SAFETY: as above.
-            if unsafe { libc::syscall(libc::SYS_close_range, 6u32, u32::MAX, 0u32) } != 0 {
-                // SAFETY: still the forked child.
-                // SAFETY: still the forked child.
-                unsafe { fail(report, STEP_DESCRIPTORS) };
-            }
+            unsafe { libc::syscall(libc::SYS_close_range, 6u32, u32::MAX, 0u32) };
         }
         // SAFETY: NUL-terminated program and NULL-terminated argument and variable arrays,
         // prepared before the fork and alive in this copy of the parent's memory.
