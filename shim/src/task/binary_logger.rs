@@ -22,7 +22,7 @@ use nix::fcntl::OFlag;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use crate::error::{ShimError, ShimResult};
-use crate::task::spawn::place_descriptors;
+use crate::task::fork_exec::place_descriptors;
 
 /// The scheme that names a logging program.
 pub const SCHEME: &str = "binary://";
@@ -124,9 +124,13 @@ pub fn start(uri: &str, id: &str, namespace: &str) -> ShimResult<StartedLogger> 
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     // SAFETY: `place_descriptors` runs in the forked child before exec, as it requires, and
-    // makes only async-signal-safe calls.
+    // makes only async-signal-safe calls. A kernel without close_range fails the start, as
+    // the logger could otherwise inherit the shim's descriptors.
     unsafe {
-        command.pre_exec(move || place_descriptors(&placed));
+        command.pre_exec(move || match place_descriptors(3, &placed)? {
+            true => Ok(()),
+            false => Err(std::io::Error::from_raw_os_error(libc::ENOSYS)),
+        });
     }
     let child = command.spawn().map_err(|e| {
         ShimError::InvalidArgument(format!(

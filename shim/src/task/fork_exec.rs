@@ -299,6 +299,55 @@ fn clone3(args: &mut libc::clone_args, child: &ChildSteps) -> libc::c_long {
     rc
 }
 
+/// Between fork and exec: puts `fds` (at most six) at descriptors `first`, `first + 1`, ...
+/// in order, each inheritable, and marks every descriptor after them close-on-exec, so the
+/// new program inherits those (and below `first`, what the caller placed there) only: not a
+/// descriptor the shim holds without FD_CLOEXEC. Marked rather than closed, because a pipe
+/// through which the parent learns of a failed exec may be among them; before Linux 5.11
+/// (no CLOSE_RANGE_CLOEXEC) closed, at the cost of such a failure looking like a process
+/// that ended at once. Returns whether they were marked or closed: not before 5.9, which
+/// has no `close_range`. Only async-signal-safe calls, and no allocation.
+///
+/// # Safety
+/// Only in a forked child before it executes a program: it overwrites descriptors `first`
+/// and up, which other code of this process may own.
+pub(crate) unsafe fn place_descriptors(first: RawFd, fds: &[RawFd]) -> std::io::Result<bool> {
+    let mut moved = [0; 6];
+    if fds.len() > moved.len() {
+        return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    // Moved out of the way first (above 10, beyond any target), so placing one cannot
+    // overwrite another.
+    for (slot, fd) in moved.iter_mut().zip(fds) {
+        // SAFETY: a new descriptor from one the caller holds.
+        *slot = check(unsafe { libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 10) })?;
+    }
+    for (target, fd) in (first..).zip(&moved[..fds.len()]) {
+        // SAFETY: see the function's safety section.
+        check(unsafe { libc::dup2(*fd, target) })?;
+    }
+    let after = (first as usize + fds.len()) as libc::c_uint;
+    // SAFETY: close_range on this process's own descriptor table.
+    let sealed = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            after,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        ) == 0
+            || libc::syscall(libc::SYS_close_range, after, u32::MAX, 0) == 0
+    };
+    Ok(sealed)
+}
+
+fn check(rc: libc::c_int) -> std::io::Result<libc::c_int> {
+    if rc < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
 /// Reports `step` and the current errno through `report`, and ends the child.
 ///
 /// # Safety
@@ -361,50 +410,29 @@ impl ChildSteps<'_> {
                 fail(report, STEP_SIGNALS);
             }
         }
-        // Every source moved above the targets first, so placing one cannot overwrite
-        // another (or the report pipe), then each to its place; the report pipe at 5.
-        let mut high = [0; 6];
-        for (slot, fd) in high.iter_mut().zip(self.fds.iter().chain([&report])) {
-            // SAFETY: a new descriptor from one we hold.
-            *slot = unsafe { libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 10) };
-            if *slot < 0 {
-                // SAFETY: still the forked child.
-                unsafe { fail(report, STEP_DESCRIPTORS) };
-            }
+        // A copy of the report pipe above the targets, for a failure while placing.
+        // SAFETY: a new descriptor from one we hold.
+        let report_high = unsafe { libc::fcntl(report, libc::F_DUPFD_CLOEXEC, 10) };
+        if report_high < 0 {
+            // SAFETY: still the forked child.
+            unsafe { fail(report, STEP_DESCRIPTORS) };
         }
-        // The original may be one of the targets below (a low number the shim had free).
-        report = high[5];
-        for (target, fd) in high[..5].iter().enumerate() {
-            // SAFETY: replacing our descriptor `target`; dup2 clears close-on-exec on it.
-            if unsafe { libc::dup2(*fd, target as libc::c_int) } < 0 {
-                // SAFETY: still the forked child.
-                unsafe { fail(report, STEP_DESCRIPTORS) };
-            }
+        report = report_high;
+        let [stdin, stdout, stderr, control, log] = self.fds;
+        // SAFETY: in the forked child, before exec. Whether the rest could be marked does
+        // not matter here: the shim opens every descriptor close-on-exec.
+        if unsafe { place_descriptors(0, &[stdin, stdout, stderr, control, log, report]) }.is_err()
+        {
+            // SAFETY: still the forked child.
+            unsafe { fail(report, STEP_DESCRIPTORS) };
         }
-        // SAFETY: as above; the report pipe stays close-on-exec.
-        if unsafe { libc::dup3(high[5], 5, libc::O_CLOEXEC) } < 0 {
+        // The report pipe, now at 5, closes on exec: the parent's end of file.
+        // SAFETY: fcntl on our own descriptor.
+        if unsafe { libc::fcntl(5, libc::F_SETFD, libc::FD_CLOEXEC) } < 0 {
             // SAFETY: still the forked child.
             unsafe { fail(report, STEP_DESCRIPTORS) };
         }
         report = 5;
-        // Everything after them close-on-exec: the program inherits its stdio, the control
-        // socket and the log only, not a descriptor the shim holds without FD_CLOEXEC.
-        // SAFETY: close_range on this process's own descriptor table.
-        let marked = unsafe {
-            libc::syscall(
-                libc::SYS_close_range,
-                6u32,
-                u32::MAX,
-                libc::CLOSE_RANGE_CLOEXEC,
-            )
-        };
-        if marked != 0 {
-            // Before Linux 5.11 (no CLOSE_RANGE_CLOEXEC): closed instead. Before 5.9 (no
-            // close_range) left as they are, as `Command` leaves them: the shim opens every
-            // descriptor close-on-exec, so this only guards against a library that does not.
-            // SAFETY: as above.
-            unsafe { libc::syscall(libc::SYS_close_range, 6u32, u32::MAX, 0u32) };
-        }
         // SAFETY: NUL-terminated program and NULL-terminated argument and variable arrays,
         // prepared before the fork and alive in this copy of the parent's memory.
         unsafe { libc::execve(self.program, self.argv, self.envp) };

@@ -11,7 +11,7 @@
 
 use std::ffi::OsString;
 use std::fs::File;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
@@ -238,56 +238,6 @@ fn join_cgroup(pid: u32, procs: &Path) -> ShimResult<()> {
             e,
         )
     })
-}
-
-/// Between fork and exec: puts `fds` (at most four) at descriptors 3, 4, ... in order, and
-/// marks every descriptor after them close-on-exec, so the new program inherits those and
-/// its stdio only: not a descriptor the shim holds without FD_CLOEXEC. Marked rather than
-/// closed, because the pipe through which `Command::spawn` learns of a failed exec is among
-/// them. Only async-signal-safe calls, and no allocation.
-///
-/// # Safety
-/// Only in a forked child before it executes a program (`pre_exec`): it overwrites
-/// descriptors 3 and up, which other code of this process may own.
-pub(crate) unsafe fn place_descriptors(fds: &[RawFd]) -> std::io::Result<()> {
-    let mut moved = [0; 4];
-    if fds.len() > moved.len() {
-        return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
-    }
-    // Moved out of the way first, so placing one cannot overwrite another.
-    for (slot, fd) in moved.iter_mut().zip(fds) {
-        // SAFETY: a new descriptor from one the caller holds.
-        *slot = check(unsafe { libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 10) })?;
-    }
-    for (target, fd) in (3..).zip(&moved[..fds.len()]) {
-        // SAFETY: see the function's safety section.
-        check(unsafe { libc::dup2(*fd, target) })?;
-    }
-    let after = 3 + fds.len() as libc::c_uint;
-    // SAFETY: close_range on this process's own descriptor table.
-    let marked = unsafe {
-        libc::syscall(
-            libc::SYS_close_range,
-            after,
-            u32::MAX,
-            libc::CLOSE_RANGE_CLOEXEC,
-        )
-    };
-    if marked != 0 {
-        // Before Linux 5.11 (no CLOSE_RANGE_CLOEXEC): closed, at the cost of a failed exec
-        // looking like a process that ended at once.
-        // SAFETY: as above.
-        check(unsafe { libc::syscall(libc::SYS_close_range, after, u32::MAX, 0) } as libc::c_int)?;
-    }
-    Ok(())
-}
-
-fn check(rc: libc::c_int) -> std::io::Result<libc::c_int> {
-    if rc < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(rc)
-    }
 }
 
 /// Waits for a child that failed before it was ready, killing it first if asked.
