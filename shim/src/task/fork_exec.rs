@@ -141,27 +141,21 @@ pub fn fork_exec(plan: &ExecPlan) -> Result<Forked, ForkExecError> {
     let (pid, pidfd, v2_pending) = fork(v2.as_ref().map(AsRawFd::as_raw_fd), &child)?;
     drop(report_write);
     // End of file: the report pipe closed on exec. Otherwise the step and its errno.
-    let mut report = [0u8; 8];
-    let mut got = 0;
-    let mut pipe = File::from(report_read);
-    while got < report.len() {
-        match pipe.read(&mut report[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) => break,
-        }
-    }
-    if got == 0 {
+    let mut report = Vec::new();
+    let _ = File::from(report_read).read_to_end(&mut report);
+    let Some((step, errno)) = report.first_chunk::<8>().map(|r| {
+        (
+            u32::from_ne_bytes([r[0], r[1], r[2], r[3]]),
+            i32::from_ne_bytes([r[4], r[5], r[6], r[7]]),
+        )
+    }) else {
         return Ok(Forked {
             pid,
             pidfd,
             v2_pending,
         });
-    }
-    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid as i32), None);
-    let step = u32::from_ne_bytes([report[0], report[1], report[2], report[3]]);
-    let errno = i32::from_ne_bytes([report[4], report[5], report[6], report[7]]);
+    };
+    reap(pid, false);
     let what = match step {
         STEP_SIGNALS => "resetting its signals".to_string(),
         STEP_DESCRIPTORS => "placing its descriptors".to_string(),
@@ -178,6 +172,19 @@ pub fn fork_exec(plan: &ExecPlan) -> Result<Forked, ForkExecError> {
         what,
         source: std::io::Error::from_raw_os_error(errno),
     })
+}
+
+/// Waits for a child that failed before it was ready, killing it first if asked; its
+/// status, for the error that reports it.
+pub(crate) fn reap(pid: u32, kill: bool) -> String {
+    if kill {
+        // SAFETY: our own unreaped child: the pid cannot have been reused.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    }
+    match nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid as i32), None) {
+        Ok(status) => format!("{status:?}"),
+        Err(e) => format!("waitpid: {e}"),
+    }
 }
 
 fn c_string(s: &OsStr) -> Result<CString, ForkExecError> {
@@ -271,9 +278,7 @@ fn fork(cgroup: Option<RawFd>, child: &ChildSteps) -> Result<(u32, OwnedFd, bool
     if pidfd < 0 {
         // A kernel that made the process but no pidfd (clone before 5.2 ignores the flag):
         // the process cannot be watched, so it does not run.
-        // SAFETY: our own unreaped child.
-        unsafe { libc::kill(rc as libc::pid_t, libc::SIGKILL) };
-        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(rc as i32), None);
+        reap(rc as u32, true);
         return Err(setup(std::io::Error::from_raw_os_error(libc::ENOSYS)));
     }
     // SAFETY: the kernel wrote a new descriptor, ours alone, for the child it made.
@@ -543,40 +548,38 @@ mod tests {
 
     #[test]
     fn a_cgroup_it_cannot_join_or_a_missing_program_fails_the_start_saying_which() {
-        let io = null();
-        let fd = io.as_raw_fd();
-        let missing = PathBuf::from("/nonexistent/cgroup/dir");
-        let err = fork_exec(&ExecPlan {
-            program: Path::new("/bin/true"),
-            argv: vec!["true".into()],
-            env: &[],
-            fds: [fd; 5],
-            v1_dirs: std::slice::from_ref(&missing),
-            v2_dir: None,
-        })
-        .err()
-        .expect("a cgroup that does not exist");
-        let ForkExecError::Child { what, source } = &err else {
-            panic!("{err:?}");
+        // The step the start failed at, and the kind of the system's error.
+        let failure = |program: &str, v1_dirs: &[PathBuf]| {
+            let io = null();
+            let err = fork_exec(&ExecPlan {
+                program: Path::new(program),
+                argv: vec!["program".into()],
+                env: &[],
+                fds: [io.as_raw_fd(); 5],
+                v1_dirs,
+                v2_dir: None,
+            })
+            .err()
+            .expect("a failed start");
+            match err {
+                ForkExecError::Child { what, source } => (what, source.kind()),
+                other => panic!("{other:?}"),
+            }
         };
-        assert_eq!(what, "joining the cgroup /nonexistent/cgroup/dir");
-        assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
-
-        let err = fork_exec(&ExecPlan {
-            program: Path::new("/nonexistent/program"),
-            argv: vec!["program".into()],
-            env: &[],
-            fds: [fd; 5],
-            v1_dirs: &[],
-            v2_dir: None,
-        })
-        .err()
-        .expect("a program that does not exist");
-        let ForkExecError::Child { what, source } = &err else {
-            panic!("{err:?}");
-        };
-        assert_eq!(what, "executing /nonexistent/program");
-        assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
+        assert_eq!(
+            failure("/bin/true", &[PathBuf::from("/nonexistent/cgroup/dir")]),
+            (
+                "joining the cgroup /nonexistent/cgroup/dir".to_string(),
+                std::io::ErrorKind::NotFound
+            )
+        );
+        assert_eq!(
+            failure("/nonexistent/program", &[]),
+            (
+                "executing /nonexistent/program".to_string(),
+                std::io::ErrorKind::NotFound
+            )
+        );
     }
 }
 

@@ -20,7 +20,7 @@ use runtime::StdioFiles;
 use crate::cgroup::Placement;
 use crate::error::{ShimError, ShimResult};
 use crate::launch::{self, FromChild, Launch, ToChild, CHILD_ENV, CONTROL_FD, LOG_FD};
-use crate::task::fork_exec::{fork_exec, ExecPlan, Forked};
+use crate::task::fork_exec::{fork_exec, reap, ExecPlan, Forked};
 
 /// What is executed to become a container's process: this binary in its child mode,
 /// `/proc/self/exe` with [`CHILD_ENV`] (the [`Default`], and the only one the shim uses).
@@ -238,18 +238,6 @@ fn join_cgroup(pid: u32, procs: &Path) -> ShimResult<()> {
             e,
         )
     })
-}
-
-/// Waits for a child that failed before it was ready, killing it first if asked.
-fn reap(pid: u32, kill: bool) -> String {
-    if kill {
-        // SAFETY: our own unreaped child: the pid cannot have been reused.
-        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-    }
-    match nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid as i32), None) {
-        Ok(status) => format!("{status:?}"),
-        Err(e) => format!("waitpid: {e}"),
-    }
 }
 
 #[cfg(test)]
